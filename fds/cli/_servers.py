@@ -1,0 +1,89 @@
+"""``fds metaserver``, ``fds tractserver``, ``fds gateway``: run one server process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fds.config import ConfigError, GatewayConfig, MetaserverConfig, TractServerConfig, load_config
+from fds.errors import FDSError
+
+__all__ = ["add_parsers"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with a table for this role")
+    p.add_argument("--host", help="address to listen on")
+    p.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
+    p.add_argument("--ready-file", help="write the server's URL here once it accepts connections")
+
+
+def _load(cls: type[Any], section: str, args: argparse.Namespace, names: list[str]) -> Any:
+    try:
+        return load_config(cls, section, file=args.config,
+                           overrides={n: getattr(args, n, None) for n in ["host", "port", *names]})
+    except ConfigError as exc:
+        raise SystemExit(f"fds {section}: {exc}") from None
+
+
+def _metaserver(args: argparse.Namespace) -> int:
+    from fds.metaserver import run
+
+    config = _load(MetaserverConfig, "metaserver", args,
+                   ["dir", "replicas", "tract_size", "expected_servers", "heartbeat_timeout", "seed"])
+    try:
+        run(config, ready_file=args.ready_file)
+    except FDSError as exc:
+        print(f"fds metaserver: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tractserver(args: argparse.Namespace) -> int:
+    from fds.tractserver import run
+
+    config = _load(TractServerConfig, "tractserver", args,
+                   ["dir", "metaserver", "advertise_url", "domain", "capacity_bytes", "heartbeat_interval",
+                    "collector_interval", "io_threads"])
+    run(config, ready_file=args.ready_file)
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from fds.gateway import run
+
+    config = _load(GatewayConfig, "gateway", args, ["metaserver", "max_in_flight"])
+    run(config, ready_file=args.ready_file)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("metaserver", help="run the metadata server")
+    _common(p)
+    p.add_argument("--dir", help="state directory (RocksDB)")
+    p.add_argument("--replicas", type=int, help="replication level k (fixed at first start)")
+    p.add_argument("--tract-size", dest="tract_size", type=int, help="bytes per tract (fixed at first start)")
+    p.add_argument("--expected-servers", dest="expected_servers", type=int,
+                   help="build the table once this many tract servers registered")
+    p.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=float)
+    p.add_argument("--seed", type=int, help="seed for table building")
+    p.set_defaults(run=_metaserver)
+
+    p = sub.add_parser("tractserver", help="run a tract server for one disk")
+    _common(p)
+    p.add_argument("--dir", help="data directory on the disk this server owns")
+    p.add_argument("--metaserver", help="metaserver URL")
+    p.add_argument("--advertise-url", dest="advertise_url", help="URL others use to reach this server")
+    p.add_argument("--domain", help="failure domain (default: the server id)")
+    p.add_argument("--capacity-bytes", dest="capacity_bytes", type=int, help="limit on stored bytes")
+    p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
+    p.add_argument("--collector-interval", dest="collector_interval", type=float)
+    p.add_argument("--io-threads", dest="io_threads", type=int)
+    p.set_defaults(run=_tractserver)
+
+    p = sub.add_parser("gateway", help="run the REST gateway for whole-blob PUT/GET")
+    _common(p)
+    p.add_argument("--metaserver", help="metaserver URL")
+    p.add_argument("--max-in-flight", dest="max_in_flight", type=int)
+    p.set_defaults(run=_gateway)

@@ -1,0 +1,206 @@
+"""The asynchronous fds client: placement, replication, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from fds.auth import client_headers
+from fds.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    FDSError,
+    NotFound,
+    PastEnd,
+    StaleVersion,
+    TableNotReady,
+    TractNotFound,
+    TractTooLarge,
+    Unavailable,
+    error_from_response,
+)
+from fds.guid import format_guid, new_guid, parse_guid
+from fds.models import BlobInfo, ClusterStatus
+from fds.placement import MAX_TRACT, METADATA_TRACT
+from fds.tlt import Table
+from fds.client._blob import Blob
+from fds.client._http import ConnectError, HTTPPool, HTTPResponse
+from fds.client._table import TableCache
+from fds.web import tune_allocator
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+DEFAULT_IN_FLIGHT = 50
+"""Tract requests in flight per client; FDS used about 50."""
+
+
+class Client:
+    """A connection to one fds cluster. Use ``async with Client(url) as fds: ...``.
+
+    The client fetches the tract locator table from the metaserver once and
+    then talks to tract servers directly: it computes each tract's row
+    itself, writes to every replica in the row, reads from a random one and
+    fails over to the others. When a server says the table is stale it
+    refetches the table and retries. At most ``max_in_flight`` tract requests
+    are outstanding at once across the client.
+    """
+
+    def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT, timeout: float = 60.0,
+                 attempts: int = 8, rng: random.Random | None = None) -> None:
+        if max_in_flight < 1:
+            raise BadRequest("max_in_flight must be at least 1")
+        tune_allocator()
+        self.tables = TableCache(metaserver)
+        self.metaserver = self.tables.metaserver
+        self.max_in_flight = max_in_flight
+        self._pool = HTTPPool(timeout=timeout)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._attempts = attempts
+        self._rng = rng or random.Random()
+        self._headers = client_headers()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        await self.tables.aclose()
+
+    # -- blobs ---------------------------------------------------------------
+    async def create_blob(self, guid: str | bytes | None = None) -> Blob:
+        """Create an empty blob (0 tracts), with a random GUID unless one is given."""
+        raw = new_guid() if guid is None else parse_guid(guid)
+        await self._meta("POST", raw, "", None)
+        return Blob(self, raw)
+
+    async def open_blob(self, guid: str | bytes) -> Blob:
+        """Open an existing blob; raises :class:`BlobNotFound` if there is none."""
+        raw = parse_guid(guid)
+        await self.stat(raw)
+        return Blob(self, raw)
+
+    async def delete_blob(self, guid: str | bytes) -> None:
+        """Delete a blob. Its tracts are collected by the tract servers later."""
+        await self._meta("DELETE", parse_guid(guid), "", None)
+
+    async def stat(self, guid: str | bytes) -> BlobInfo:
+        return BlobInfo.model_validate(await self._meta("GET", parse_guid(guid), "", None))
+
+    async def table(self) -> Table:
+        """The cached tract locator table (fetched on first use)."""
+        return await self.tables.get()
+
+    async def cluster_status(self) -> ClusterStatus:
+        return await self.tables.cluster()
+
+    # -- the machinery -----------------------------------------------------------
+    async def _retrying(self, op: Callable[[Table], Awaitable[T]], what: str) -> T:
+        """Run ``op`` against the current table, refetching it on staleness and retrying on failure."""
+        delay = 0.05
+        last: Exception | None = None
+        for attempt in range(self._attempts):
+            table = await self.tables.get()
+            try:
+                return await op(table)
+            except StaleVersion as exc:
+                last = exc
+                await self.tables.refresh(table.version)
+                if attempt:
+                    await asyncio.sleep(delay)
+            except (ConnectError, Unavailable, TableNotReady) as exc:
+                if isinstance(exc, ChecksumMismatch):
+                    raise
+                last = exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                try:
+                    await self.tables.refresh(table.version)
+                except Unavailable:
+                    pass  # metaserver down: keep the cached table and retry
+        if isinstance(last, FDSError):
+            raise type(last)(f"{what}: gave up after {self._attempts} attempts: {last.message}", code=last.code)
+        raise Unavailable(f"{what}: gave up after {self._attempts} attempts: {last}")
+
+    async def _send(self, method: str, url: str, body: bytes | bytearray | memoryview | None = None,
+                    headers: dict[str, str] | None = None) -> HTTPResponse:
+        hdrs = {**self._headers, **(headers or {})}
+        return await self._pool.request(method, url, body=body, headers=hdrs)
+
+    async def _meta(self, method: str, guid: bytes, suffix: str, payload: dict[str, Any] | None) -> Any:
+        """A metadata operation on the primary of the blob's tract -1 row."""
+        text = format_guid(guid)
+        body = orjson.dumps(payload) if payload is not None else None
+        headers = {"content-type": "application/json"} if payload is not None else None
+
+        async def op(table: Table) -> Any:
+            primary = table.holders(guid, METADATA_TRACT)[0]
+            resp = await self._send(method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}",
+                                    body, headers)
+            if resp.status >= 300:
+                raise error_from_response(resp.status, resp.body, where=f"{method} blob {text}")
+            return orjson.loads(resp.body) if resp.body else None
+
+        return await self._retrying(op, f"{method.lower()} blob {text}")
+
+    async def _write_tract(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview) -> None:
+        if not 0 <= tract <= MAX_TRACT:
+            raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
+        text = format_guid(guid)
+
+        async def op(table: Table) -> None:
+            if len(data) > table.tract_size:
+                raise TractTooLarge(f"tract of {len(data)} bytes is over the cluster's tract size of "
+                                    f"{table.tract_size} bytes")
+            urls = [f"{s.url}/v1/tracts/{text}/{tract}?version={table.version}"
+                    for s in table.holders(guid, tract)]
+            results = await asyncio.gather(*(self._send("PUT", u, data) for u in urls), return_exceptions=True)
+            for result in results:  # raise the most telling failure
+                if isinstance(result, BaseException):
+                    raise result
+                if result.status != 200:
+                    raise error_from_response(result.status, result.body, where=f"write tract {tract} of {text}")
+
+        async with self._slots:
+            await self._retrying(op, f"write tract {tract} of blob {text}")
+
+    async def _read_tract(self, guid: bytes, tract: int) -> bytes | bytearray:
+        if not 0 <= tract <= MAX_TRACT:
+            raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
+        text = format_guid(guid)
+
+        async def op(table: Table) -> bytes | bytearray:
+            holders = table.holders(guid, tract)
+            self._rng.shuffle(holders)
+            failures: list[Exception] = []
+            for server in holders:
+                try:
+                    resp = await self._send("GET", f"{server.url}/v1/tracts/{text}/{tract}?version={table.version}")
+                except ConnectError as exc:
+                    failures.append(exc)
+                    continue
+                if resp.status == 200:
+                    return resp.body
+                err = error_from_response(resp.status, resp.body, where=f"read tract {tract} of {text}")
+                if isinstance(err, (StaleVersion, PastEnd, BadRequest)) or (
+                        isinstance(err, NotFound) and not isinstance(err, TractNotFound)):
+                    raise err
+                failures.append(err)  # a bad or missing copy: try another replica
+            if all(isinstance(f, TractNotFound) for f in failures):
+                raise failures[0]
+            if all(isinstance(f, (TractNotFound, ChecksumMismatch)) for f in failures):
+                raise ChecksumMismatch(f"read tract {tract} of {text}: no replica has a good copy: "
+                                       + "; ".join(str(f) for f in failures))
+            raise next(f for f in failures if not isinstance(f, (TractNotFound, ChecksumMismatch)))
+
+        async with self._slots:
+            return await self._retrying(op, f"read tract {tract} of blob {text}")
+

@@ -1,0 +1,124 @@
+"""Configuration in one typed place, read once at start.
+
+Each role has a dataclass of settings. Values come, later winning, from:
+the defaults below, the role's table in a TOML file (``--config FILE``,
+tables ``[metaserver]``, ``[tractserver]``, ``[gateway]``), environment
+variables ``FDS_<FIELD>`` (e.g. ``FDS_PORT=7101``), then command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = [
+    "DEFAULT_TRACT_SIZE",
+    "MetaserverConfig",
+    "TractServerConfig",
+    "GatewayConfig",
+    "load_config",
+    "ConfigError",
+]
+
+DEFAULT_TRACT_SIZE = 8 * 1024 * 1024
+"""8 MiB, the paper's tract size (FDS-REFERENCE §1)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names it."""
+
+
+@dataclass
+class MetaserverConfig:
+    dir: str = "./.fds/metaserver"
+    host: str = "127.0.0.1"
+    port: int = 7000
+    replicas: int = 1
+    tract_size: int = DEFAULT_TRACT_SIZE
+    expected_servers: int = 1
+    """The table is built once this many tract servers have registered."""
+    heartbeat_timeout: float = 5.0
+    """Seconds without a heartbeat before a server is shown as not alive."""
+    seed: int | None = None
+    """Seed for table building; random when unset."""
+
+
+@dataclass
+class TractServerConfig:
+    dir: str = "./.fds/ts0"
+    metaserver: str = "http://127.0.0.1:7000"
+    host: str = "127.0.0.1"
+    port: int = 7100
+    advertise_url: str = ""
+    """The URL others use to reach this server; defaults to http://host:port."""
+    domain: str = ""
+    """Failure domain; defaults to the server id (every server its own domain)."""
+    capacity_bytes: int = 0
+    """Bytes this server may store; 0 means the size of its file system."""
+    heartbeat_interval: float = 1.0
+    collector_interval: float = 60.0
+    """Seconds between passes of the orphan-tract collector; 0 disables it."""
+    io_threads: int = 16
+    """Threads for disk I/O: durable writes want several in parallel."""
+
+
+@dataclass
+class GatewayConfig:
+    metaserver: str = "http://127.0.0.1:7000"
+    host: str = "127.0.0.1"
+    port: int = 7080
+    max_in_flight: int = 16
+    """Tract requests in flight per gateway request."""
+
+
+C = TypeVar("C")
+
+
+def _coerce(name: str, kind: str, raw: Any) -> Any:
+    """Convert a TOML or environment value to the field's declared type."""
+    text = str(raw).strip()
+    try:
+        if kind.startswith("int"):
+            return None if (text == "" and "None" in kind) else int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"setting {name!r} must be a number, got {raw!r}") from None
+    return text
+
+
+def load_config(cls: type[C], section: str, *, file: str | None = None,
+                overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> C:
+    """Build a ``cls`` config from defaults, TOML ``[section]``, ``FDS_*`` env, and overrides.
+
+    ``overrides`` are command-line values; ``None`` means "not given".
+    """
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if file:
+        try:
+            with open(file, "rb") as fh:
+                table = tomllib.load(fh).get(section, {})
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        for key, value in table.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"unknown setting {key!r} in [{section}] of {file}; known: {', '.join(names)}")
+            values[key] = _coerce(key, str(names[key].type), value)
+    for name, fld in names.items():
+        env = environ.get(f"FDS_{name.upper()}")
+        if env is not None:
+            values[name] = _coerce(name, str(fld.type), env)
+    for name, value in (overrides or {}).items():
+        if value is not None and name in names:
+            values[name] = value
+    return cls(**values)
+

@@ -1,0 +1,44 @@
+"""The metaserver's HTTP API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from fds.models import ClusterStatus, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
+from fds.metaserver._state import MetaState
+from fds.web import create_app as create_base_app
+from fds.web import json_response
+
+__all__ = ["create_app"]
+
+
+def create_app(state: MetaState) -> FastAPI:
+    """The metaserver app over ``state``."""
+    app = create_base_app(
+        "fds metaserver",
+        "Membership, heartbeats and the tract locator table. Never on the data path.",
+    )
+    app.state.meta = state
+
+    @app.post("/v1/servers", response_model=HeartbeatReply, tags=["membership"],
+              summary="Register (or re-register) a tract server.")
+    async def register(req: RegisterRequest) -> Response:
+        return json_response(HeartbeatReply(table_version=state.register(req)))
+
+    @app.post("/v1/servers/{server_id}/heartbeat", response_model=HeartbeatReply, tags=["membership"],
+              summary="A tract server's periodic heartbeat, with its disk statistics.")
+    async def heartbeat(server_id: str, beat: Heartbeat) -> Response:
+        return json_response(HeartbeatReply(table_version=state.heartbeat(server_id, beat)))
+
+    @app.get("/v1/table", response_model=TableModel, tags=["table"],
+             summary="The tract locator table, its version, tract size and replication level.")
+    async def table() -> Response:
+        return Response(state.table_json(), media_type="application/json")
+
+    @app.get("/v1/cluster", response_model=ClusterStatus, tags=["ops"],
+             summary="Servers, their health and disk use, and the table version.")
+    async def cluster() -> Response:
+        return json_response(state.status())
+
+    return app

@@ -1,0 +1,144 @@
+"""Wire models: the JSON every role speaks, in one place.
+
+The roles never import each other; they share these models. Field docs
+show up in each server's OpenAPI page (``/docs``).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ServerRef",
+    "TableModel",
+    "RegisterRequest",
+    "Heartbeat",
+    "HeartbeatReply",
+    "ServerStatus",
+    "ClusterStatus",
+    "BlobInfo",
+    "ExtendRequest",
+    "ExtendResult",
+    "SetLengthRequest",
+    "MetaRecord",
+    "TractWritten",
+    "TractServerStats",
+    "CreatedBlob",
+]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ServerRef(BaseModel):
+    """A tract server as the table names it."""
+
+    id: str = Field(pattern=_ID, description="Stable id, kept in the server's data directory.")
+    url: str = Field(description="Base URL of its HTTP API, e.g. http://10.0.0.5:7101")
+    domain: str = Field(description="Failure domain (machine, rack); no row holds two of one domain.")
+
+
+class TableModel(BaseModel):
+    """The tract locator table and the cluster constants clients need."""
+
+    version: int = Field(description="Table version: the highest row version.")
+    tract_size: int = Field(description="Bytes per tract; a tract may be written shorter.")
+    replicas: int = Field(description="Replication level k: servers per row.")
+    servers: list[ServerRef]
+    rows: list[list[int]] = Field(description="Each row lists indices into `servers`; the first is the primary.")
+    row_versions: list[int] = Field(description="Version of each row: the table version when it last changed.")
+
+
+class RegisterRequest(BaseModel):
+    id: str = Field(pattern=_ID)
+    url: str = Field(min_length=1, max_length=300)
+    disk: str = Field(default="", max_length=4096, description="The data directory, for operators.")
+    domain: str = Field(min_length=1, max_length=128)
+    capacity_bytes: int = Field(ge=0)
+
+
+class Heartbeat(BaseModel):
+    tracts: int = Field(ge=0)
+    bytes_used: int = Field(ge=0)
+    disk_free: int = Field(ge=0)
+    capacity_bytes: int = Field(ge=0)
+    table_version: int = Field(ge=0, description="The table version the server is using.")
+
+
+class HeartbeatReply(BaseModel):
+    table_version: int = Field(description="The current table version; refetch the table if newer.")
+
+
+class ServerStatus(BaseModel):
+    id: str
+    url: str
+    disk: str
+    domain: str
+    capacity_bytes: int
+    alive: bool
+    heartbeat_age: float | None = Field(description="Seconds since the last heartbeat; null if none since start.")
+    tracts: int
+    bytes_used: int
+    disk_free: int
+    in_table: bool
+    table_version: int
+
+
+class ClusterStatus(BaseModel):
+    state: str = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
+    table_version: int
+    tract_size: int
+    replicas: int
+    expected_servers: int
+    rows: int
+    servers: list[ServerStatus]
+
+
+class BlobInfo(BaseModel):
+    guid: str
+    tracts: int = Field(description="Number of tracts; tracts 0..tracts-1 may be written.")
+    length: int | None = Field(description="Byte length when written as a stream (all tracts full but the last).")
+    created: float = Field(description="Unix time of creation.")
+
+
+class CreatedBlob(BaseModel):
+    guid: str
+
+
+class ExtendRequest(BaseModel):
+    count: int = Field(ge=1, le=2**32, description="How many tracts to add.")
+
+
+class ExtendResult(BaseModel):
+    first: int = Field(description="The first of the new tracts; the caller owns first..first+count-1.")
+    count: int
+    tracts: int = Field(description="The blob's size in tracts after this extend.")
+
+
+class SetLengthRequest(BaseModel):
+    length: int = Field(ge=0, description="The blob's byte length, recorded by stream writers.")
+
+
+class MetaRecord(BaseModel):
+    """A blob's metadata tract (-1) as replicated between row-mates."""
+
+    guid: str
+    tracts: int = Field(ge=0)
+    length: int | None = None
+    created: float
+    seq: int = Field(ge=0, description="Bumped by every change; a replica keeps the highest.")
+    deleted: bool = False
+
+
+class TractWritten(BaseModel):
+    length: int
+    checksum: str = Field(description="xxh3_64 of the tract, 16 hex digits.")
+
+
+class TractServerStats(BaseModel):
+    id: str
+    url: str
+    tracts: int
+    bytes_used: int
+    disk_free: int
+    capacity_bytes: int
+    table_version: int

@@ -1,0 +1,191 @@
+"""The tract server's HTTP API: the data path, plus blob metadata."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
+
+from fds.errors import BadRequest, TractNotFound, TractTooLarge
+from fds.guid import format_guid, parse_guid
+from fds.models import (
+    BlobInfo,
+    ExtendRequest,
+    ExtendResult,
+    MetaRecord,
+    SetLengthRequest,
+    TractServerStats,
+    TractWritten,
+)
+from fds.placement import METADATA_TRACT
+from fds.tractserver._meta import MetaService
+from fds.tractserver._node import Node
+from fds.web import create_app as create_base_app
+from fds.web import json_response
+
+__all__ = ["create_app"]
+
+_VERSION = Query(ge=0, description="The table version the caller used; a stale one gets 409 stale_version.")
+_RAW_BODY = {"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                             "required": True}}
+_DRAIN_LIMIT_TRACTS = 4
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """Read the request body into one buffer of exactly Content-Length bytes."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise BadRequest("send the tract with a Content-Length header (chunked bodies are not accepted)",
+                         code="length_required")
+    length = int(declared)
+    if length > limit:
+        if length <= _DRAIN_LIMIT_TRACTS * limit:
+            async for _ in request.stream():  # drain, so the connection stays usable
+                pass
+        raise TractTooLarge(f"tract body of {length} bytes is over the cluster's tract size of {limit} bytes")
+    buf = bytearray(length)
+    pos = 0
+    async for chunk in request.stream():
+        end = pos + len(chunk)
+        if end > length:
+            raise BadRequest("request body is longer than its Content-Length")
+        buf[pos:end] = chunk
+        pos = end
+    if pos != length:
+        raise BadRequest(f"request body ended after {pos} of {length} bytes")
+    return buf
+
+
+def _tract_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"tract number {text[:40]!r} is not an integer", code="bad_tract") from None
+
+
+def create_app(node: Node) -> FastAPI:
+    """The tract server app for ``node``."""
+    meta = MetaService(node)
+    write_locks: dict[tuple[bytes, int], asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.stop()
+
+    app = create_base_app(
+        "fds tract server",
+        "Stores 8 MiB tracts in files on one disk, checksummed, and serves them. "
+        "Every data request carries the caller's table version.",
+    )
+    app.router.lifespan_context = lifespan
+    app.state.node = node
+
+    # -- tracts ------------------------------------------------------------
+    @app.put("/v1/tracts/{guid}/{tract}", response_model=TractWritten, tags=["tracts"], openapi_extra=_RAW_BODY,
+             summary="Write a whole tract; acknowledged once data and index are durable.")
+    async def put_tract(guid: str, tract: str, request: Request, version: int = _VERSION) -> Response:
+        raw, number = parse_guid(guid), _tract_number(tract)
+        if number < 0:
+            raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
+        table = await node.check(raw, number, version)
+        body = await _read_body(request, table.tract_size)
+        await node.check_extent(raw, number, table)
+        key = (raw, number)
+        lock = write_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                entry = await node.run_io(node.store.write, raw, number, body)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                write_locks.pop(key, None)
+        return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}"))
+
+    @app.get("/v1/tracts/{guid}/{tract}", tags=["tracts"],
+             responses={200: {"content": {"application/octet-stream": {}}}},
+             summary="Read a whole tract; its checksum is verified first.")
+    async def get_tract(guid: str, tract: str, version: int = _VERSION) -> Response:
+        raw, number = parse_guid(guid), _tract_number(tract)
+        if number < 0:
+            raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
+        table = await node.check(raw, number, version)
+        try:
+            data, entry = await node.run_io(node.store.read, raw, number)
+        except TractNotFound:
+            await node.check_extent(raw, number, table)  # past the end, or no such blob?
+            raise
+        return Response(data, media_type="application/octet-stream",
+                        headers={"x-fds-checksum": f"{entry.checksum:016x}"})
+
+    @app.head("/v1/tracts/{guid}/{tract}", tags=["tracts"], summary="A tract's length and checksum.")
+    async def head_tract(guid: str, tract: str, version: int = _VERSION) -> Response:
+        raw, number = parse_guid(guid), _tract_number(tract)
+        await node.check(raw, number, version)
+        entry = await node.run_io(node.store.entry, raw, number)
+        if entry is None:
+            return Response(status_code=404)
+        return Response(headers={"content-length": str(entry.length), "x-fds-checksum": f"{entry.checksum:016x}"})
+
+    # -- blob metadata (tract -1, on its row's primary) ------------------------
+    @app.post("/v1/meta/{guid}", status_code=201, response_model=BlobInfo, tags=["metadata"],
+              summary="Create a blob with 0 tracts.")
+    async def create_blob(guid: str, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        table = await node.check(raw, METADATA_TRACT, version)
+        return json_response(await meta.create(raw, table), status=201)
+
+    @app.get("/v1/meta/{guid}", response_model=BlobInfo, tags=["metadata"], summary="A blob's size.")
+    async def stat_blob(guid: str, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        table = await node.check(raw, METADATA_TRACT, version)
+        return json_response(meta.stat(raw, table))
+
+    @app.post("/v1/meta/{guid}/extend", response_model=ExtendResult, tags=["metadata"],
+              summary="Atomically add tracts; each caller gets its own new range.")
+    async def extend_blob(guid: str, req: ExtendRequest, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        table = await node.check(raw, METADATA_TRACT, version)
+        return json_response(await meta.extend(raw, req.count, table))
+
+    @app.patch("/v1/meta/{guid}", response_model=BlobInfo, tags=["metadata"],
+               summary="Record the blob's byte length (stream writers do this when done).")
+    async def set_length(guid: str, req: SetLengthRequest, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        table = await node.check(raw, METADATA_TRACT, version)
+        return json_response(await meta.set_length(raw, req.length, table))
+
+    @app.delete("/v1/meta/{guid}", status_code=204, tags=["metadata"],
+                summary="Delete a blob's metadata; a collector removes its tracts later.")
+    async def delete_blob(guid: str, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        table = await node.check(raw, METADATA_TRACT, version)
+        await meta.delete(raw, table)
+        return Response(status_code=204)
+
+    @app.put("/v1/internal/meta/{guid}", tags=["internal"],
+             summary="Server to server: a metadata record from the row's primary.")
+    async def replicate_meta(guid: str, record: MetaRecord, version: int = _VERSION) -> Response:
+        raw = parse_guid(guid)
+        if format_guid(raw) != record.guid:
+            raise BadRequest("record GUID does not match the URL")
+        table = await node.check(raw, METADATA_TRACT, version)
+        await meta.apply(raw, record, table)
+        return json_response({"seq": record.seq})
+
+    # -- operations ---------------------------------------------------------
+    @app.get("/v1/stats", response_model=TractServerStats, tags=["ops"], summary="Tracts and bytes on this disk.")
+    async def stats() -> Response:
+        return json_response(TractServerStats(
+            id=node.id, url=node.url, tracts=node.store.tracts, bytes_used=node.store.bytes_used,
+            disk_free=await node.run_io(node.store.disk_free), capacity_bytes=node.store.capacity_bytes,
+            table_version=node.table.version if node.table else 0))
+
+    @app.post("/v1/admin/collect", tags=["ops"], summary="Run one pass of the orphan-tract collector now.")
+    async def collect() -> Response:
+        return json_response({"removed": await node.collect_once()})
+
+    return app

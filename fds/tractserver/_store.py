@@ -1,0 +1,237 @@
+"""Tracts on one disk: files, plus a RocksDB index that is the commit point.
+
+Layout under the server's data directory::
+
+    index.rocksdb/                    t<guid:16><tract:8 BE>  -> length, xxh3, generation, written_at
+                                      m<guid:16>              -> MetaRecord JSON (tract -1)
+    tracts/<gg>/<guid hex>.<tract>.<generation hex>           the tract's bytes, nothing else
+
+A write (see :meth:`TractStore.write`):
+
+1. writes the bytes under a *new* file name (a new generation) through
+   :func:`fds.durable.write_durably` (temp file, fsync, rename, fsync dir);
+2. puts the index entry pointing at that generation, with a synced WAL write.
+   This is the commit point;
+3. unlinks the previous generation's file.
+
+Killed before 2, the index still names the old file, so readers see the old
+tract; the new file is an orphan. Killed after 2, readers see the new one;
+the old file is the orphan. :meth:`TractStore.sweep` removes orphans and
+temporaries at start-up. No reader can ever see a torn tract, and a
+checksum mismatch on read is refused, not served.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import rocksdict
+import xxhash
+
+from fds.durable import ensure_dir, remove_temporaries, write_durably
+from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
+from fds.guid import format_guid
+from fds.models import MetaRecord
+
+__all__ = ["TractStore", "TractEntry"]
+
+log = logging.getLogger("fds.tractserver")
+
+_ENTRY = struct.Struct(">QQQQ")
+_TRACT = b"t"
+_META = b"m"
+
+
+@dataclass(frozen=True, slots=True)
+class TractEntry:
+    length: int
+    checksum: int
+    generation: int
+    written_ns: int
+
+
+def _tract_key(guid: bytes, tract: int) -> bytes:
+    return _TRACT + guid + tract.to_bytes(8, "big")
+
+
+class TractStore:
+    """One disk's tracts and blob metadata records. Methods block: call them off the event loop."""
+
+    def __init__(self, root: str | os.PathLike[str], *, capacity_bytes: int = 0) -> None:
+        self.root = ensure_dir(root)
+        self.tract_dir = ensure_dir(self.root / "tracts")
+        self._db = rocksdict.Rdict(str(self.root / "index.rocksdb"), rocksdict.Options(raw_mode=True))
+        self._sync = rocksdict.WriteOptions()
+        self._sync.sync = True
+        self._lock = threading.Lock()
+        self._last_generation = 0
+        self.capacity_bytes = capacity_bytes or shutil.disk_usage(self.root).total
+        self.tracts = 0
+        self.bytes_used = 0
+        self.checksum_failures = 0
+        for _key, value in self._iter_prefix(_TRACT):
+            entry = TractEntry(*_ENTRY.unpack(value))
+            self.tracts += 1
+            self.bytes_used += entry.length
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- paths and generations -------------------------------------------
+    def _path(self, guid: bytes, tract: int, generation: int) -> Path:
+        hexed = guid.hex()
+        return self.tract_dir / hexed[:2] / f"{hexed}.{tract}.{generation:x}"
+
+    def _next_generation(self) -> int:
+        with self._lock:
+            gen = max(time.time_ns(), self._last_generation + 1)
+            self._last_generation = gen
+            return gen
+
+    # -- tracts ------------------------------------------------------------
+    def entry(self, guid: bytes, tract: int) -> TractEntry | None:
+        raw = self._db.get(_tract_key(guid, tract))
+        return None if raw is None else TractEntry(*_ENTRY.unpack(raw))
+
+    def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview) -> TractEntry:
+        """Store a tract durably; on return it survives a crash. Raises DiskFull."""
+        length = len(data)
+        old = self.entry(guid, tract)
+        growth = length - (old.length if old else 0)
+        if growth > 0 and self.bytes_used + growth > self.capacity_bytes:
+            raise DiskFull(f"tract server is full: {self.bytes_used} of {self.capacity_bytes} bytes used, "
+                           f"this tract needs {growth} more; nothing was written")
+        checksum = xxhash.xxh3_64_intdigest(data)
+        generation = self._next_generation()
+        path = self._path(guid, tract, generation)
+        try:
+            ensure_dir(path.parent)
+            write_durably(path, data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"tract server's disk is full ({exc.strerror}); nothing was written") from None
+            raise
+        entry = TractEntry(length, checksum, generation, time.time_ns())
+        self._db.put(_tract_key(guid, tract), _ENTRY.pack(length, checksum, generation, entry.written_ns), self._sync)
+        with self._lock:
+            self.bytes_used += growth
+            self.tracts += old is None
+        if old is not None:
+            self._unlink(self._path(guid, tract, old.generation))
+        return entry
+
+    def read(self, guid: bytes, tract: int) -> tuple[bytes, TractEntry]:
+        """Read and verify a tract. Raises TractNotFound or ChecksumMismatch."""
+        for _attempt in range(3):
+            entry = self.entry(guid, tract)
+            if entry is None:
+                raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is not stored here")
+            try:
+                fd = os.open(self._path(guid, tract, entry.generation), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # overwritten between index lookup and open: look again
+            try:
+                data = os.read(fd, entry.length + 1)
+                while len(data) < entry.length:
+                    more = os.read(fd, entry.length - len(data) + 1)
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
+            if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
+                self.checksum_failures += 1
+                log.error("checksum mismatch: blob %s tract %d (%d bytes on disk, %d expected)",
+                          format_guid(guid), tract, len(data), entry.length)
+                raise ChecksumMismatch(
+                    f"tract {tract} of blob {format_guid(guid)} failed its checksum on this server; "
+                    "read another replica")
+            return data, entry
+        raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is being rewritten; retry")
+
+    def delete_tracts(self, guid: bytes, *, written_before_ns: int) -> int:
+        """Remove a blob's tracts written before the given time; returns how many."""
+        removed = 0
+        for key, value in list(self._iter_prefix(_TRACT + guid)):
+            entry = TractEntry(*_ENTRY.unpack(value))
+            if entry.written_ns >= written_before_ns:
+                continue
+            tract = int.from_bytes(key[17:25], "big")
+            self._db.delete(key, self._sync)
+            self._unlink(self._path(guid, tract, entry.generation))
+            with self._lock:
+                self.tracts -= 1
+                self.bytes_used -= entry.length
+            removed += 1
+        return removed
+
+    def blobs(self) -> Iterator[bytes]:
+        """GUIDs of the blobs that have tracts here, each once."""
+        it = self._db.iter()
+        it.seek(_TRACT)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(_TRACT):
+                break
+            guid = key[1:17]
+            yield guid
+            it.seek(_TRACT + guid + b"\xff" * 8 + b"\x00")
+
+    # -- blob metadata (tract -1) -----------------------------------------
+    def meta(self, guid: bytes) -> MetaRecord | None:
+        raw = self._db.get(_META + guid)
+        return None if raw is None else MetaRecord.model_validate_json(raw)
+
+    def put_meta(self, guid: bytes, record: MetaRecord) -> None:
+        self._db.put(_META + guid, record.model_dump_json().encode(), self._sync)
+
+    # -- maintenance -------------------------------------------------------
+    def sweep(self) -> int:
+        """Remove temporaries and tract files the index does not name (crash leftovers)."""
+        removed = remove_temporaries(self.tract_dir)
+        for shard in self.tract_dir.iterdir():
+            if not shard.is_dir():
+                continue
+            for file in shard.iterdir():
+                try:
+                    hexed, tract_text, gen_text = file.name.split(".")
+                    guid, tract, generation = bytes.fromhex(hexed), int(tract_text), int(gen_text, 16)
+                except ValueError:
+                    continue
+                entry = self.entry(guid, tract)
+                if entry is None or entry.generation != generation:
+                    self._unlink(file)
+                    removed += 1
+        if removed:
+            log.info("swept %d leftover files from interrupted writes", removed)
+        return removed
+
+    def disk_free(self) -> int:
+        free = shutil.disk_usage(self.root).free
+        return max(0, min(free, self.capacity_bytes - self.bytes_used))
+
+    def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                break
+            yield key, bytes(it.value())
+            it.next()
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

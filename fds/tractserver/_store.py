@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import shutil
 import struct
@@ -37,7 +38,7 @@ from pathlib import Path
 import rocksdict
 import xxhash
 
-from fds.durable import ensure_dir, remove_temporaries, write_durably
+from fds.durable import ensure_dir, read_direct, remove_temporaries, write_durably
 from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
 from fds.guid import format_guid
 from fds.models import MetaRecord
@@ -103,7 +104,12 @@ class TractStore:
         return None if raw is None else TractEntry(*_ENTRY.unpack(raw))
 
     def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview) -> TractEntry:
-        """Store a tract durably; on return it survives a crash. Raises DiskFull."""
+        """Store a tract durably; on return it survives a crash. Raises DiskFull.
+
+        A view of an :func:`fds.durable.aligned_buffer` is written with
+        O_DIRECT (the request path does this); other buffers go through the
+        page cache.
+        """
         length = len(data)
         old = self.entry(guid, tract)
         growth = length - (old.length if old else 0)
@@ -115,7 +121,8 @@ class TractStore:
         path = self._path(guid, tract, generation)
         try:
             ensure_dir(path.parent)
-            write_durably(path, data)
+            direct = isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap)
+            write_durably(path, data, direct=direct)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(f"tract server's disk is full ({exc.strerror}); nothing was written") from None
@@ -129,25 +136,16 @@ class TractStore:
             self._unlink(self._path(guid, tract, old.generation))
         return entry
 
-    def read(self, guid: bytes, tract: int) -> tuple[bytes, TractEntry]:
+    def read(self, guid: bytes, tract: int) -> tuple[memoryview, TractEntry]:
         """Read and verify a tract. Raises TractNotFound or ChecksumMismatch."""
         for _attempt in range(3):
             entry = self.entry(guid, tract)
             if entry is None:
                 raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is not stored here")
             try:
-                fd = os.open(self._path(guid, tract, entry.generation), os.O_RDONLY | os.O_CLOEXEC)
+                data = read_direct(self._path(guid, tract, entry.generation), entry.length)
             except FileNotFoundError:
                 continue  # overwritten between index lookup and open: look again
-            try:
-                data = os.read(fd, entry.length + 1)
-                while len(data) < entry.length:
-                    more = os.read(fd, entry.length - len(data) + 1)
-                    if not more:
-                        break
-                    data += more
-            finally:
-                os.close(fd)
             if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
                 self.checksum_failures += 1
                 log.error("checksum mismatch: blob %s tract %d (%d bytes on disk, %d expected)",

@@ -1,0 +1,121 @@
+"""One client against a local cluster of 4 tract servers: throughput and latency.
+
+    python benchmarks/cluster.py [--tracts N] [--in-flight C] [--replicas 1 3] [--ceilings] [--json OUT]
+
+Starts a real LocalCluster (8 MiB tracts) in a temp dir for each
+replication level, writes N tracts of one blob with C requests in flight,
+reads them back, and reports GiB/s and per-tract p50/p99 latency (median of
+--repeat runs). With --ceilings it also measures, in the same run, the HTTP
+and durable-write ceilings (benchmarks/ceilings.py) and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fds.cli._local import LocalCluster  # noqa: E402
+from fds.client import Client  # noqa: E402
+
+TRACT = 8 * 1024 * 1024
+GIB = 1024**3
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _one_run(metaserver: str, tracts: int, in_flight: int) -> dict[str, float]:
+    payloads = [os.urandom(TRACT) for _ in range(4)]
+    async with Client(metaserver, max_in_flight=in_flight) as fds:
+        blob = await fds.create_blob()
+        await blob.extend(tracts)
+        # Warm connections and the servers' allocators.
+        await asyncio.gather(*(blob.write_tract(i, payloads[0]) for i in range(min(in_flight, tracts))))
+        sem = asyncio.Semaphore(in_flight)
+        write_lat: list[float] = []
+        read_lat: list[float] = []
+
+        async def write(i: int) -> None:
+            async with sem:
+                t = time.perf_counter()
+                await blob.write_tract(i, payloads[i % 4])
+                write_lat.append(time.perf_counter() - t)
+
+        async def read(i: int) -> None:
+            async with sem:
+                t = time.perf_counter()
+                data = await blob.read_tract(i)
+                read_lat.append(time.perf_counter() - t)
+                assert len(data) == TRACT
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(write(i) for i in range(tracts)))
+        t1 = time.perf_counter()
+        await asyncio.gather(*(read(i) for i in range(tracts)))
+        t2 = time.perf_counter()
+        await fds.delete_blob(blob.guid)
+    size = tracts * TRACT
+    return {
+        "write_gib_s": size / (t1 - t0) / GIB,
+        "read_gib_s": size / (t2 - t1) / GIB,
+        "write_p50_ms": _pct(write_lat, 0.5) * 1000,
+        "write_p99_ms": _pct(write_lat, 0.99) * 1000,
+        "read_p50_ms": _pct(read_lat, 0.5) * 1000,
+        "read_p99_ms": _pct(read_lat, 0.99) * 1000,
+    }
+
+
+def cluster_bench(replicas: int, tracts: int, in_flight: int, repeat: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fds-bench-") as tmp:
+        cluster = LocalCluster(Path(tmp), tractservers=4, replicas=replicas, port=0, gateway=False,
+                               collector_interval=0)
+        with cluster:
+            import uvloop
+
+            runs = [uvloop.run(_one_run(cluster.metaserver_url, tracts, in_flight)) for _ in range(repeat)]
+    result: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    result.update(replicas=replicas, tracts=tracts, in_flight=in_flight, runs=runs)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracts", type=int, default=128)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ceilings", action="store_true", help="also measure HTTP and durable-write ceilings")
+    parser.add_argument("--json", help="write all figures here")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {}}
+    for k in args.replicas:
+        r = cluster_bench(k, args.tracts, args.in_flight, args.repeat)
+        report["fds"][f"k{k}"] = r
+        print(f"fds k={k}: write {r['write_gib_s']:.2f} GiB/s (p50 {r['write_p50_ms']:.1f} ms, "
+              f"p99 {r['write_p99_ms']:.1f} ms)  read {r['read_gib_s']:.2f} GiB/s "
+              f"(p50 {r['read_p50_ms']:.1f} ms, p99 {r['read_p99_ms']:.1f} ms)", flush=True)
+    if args.ceilings:
+        import ceilings  # type: ignore[import-not-found]
+
+        http = ceilings.http_ceiling()
+        durable = ceilings.durable_ceiling()
+        report["ceilings"] = {"http": http, "durable": durable}
+        print(json.dumps(report["ceilings"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -157,6 +157,8 @@ def error_from_response(status: int, body: bytes | bytearray, *, where: str = ""
         err = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(err, dict):
             code = err.pop("code", None)
+            if not isinstance(code, str):  # a malformed body must not crash the caller
+                code = None
             message = str(err.pop("message", ""))
             details = err
     except orjson.JSONDecodeError:

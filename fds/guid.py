@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from fds.errors import BadRequest
 
 __all__ = ["new_guid", "parse_guid", "format_guid"]
+
+# uuid.UUID alone is too lenient: it drops every dash and hands the rest to
+# int(..., 16), which also takes "0x", "+", "_", whitespace and non-ASCII digits.
+_HEX = "[0-9A-Fa-f]"
+_DIGITS = rf"(?:{_HEX}{{32}}|{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})"
+_GUID_TEXT = re.compile(rf"{_DIGITS}|\{{{_DIGITS}\}}")
 
 
 def new_guid() -> bytes:
@@ -25,7 +32,7 @@ def parse_guid(text: str | bytes) -> bytes:
             return text
         text = text.decode("ascii", "replace")
     try:
-        if len(text) > 40:
+        if len(text) > 40 or not _GUID_TEXT.fullmatch(text):
             raise ValueError
         return uuid.UUID(text).bytes
     except ValueError:

@@ -75,7 +75,12 @@ def build_rows(members: Sequence[Member], replicas: int, rng: random.Random) -> 
 
     pairs = [(a, b) for a, b in combinations(range(n), 2) if domains[a] != domains[b]]
     repeats = max(1, -(-MIN_ROWS_PER_SERVER * n // len(pairs)))
+    # Count every server's pair slots up front: a server whose pairs happen to
+    # come late in the shuffle must not look light early and take extra fill-ins.
     load = [0] * n
+    for a, b in pairs:
+        load[a] += repeats
+        load[b] += repeats
     primaries = [0] * n
     rows = []
     for _ in range(repeats):
@@ -83,8 +88,6 @@ def build_rows(members: Sequence[Member], replicas: int, rng: random.Random) -> 
         rng.shuffle(batch)
         for a, b in batch:
             row = [a, b]
-            load[a] += 1
-            load[b] += 1
             used = {domains[a], domains[b]}
             while len(row) < replicas:
                 eligible = [i for i in range(n) if domains[i] not in used]

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["write_durably", "fsync_dir", "remove_temporaries", "ensure_dir", "aligned_buffer", "read_direct", "DIRECT_ALIGN",
-           "TMP_SUFFIX"]
+__all__ = ["write_durably", "fsync_dir", "remove_temporaries", "ensure_dir", "aligned_buffer", "read_direct",
+           "DIRECT_ALIGN", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 

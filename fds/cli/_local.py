@@ -134,7 +134,8 @@ class LocalCluster:
         self.children = [Child("metaserver", "metaserver", str(self.dir / "metaserver"), [
             "metaserver", "--dir", str(self.dir / "metaserver"), "--port", str(ms_port),
             "--replicas", str(self.replicas), "--tract-size", str(self.tract_size),
-            "--expected-servers", str(self.tractservers), "--heartbeat-timeout", str(max(3.0, 6 * self.heartbeat_interval)),
+            "--expected-servers", str(self.tractservers),
+            "--heartbeat-timeout", str(max(3.0, 6 * self.heartbeat_interval)),
         ])]
         try:
             self._spawn(self.children[0])

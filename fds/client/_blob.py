@@ -6,7 +6,6 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from fds.errors import BadRequest, FDSError, PastEnd
@@ -93,7 +92,8 @@ class Blob:
             progress(len(data))
         return index
 
-    async def read_tracts(self, indices: Iterable[int], *, window: int | None = None) -> AsyncIterator[tuple[int, bytes | bytearray]]:
+    async def read_tracts(self, indices: Iterable[int], *,
+                          window: int | None = None) -> AsyncIterator[tuple[int, bytes | bytearray]]:
         """Yield ``(index, data)`` in the order given, keeping ``window`` reads in flight."""
         window = window or self._client.max_in_flight
         source = iter(indices)

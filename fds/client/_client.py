@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 import orjson
 
 from fds.auth import client_headers
+from fds.client._blob import Blob
+from fds.client._http import ConnectError, HTTPPool, HTTPResponse
+from fds.client._table import TableCache
 from fds.errors import (
     BadRequest,
     ChecksumMismatch,
@@ -27,9 +30,6 @@ from fds.guid import format_guid, new_guid, parse_guid
 from fds.models import BlobInfo, ClusterStatus
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
-from fds.client._blob import Blob
-from fds.client._http import ConnectError, HTTPPool, HTTPResponse
-from fds.client._table import TableCache
 from fds.web import tune_allocator
 
 __all__ = ["Client"]

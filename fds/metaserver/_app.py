@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from fds.models import ClusterStatus, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
 from fds.metaserver._state import MetaState
+from fds.models import ClusterStatus, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 

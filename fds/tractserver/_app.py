@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import mmap
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
@@ -30,8 +30,9 @@ from fds.web import json_response
 __all__ = ["create_app"]
 
 _VERSION = Query(ge=0, description="The table version the caller used; a stale one gets 409 stale_version.")
-_RAW_BODY = {"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                             "required": True}}
+_RAW_BODY = {"requestBody": {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "required": True}}
 _DRAIN_LIMIT_TRACTS = 4
 
 

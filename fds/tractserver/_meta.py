@@ -78,7 +78,7 @@ class MetaService:
                 raise error_from_response(resp.status_code, resp.content, where=f"replicate metadata to {url}")
 
         results = await asyncio.gather(*(push(s.url) for s in others), return_exceptions=True)
-        for server, result in zip(others, results):
+        for server, result in zip(others, results, strict=True):
             if isinstance(result, httpx.HTTPError):
                 raise Unavailable(f"metadata replica {server.id} unreachable: {result}; nothing acknowledged")
             if isinstance(result, BaseException):

@@ -12,14 +12,13 @@ import asyncio
 import json
 import logging
 import mmap
-import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
-from collections.abc import Callable
 
 import httpx
 
@@ -244,7 +243,8 @@ class Node:
             resp = await self.http.get(f"{primary.url}/v1/meta/{format_guid(guid)}",
                                        params={"version": table.version})
         except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach metadata primary {primary.id} of blob {format_guid(guid)}: {exc}") from None
+            raise Unavailable(f"cannot reach metadata primary {primary.id} of blob {format_guid(guid)}: "
+                              f"{exc}") from None
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content)
         return BlobInfo.model_validate_json(resp.content)

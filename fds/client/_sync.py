@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 class _LoopThread:
     def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop
         try:
             import uvloop
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -47,7 +48,7 @@ class _Live:
 class MetaState:
     """Membership and the TLT, persisted in a RocksDB at ``config.dir``."""
 
-    def __init__(self, config: MetaserverConfig, *, clock: type[time.time] | None = None) -> None:  # type: ignore[valid-type]
+    def __init__(self, config: MetaserverConfig, *, clock: Callable[[], float] | None = None) -> None:
         ensure_dir(config.dir)
         self._clock = clock or time.monotonic
         self._db = rocksdict.Rdict(f"{config.dir}/state.rocksdb", rocksdict.Options(raw_mode=True))
@@ -58,7 +59,7 @@ class MetaState:
         self._adopt_settings()
         self.members: dict[str, RegisterRequest] = {}
         for key, value in self._db.items(from_key=_MEMBER):
-            if not bytes(key).startswith(_MEMBER):
+            if not isinstance(key, bytes) or not key.startswith(_MEMBER):
                 break
             member = RegisterRequest.model_validate_json(value)
             self.members[member.id] = member

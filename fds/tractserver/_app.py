@@ -112,7 +112,7 @@ def create_app(node: Node) -> FastAPI:
         finally:
             body.release()
             node.buffers.release(buf)
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 write_locks.pop(key, None)
         return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}"))
 

@@ -60,7 +60,7 @@ class MetaService:
                 await self._replicate(guid, table, record)
                 return record
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 self._locks.pop(guid, None)
 
     async def _replicate(self, guid: bytes, table: Table, record: MetaRecord) -> None:

@@ -1,0 +1,23 @@
+"""The client's public surface is pinned: changing it is a deliberate act."""
+
+from __future__ import annotations
+
+import fds.client
+import fds.errors
+
+
+def test_client_public_names() -> None:
+    assert sorted(fds.client.__all__) == sorted([
+        "Client", "Blob", "SyncClient", "SyncBlob", "BlobInfo", "ClusterStatus", "Progress", "DEFAULT_IN_FLIGHT",
+        "FDSError", "BadRequest", "TractTooLarge", "Unauthorized", "NotFound", "BlobNotFound", "TractNotFound",
+        "Conflict", "BlobExists", "StaleVersion", "PastEnd", "DiskFull", "Unavailable", "ChecksumMismatch",
+        "TableNotReady",
+    ])
+    for name in fds.client.__all__:
+        assert getattr(fds.client, name) is not None
+
+
+def test_every_error_is_reexported_by_the_client() -> None:
+    for name in fds.errors.__all__:
+        if name[0].isupper():
+            assert getattr(fds.client, name) is getattr(fds.errors, name)

@@ -1,7 +1,329 @@
-"""Blob commands (placeholder until written)."""
+"""``fds put | get | stat | rm | status``: blob and cluster commands against a running cluster.
 
-from typing import Any
+Which cluster: ``--metaserver URL`` if given, else ``$FDS_METASERVER``, else
+the ``"metaserver"`` of ``./.fds/cluster.json`` (written by ``fds local up``).
+
+Exit codes (see :mod:`fds.cli`): 0 success; 1 an fds or file error, shown as
+one line ``fds: <message>`` on stderr; 2 bad usage; 3 no cluster found, or
+the cluster could not be reached. Data goes to stdout only; progress bars
+and messages go to stderr, so ``fds get GUID - | ...`` is safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
+from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Progress, Unavailable
+from fds.guid import parse_guid
+from fds.models import BlobInfo, ClusterStatus
+
+__all__ = ["add_parsers", "find_metaserver", "NoCluster"]
+
+T = TypeVar("T")
+
+CLUSTER_FILE = Path(".fds") / "cluster.json"
+_DISCOVERY = ("Which cluster: --metaserver URL, else $FDS_METASERVER, else the \"metaserver\" of ./.fds/cluster.json "
+              "(written by `fds local up`).")
+_EXIT_CODES = "Exit codes: 0 ok, 1 fds or file error, 2 bad usage, 3 no cluster found or cluster unreachable."
 
 
+class NoCluster(Exception):
+    """No metaserver URL was given and none could be discovered."""
+
+
+def find_metaserver(flag: str | None, *, environ: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """The metaserver URL: the flag, else ``$FDS_METASERVER``, else ``./.fds/cluster.json``."""
+    if flag:
+        return flag
+    env = (os.environ if environ is None else environ).get("FDS_METASERVER", "").strip()
+    if env:
+        return env
+    path = (cwd or Path.cwd()) / CLUSTER_FILE
+    hint = "start one here with `fds local up`, or pass --metaserver URL (or set FDS_METASERVER)"
+    try:
+        url = json.loads(path.read_text()).get("metaserver")
+    except FileNotFoundError:
+        raise NoCluster(f"no cluster found (no --metaserver, no FDS_METASERVER, no {CLUSTER_FILE}); {hint}") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise NoCluster(f"cannot read the cluster file {path}: {exc}; {hint}") from None
+    if not isinstance(url, str) or not url:
+        raise NoCluster(f"the cluster file {path} names no metaserver; {hint}")
+    return url
+
+
+# -- running a command ---------------------------------------------------------------
+def _fail(message: object, code: int = EXIT_ERROR) -> int:
+    print("fds: " + " ".join(str(message).split()), file=sys.stderr)
+    return code
+
+
+def _arun(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _run(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
+    """Find the cluster, run ``work`` with a client, and turn failures into exit codes."""
+    try:
+        metaserver = find_metaserver(args.metaserver)
+    except NoCluster as exc:
+        return _fail(exc, EXIT_UNREACHABLE)
+
+    async def main() -> int:
+        async with Client(metaserver) as client:
+            return await work(client)
+
+    try:
+        return _arun(main())
+    except ChecksumMismatch as exc:  # an Unavailable, but about the data, not the cluster
+        return _fail(exc)
+    except Unavailable as exc:
+        return _fail(exc, EXIT_UNREACHABLE)
+    except FDSError as exc:
+        return _fail(exc)
+    except BrokenPipeError:  # e.g. `fds get GUID - | head`: stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
+
+
+def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report an fds error raised before the cluster is contacted (a malformed GUID) as exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except FDSError as exc:
+            return _fail(exc)
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int | None, tract_size: int) -> Iterator[Progress | None]:
+    """A progress bar on stderr for transfers over one tract, when stderr is a terminal."""
+    if total is None or total <= tract_size or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import Progress as Bar
+
+    with Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+             TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+async def _fresh_blob(client: Client, guid: bytes | None) -> Blob:
+    """A new empty blob; an existing blob of ``guid`` is deleted and created again (not atomic)."""
+    if guid is None:
+        return await client.create_blob()
+    try:
+        return await client.create_blob(guid)
+    except BlobExists:
+        pass
+    with contextlib.suppress(BlobNotFound):
+        await client.delete_blob(guid)
+    return await client.create_blob(guid)
+
+
+# -- commands ----------------------------------------------------------------------------
+@_command
+def _put(args: argparse.Namespace) -> int:
+    guid = parse_guid(args.blob) if args.blob else None
+    try:
+        source: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}")
+
+    async def work(client: Client) -> int:
+        tract_size = (await client.table()).tract_size
+        blob = await _fresh_blob(client, guid)
+        try:
+            size = os.fstat(source.fileno()).st_size if source is not sys.stdin.buffer else None
+            with _progress("put", size, tract_size) as progress:
+                await blob.write_from(source, progress=progress)
+        except BaseException:
+            with contextlib.suppress(FDSError):  # leave no half-written blob behind
+                await client.delete_blob(blob.raw)
+            raise
+        print(blob.guid, flush=True)
+        return EXIT_OK
+
+    try:
+        return _run(args, work)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+
+
+@_command
+def _get(args: argparse.Namespace) -> int:
+    guid = parse_guid(args.guid)
+    if args.out != "-":
+        out = Path(args.out)
+        if out.is_dir():
+            return _fail(f"cannot write {args.out}: it is a directory; name the output file")
+        if not out.resolve().parent.is_dir():
+            return _fail(f"cannot write {args.out}: no directory {out.parent}")
+
+    async def work(client: Client) -> int:
+        info = await client.stat(guid)
+        tract_size = (await client.table()).tract_size
+        blob = Blob(client, guid)
+        total = info.length if info.length is not None else info.tracts * tract_size
+        with _progress("get", total, tract_size) as progress:
+            if args.out == "-":
+                await blob.read_into(sys.stdout.buffer, progress=progress)
+                sys.stdout.buffer.flush()
+            else:
+                await _download_to_file(blob, Path(args.out), progress)
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+async def _download_to_file(blob: Blob, out: Path, progress: Progress | None) -> None:
+    """Download into a temporary file beside ``out`` and rename it into place only when complete."""
+    fd, part = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            await blob.read_into(fh, progress=progress)
+        os.replace(part, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+
+
+@_command
+def _stat(args: argparse.Namespace) -> int:
+    guid = parse_guid(args.guid)
+
+    async def work(client: Client) -> int:
+        info = await client.stat(guid)
+        if args.json:
+            print(info.model_dump_json())
+        else:
+            _print_info(info)
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+def _print_info(info: BlobInfo) -> None:
+    from rich.filesize import decimal
+
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.created))
+    length = "not recorded" if info.length is None else f"{info.length} bytes ({decimal(info.length)})"
+    print(f"guid     {info.guid}\ntracts   {info.tracts}\nlength   {length}\ncreated  {created}")
+
+
+@_command
+def _rm(args: argparse.Namespace) -> int:
+    guid = parse_guid(args.guid)
+
+    async def work(client: Client) -> int:
+        await client.delete_blob(guid)
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+@_command
+def _status(args: argparse.Namespace) -> int:
+    async def work(client: Client) -> int:
+        status = await client.cluster_status()
+        if args.json:
+            alive = sum(s.alive for s in status.servers)
+            print(json.dumps({**status.model_dump(mode="json"), "metaserver": client.metaserver,
+                              "alive_servers": alive}))
+        else:
+            _print_status(status, client.metaserver)
+        return EXIT_OK
+
+    return _run(args, work)
+
+
+def _print_status(status: ClusterStatus, metaserver: str) -> None:
+    from rich.console import Console
+    from rich.filesize import decimal
+    from rich.table import Table
+
+    alive = sum(s.alive for s in status.servers)
+    table = Table(title=f"fds cluster at {metaserver}", title_justify="left")
+    for name, justify in [("id", "left"), ("url", "left"), ("domain", "left"), ("health", "left"),
+                          ("heartbeat", "right"), ("tracts", "right"), ("used", "right"), ("free", "right")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in status.servers:
+        health = "[green]alive[/]" if s.alive else "[red]down[/]"
+        if not s.in_table:
+            health += " (not in table)"
+        elif s.table_version != status.table_version:
+            health += f" (table v{s.table_version})"
+        age = "never" if s.heartbeat_age is None else f"{s.heartbeat_age:.1f}s ago"
+        table.add_row(s.id, s.url, s.domain, health, age, str(s.tracts), decimal(s.bytes_used), decimal(s.disk_free))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    console.print(f"state [bold]{status.state}[/], table version {status.table_version}, {status.rows} rows, "
+                  f"k={status.replicas}, tract size {decimal(status.tract_size)}, "
+                  f"{alive}/{len(status.servers)} servers alive (expected {status.expected_servers})",
+                  highlight=False)
+
+
+# -- parsers -----------------------------------------------------------------------------
 def add_parsers(sub: Any) -> None:
-    return None
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--metaserver", metavar="URL",
+                        help="metaserver URL (default: $FDS_METASERVER, else ./.fds/cluster.json)")
+    epilog = f"{_DISCOVERY} {_EXIT_CODES}"
+
+    p = sub.add_parser("put", parents=[common], help="upload a file as a blob; prints its GUID", epilog=epilog,
+                       description="Upload FILE (- for stdin) into a new blob and print the blob's GUID alone on "
+                                   "stdout. With --blob GUID an existing blob of that GUID is replaced: deleted, "
+                                   "then created again and written (not atomic, like the gateway's PUT). A failed "
+                                   "upload deletes the partial blob.")
+    p.add_argument("file", metavar="FILE", help="file to upload, or - for stdin")
+    p.add_argument("--blob", metavar="GUID", help="use this GUID (replacing any blob that has it)")
+    p.set_defaults(run=_put)
+
+    p = sub.add_parser("get", parents=[common], help="download a blob to a file or stdout", epilog=epilog,
+                       description="Download blob GUID into OUT (- for stdout). A file is written beside OUT and "
+                                   "renamed into place only once complete.")
+    p.add_argument("guid", metavar="GUID")
+    p.add_argument("out", metavar="OUT", help="output file, or - for stdout")
+    p.set_defaults(run=_get)
+
+    p = sub.add_parser("stat", parents=[common], help="show a blob's size in tracts, length and creation time",
+                       epilog=epilog)
+    p.add_argument("guid", metavar="GUID")
+    p.add_argument("--json", action="store_true", help="print the blob's info as one JSON object")
+    p.set_defaults(run=_stat)
+
+    p = sub.add_parser("rm", parents=[common], help="delete a blob (its tracts are collected later)", epilog=epilog)
+    p.add_argument("guid", metavar="GUID")
+    p.set_defaults(run=_rm)
+
+    p = sub.add_parser("status", parents=[common], help="show the cluster's servers, health and table version",
+                       epilog=epilog)
+    p.add_argument("--json", action="store_true", help="print one JSON object: the cluster status and metaserver URL")
+    p.set_defaults(run=_status)

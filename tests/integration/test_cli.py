@@ -1,0 +1,219 @@
+"""The real ``fds`` command, as a subprocess, against a real cluster: blobs, status, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fds.cli._local import LocalCluster
+from tests.conftest import SMALL_TRACT
+
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, LocalCluster]]:
+    """A directory whose ``.fds/`` holds a running cluster (as `fds local up` would leave it); always stopped."""
+    root = Path(tmp_path_factory.mktemp("project"))
+    cluster = LocalCluster(root / ".fds", tractservers=4, replicas=2, tract_size=SMALL_TRACT, port=0, gateway=False,
+                           heartbeat_interval=0.2)
+    try:
+        cluster.start()
+        yield root, cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(project: tuple[Path, LocalCluster]) -> LocalCluster:
+    return project[1]
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A working directory with no cluster file."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path
+
+
+def fds(*args: str, cwd: Path, env: dict[str, str] | None = None,
+        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m fds ARGS`` with no FDS_* settings but those in ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FDS_")}
+    return subprocess.run([sys.executable, "-m", "fds", *args], cwd=cwd, env={**base, **(env or {})},
+                          input=stdin, capture_output=True, timeout=120)
+
+
+def _message(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The single ``fds: ...`` line a failed command prints."""
+    err = proc.stderr.decode()
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fds: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    data = os.urandom(2 * SMALL_TRACT + 12345)
+    path = Path(tmp_path_factory.mktemp("files")) / "in.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_put_get_round_trip_with_flag(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
+    src, data = payload
+    put = fds("put", str(src), "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert put.returncode == 0, put.stderr
+    guid = put.stdout.decode()
+    assert GUID.fullmatch(guid.strip()) and guid.endswith("\n") and guid.count("\n") == 1
+    guid = guid.strip()
+    out = elsewhere / "out.bin"
+    get = fds("get", guid, str(out), "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert get.returncode == 0, get.stderr
+    assert out.read_bytes() == data
+    assert [p.name for p in elsewhere.iterdir()] == ["out.bin"]  # no temporary file left behind
+    to_stdout = fds("get", guid, "-", "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert to_stdout.returncode == 0 and to_stdout.stdout == data
+
+
+def test_put_get_via_environment(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
+    src, data = payload
+    env = {"FDS_METASERVER": cluster.metaserver_url}
+    put = fds("put", str(src), cwd=elsewhere, env=env)
+    assert put.returncode == 0, put.stderr
+    get = fds("get", put.stdout.decode().strip(), "-", cwd=elsewhere, env=env)
+    assert get.returncode == 0 and get.stdout == data
+
+
+def test_discovery_from_cluster_file(project: tuple[Path, LocalCluster], payload: tuple[Path, bytes]) -> None:
+    root, _ = project
+    src, data = payload
+    put = fds("put", str(src), cwd=root)
+    assert put.returncode == 0, put.stderr
+    guid = put.stdout.decode().strip()
+    stat = fds("stat", guid, "--json", cwd=root)
+    assert stat.returncode == 0, stat.stderr
+    info = json.loads(stat.stdout)
+    assert info["guid"] == guid and info["length"] == len(data) and info["tracts"] == 3
+    assert fds("get", guid, "-", cwd=root).stdout == data
+
+
+def test_stat_human(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
+    src, data = payload
+    env = {"FDS_METASERVER": cluster.metaserver_url}
+    guid = fds("put", str(src), cwd=elsewhere, env=env).stdout.decode().strip()
+    stat = fds("stat", guid, cwd=elsewhere, env=env)
+    assert stat.returncode == 0, stat.stderr
+    text = stat.stdout.decode()
+    assert guid in text and re.search(r"tracts\s+3\b", text) and f"{len(data)} bytes" in text
+    assert "created" in text
+
+
+def test_put_from_stdin_and_overwrite(cluster: LocalCluster, elsewhere: Path) -> None:
+    env = {"FDS_METASERVER": cluster.metaserver_url}
+    first = os.urandom(3 * SMALL_TRACT)
+    put = fds("put", "-", cwd=elsewhere, env=env, stdin=first)
+    assert put.returncode == 0, put.stderr
+    guid = put.stdout.decode().strip()
+    assert fds("get", guid, "-", cwd=elsewhere, env=env).stdout == first
+    # --blob with a GUID that exists replaces the blob.
+    second = b"smaller now"
+    src = elsewhere / "second.bin"
+    src.write_bytes(second)
+    again = fds("put", str(src), "--blob", guid, cwd=elsewhere, env=env)
+    assert again.returncode == 0 and again.stdout.decode().strip() == guid
+    assert fds("get", guid, "-", cwd=elsewhere, env=env).stdout == second
+
+
+def test_rm_then_get_fails(cluster: LocalCluster, elsewhere: Path) -> None:
+    env = {"FDS_METASERVER": cluster.metaserver_url}
+    src = elsewhere / "small.bin"
+    src.write_bytes(b"hello")
+    guid = fds("put", str(src), cwd=elsewhere, env=env).stdout.decode().strip()
+    rm = fds("rm", guid, cwd=elsewhere, env=env)
+    assert rm.returncode == 0, rm.stderr
+    out = elsewhere / "gone.bin"
+    get = fds("get", guid, str(out), cwd=elsewhere, env=env)
+    assert get.returncode == 1
+    assert "no blob" in _message(get)
+    assert not out.exists()
+    assert fds("rm", guid, cwd=elsewhere, env=env).returncode == 1
+
+
+def test_status(cluster: LocalCluster, elsewhere: Path) -> None:
+    truth = httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()
+    table = httpx.get(f"{cluster.metaserver_url}/v1/table").json()
+    env = {"FDS_METASERVER": cluster.metaserver_url}
+    human = fds("status", cwd=elsewhere, env=env)
+    assert human.returncode == 0, human.stderr
+    text = human.stdout.decode()
+    for server in truth["servers"]:
+        assert server["id"] in text and server["url"] in text
+    assert "ready" in text and f"table version {table['version']}" in text
+    as_json = fds("status", "--json", cwd=elsewhere, env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    status = json.loads(as_json.stdout)  # exactly one JSON object, nothing else on stdout
+    assert status["state"] == "ready" and status["table_version"] == table["version"]
+    assert status["metaserver"] == cluster.metaserver_url and status["replicas"] == 2
+    assert sorted(s["id"] for s in status["servers"]) == sorted(s["id"] for s in truth["servers"])
+    assert all(s["alive"] for s in status["servers"]) and status["alive_servers"] == 4
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["stat", "0" * 32], ["rm", "0" * 32],
+                                     ["get", "0" * 32, "-"], ["put", "FILE"]])
+def test_unreachable_cluster_is_exit_3(elsewhere: Path, command: list[str]) -> None:
+    src = elsewhere / "f.bin"
+    src.write_bytes(b"x")
+    args = [str(src) if a == "FILE" else a for a in command]
+    proc = fds(*args, "--metaserver", _dead_url(), cwd=elsewhere)
+    assert proc.returncode == 3
+    assert "cannot reach the metaserver" in _message(proc)
+    assert proc.stdout == b""
+
+
+def test_no_cluster_found_is_exit_3(elsewhere: Path) -> None:
+    proc = fds("status", cwd=elsewhere)
+    assert proc.returncode == 3
+    message = _message(proc)
+    assert "fds local up" in message and "--metaserver" in message
+
+
+@pytest.mark.parametrize("command", [["stat", "not-a-guid"], ["get", "xyz", "-"], ["rm", "1234"],
+                                     ["put", "FILE", "--blob", "nope"]])
+def test_malformed_guid_is_exit_1(cluster: LocalCluster, elsewhere: Path, command: list[str]) -> None:
+    src = elsewhere / "f.bin"
+    src.write_bytes(b"x")
+    args = [str(src) if a == "FILE" else a for a in command]
+    proc = fds(*args, "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert proc.returncode == 1
+    assert "malformed GUID" in _message(proc)
+
+
+def test_missing_input_file_is_exit_1(cluster: LocalCluster, elsewhere: Path) -> None:
+    proc = fds("put", str(elsewhere / "absent.bin"), "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert proc.returncode == 1
+    message = _message(proc)
+    assert "absent.bin" in message and "No such file" in message
+
+
+def test_usage_errors_are_exit_2(elsewhere: Path) -> None:
+    assert fds("put", cwd=elsewhere).returncode == 2
+    assert fds("get", "0" * 32, cwd=elsewhere).returncode == 2

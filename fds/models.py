@@ -98,6 +98,8 @@ class BlobInfo(BaseModel):
     tracts: int = Field(description="Number of tracts; tracts 0..tracts-1 may be written.")
     length: int | None = Field(description="Byte length when written as a stream (all tracts full but the last).")
     created: float = Field(description="Unix time of creation.")
+    incarnation: int = Field(description="Changes each time the GUID is created anew; tract requests carry it, "
+                                         "so a re-created blob never sees its predecessor's tracts.")
 
 
 class CreatedBlob(BaseModel):
@@ -126,6 +128,7 @@ class MetaRecord(BaseModel):
     length: int | None = None
     created: float
     seq: int = Field(ge=0, description="Bumped by every change; a replica keeps the highest.")
+    incarnation: int = Field(default=0, ge=0, description="The seq at which this blob was created.")
     deleted: bool = False
 
 

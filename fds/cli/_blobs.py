@@ -189,7 +189,7 @@ def _get(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         info = await client.stat(guid)
         tract_size = (await client.table()).tract_size
-        blob = Blob(client, guid)
+        blob = Blob(client, guid, info.incarnation)
         total = info.length if info.length is not None else info.tracts * tract_size
         with _progress("get", total, tract_size) as progress:
             if args.out == "-":

@@ -30,10 +30,12 @@ class Blob:
     once the blob has more than ``i`` tracts: :meth:`extend` first.
     """
 
-    def __init__(self, client: Client, guid: bytes) -> None:
+    def __init__(self, client: Client, guid: bytes, incarnation: int) -> None:
         self._client = client
         self.raw = guid
         self.guid = format_guid(guid)
+        self.incarnation = incarnation
+        """Which creation of this GUID the handle names: after a delete and re-create, old handles fail."""
 
     def __repr__(self) -> str:
         return f"Blob({self.guid!r})"
@@ -65,11 +67,11 @@ class Blob:
     # -- single tracts -----------------------------------------------------------
     async def write_tract(self, index: int, data: TractData) -> None:
         """Write tract ``index`` to every replica; returns once all have it durably."""
-        await self._client._write_tract(self.raw, index, data)
+        await self._client._write_tract(self.raw, self.incarnation, index, data)
 
     async def read_tract(self, index: int) -> bytes | bytearray:
         """Read tract ``index`` from one replica (failing over to the others)."""
-        return await self._client._read_tract(self.raw, index)
+        return await self._client._read_tract(self.raw, self.incarnation, index)
 
     # -- many tracts -------------------------------------------------------------
     async def write_tracts(self, items: Iterable[tuple[int, TractData]] | AsyncIterable[tuple[int, TractData]],

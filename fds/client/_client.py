@@ -79,14 +79,14 @@ class Client:
     async def create_blob(self, guid: str | bytes | None = None) -> Blob:
         """Create an empty blob (0 tracts), with a random GUID unless one is given."""
         raw = new_guid() if guid is None else parse_guid(guid)
-        await self._meta("POST", raw, "", None)
-        return Blob(self, raw)
+        info = BlobInfo.model_validate(await self._meta("POST", raw, "", None))
+        return Blob(self, raw, info.incarnation)
 
     async def open_blob(self, guid: str | bytes) -> Blob:
         """Open an existing blob; raises :class:`BlobNotFound` if there is none."""
         raw = parse_guid(guid)
-        await self.stat(raw)
-        return Blob(self, raw)
+        info = await self.stat(raw)
+        return Blob(self, raw, info.incarnation)
 
     async def delete_blob(self, guid: str | bytes) -> None:
         """Delete a blob. Its tracts are collected by the tract servers later."""
@@ -151,7 +151,8 @@ class Client:
 
         return await self._retrying(op, f"{method.lower()} blob {text}")
 
-    async def _write_tract(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview) -> None:
+    async def _write_tract(self, guid: bytes, incarnation: int, tract: int,
+                           data: bytes | bytearray | memoryview) -> None:
         if not 0 <= tract <= MAX_TRACT:
             raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
         text = format_guid(guid)
@@ -160,7 +161,7 @@ class Client:
             if len(data) > table.tract_size:
                 raise TractTooLarge(f"tract of {len(data)} bytes is over the cluster's tract size of "
                                     f"{table.tract_size} bytes")
-            urls = [f"{s.url}/v1/tracts/{text}/{tract}?version={table.version}"
+            urls = [f"{s.url}/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
                     for s in table.holders(guid, tract)]
             results = await asyncio.gather(*(self._send("PUT", u, data) for u in urls), return_exceptions=True)
             for result in results:  # raise the most telling failure
@@ -172,7 +173,7 @@ class Client:
         async with self._slots:
             await self._retrying(op, f"write tract {tract} of blob {text}")
 
-    async def _read_tract(self, guid: bytes, tract: int) -> bytes | bytearray:
+    async def _read_tract(self, guid: bytes, incarnation: int, tract: int) -> bytes | bytearray:
         if not 0 <= tract <= MAX_TRACT:
             raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
         text = format_guid(guid)
@@ -183,7 +184,8 @@ class Client:
             failures: list[Exception] = []
             for server in holders:
                 try:
-                    resp = await self._send("GET", f"{server.url}/v1/tracts/{text}/{tract}?version={table.version}")
+                    resp = await self._send("GET", f"{server.url}/v1/tracts/{text}/{tract}"
+                                                   f"?version={table.version}&incarnation={incarnation}")
                 except ConnectError as exc:
                     failures.append(exc)
                     continue

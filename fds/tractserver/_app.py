@@ -30,6 +30,7 @@ from fds.web import json_response
 __all__ = ["create_app"]
 
 _VERSION = Query(ge=0, description="The table version the caller used; a stale one gets 409 stale_version.")
+_INCARNATION = Query(ge=0, lt=2**63, description="The blob's incarnation, from its metadata (create or stat).")
 _RAW_BODY = {"requestBody": {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "required": True}}
@@ -97,7 +98,8 @@ def create_app(node: Node) -> FastAPI:
     # -- tracts ------------------------------------------------------------
     @app.put("/v1/tracts/{guid}/{tract}", response_model=TractWritten, tags=["tracts"], openapi_extra=_RAW_BODY,
              summary="Write a whole tract; acknowledged once data and index are durable.")
-    async def put_tract(guid: str, tract: str, request: Request, version: int = _VERSION) -> Response:
+    async def put_tract(guid: str, tract: str, request: Request, version: int = _VERSION,
+                        incarnation: int = _INCARNATION) -> Response:
         raw, number = parse_guid(guid), _tract_number(tract)
         if number < 0:
             raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
@@ -106,9 +108,9 @@ def create_app(node: Node) -> FastAPI:
         key = (raw, number)
         lock = write_locks.setdefault(key, asyncio.Lock())
         try:
-            await node.check_extent(raw, number, table)
+            await node.check_extent(raw, incarnation, number, table)
             async with lock:
-                entry = await node.run_io(node.store.write, raw, number, body)
+                entry = await node.run_io(node.store.write, raw, number, body, incarnation)
         finally:
             body.release()
             node.buffers.release(buf)
@@ -119,24 +121,24 @@ def create_app(node: Node) -> FastAPI:
     @app.get("/v1/tracts/{guid}/{tract}", tags=["tracts"],
              responses={200: {"content": {"application/octet-stream": {}}}},
              summary="Read a whole tract; its checksum is verified first.")
-    async def get_tract(guid: str, tract: str, version: int = _VERSION) -> Response:
+    async def get_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
         raw, number = parse_guid(guid), _tract_number(tract)
         if number < 0:
             raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
         table = await node.check(raw, number, version)
         try:
-            data, entry = await node.run_io(node.store.read, raw, number)
+            data, entry = await node.run_io(node.store.read, raw, number, incarnation)
         except TractNotFound:
-            await node.check_extent(raw, number, table)  # past the end, or no such blob?
+            await node.check_extent(raw, incarnation, number, table)  # past the end, or no such blob?
             raise
         return Response(data, media_type="application/octet-stream",
                         headers={"x-fds-checksum": f"{entry.checksum:016x}"})
 
     @app.head("/v1/tracts/{guid}/{tract}", tags=["tracts"], summary="A tract's length and checksum.")
-    async def head_tract(guid: str, tract: str, version: int = _VERSION) -> Response:
+    async def head_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
         raw, number = parse_guid(guid), _tract_number(tract)
         await node.check(raw, number, version)
-        entry = await node.run_io(node.store.entry, raw, number)
+        entry = await node.run_io(node.store.entry, raw, number, incarnation)
         if entry is None:
             return Response(status_code=404)
         return Response(headers={"content-length": str(entry.length), "x-fds-checksum": f"{entry.checksum:016x}"})

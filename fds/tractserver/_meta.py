@@ -28,7 +28,8 @@ __all__ = ["MetaService"]
 
 
 def _info(record: MetaRecord) -> BlobInfo:
-    return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created)
+    return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created,
+                    incarnation=record.incarnation)
 
 
 class MetaService:
@@ -89,8 +90,9 @@ class MetaService:
         def change(old: MetaRecord | None) -> MetaRecord:
             if old is not None and not old.deleted:
                 raise BlobExists(f"blob {format_guid(guid)} already exists")
-            return MetaRecord(guid=format_guid(guid), tracts=0, length=None, created=time.time(),
-                              seq=(old.seq + 1) if old else 1)
+            seq = (old.seq + 1) if old else 1
+            return MetaRecord(guid=format_guid(guid), tracts=0, length=None, created=time.time(), seq=seq,
+                              incarnation=seq)
 
         return _info(await self._change(guid, table, change))
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import mmap
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from fds.errors import (
     BadRequest,
     BlobNotFound,
     FDSError,
-    NotFound,
     PastEnd,
     StaleVersion,
     TableNotReady,
@@ -96,7 +94,7 @@ class Node:
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="fds-io")
         self.table: Table | None = None
         self._refreshing: asyncio.Task[None] | None = None
-        self._extents: OrderedDict[bytes, int] = OrderedDict()
+        self._extents: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self.buffers = BufferPool(0, keep=2 * config.io_threads)
         self.http: httpx.AsyncClient | None = None
@@ -215,17 +213,20 @@ class Node:
                                "refetch the table", server_version=table.version)
         return table
 
-    async def check_extent(self, guid: bytes, tract: int, table: Table) -> None:
-        """Refuse a write past the blob's end (extend first) or to a blob that does not exist."""
+    async def check_extent(self, guid: bytes, incarnation: int, tract: int, table: Table) -> None:
+        """Refuse a tract past the blob's end (extend first), or of a blob that is gone or was re-created."""
         known = self._extents.get(guid)
-        if known is not None and tract < known:
+        if known is not None and known[0] == incarnation and tract < known[1]:
             self._extents.move_to_end(guid)
             return
         info = await self.blob_info(guid, table)
-        self._extents[guid] = info.tracts
+        self._extents[guid] = (info.incarnation, info.tracts)
         self._extents.move_to_end(guid)
         if len(self._extents) > _EXTENT_CACHE:
             self._extents.popitem(last=False)
+        if info.incarnation != incarnation:
+            raise BlobNotFound(f"blob {format_guid(guid)} incarnation {incarnation} no longer exists: it was "
+                               f"deleted and created again (now incarnation {info.incarnation}); open it again")
         if tract >= info.tracts:
             raise PastEnd(f"tract {tract} is past the end of blob {format_guid(guid)}, which has "
                           f"{info.tracts} tracts; extend it first", tracts=info.tracts)
@@ -237,7 +238,8 @@ class Node:
             record = self.store.meta(guid)
             if record is None or record.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
-            return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created)
+            return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created,
+                            incarnation=record.incarnation)
         assert self.http is not None
         try:
             resp = await self.http.get(f"{primary.url}/v1/meta/{format_guid(guid)}",
@@ -254,27 +256,26 @@ class Node:
 
     # -- orphan collector ------------------------------------------------------
     async def collect_once(self) -> int:
-        """Remove the tracts of deleted blobs. Returns how many tracts were removed.
+        """Remove the tracts of deleted blobs and of superseded incarnations; returns how many.
 
-        Only tracts written before this pass asked about their blob are
-        removed, so a blob re-created under the same GUID keeps its new tracts.
+        A blob's tracts are removed only when its metadata primary answers
+        that the blob is gone or now has another incarnation; when the
+        primary cannot be asked, the blob waits for the next pass.
         """
         table = self.table
         if table is None:
             return 0
         removed = 0
-        for guid in await self.run_io(lambda: list(self.store.blobs())):
-            started = time.time_ns()
+        for guid, incarnation in await self.run_io(lambda: list(self.store.blobs())):
             try:
-                await self.blob_info(guid, table)
-                continue
+                if (await self.blob_info(guid, table)).incarnation == incarnation:
+                    continue
             except BlobNotFound:
                 pass
-            except (FDSError, httpx.HTTPError) as exc:
-                if not isinstance(exc, NotFound):
-                    continue  # cannot tell; try next pass
+            except (FDSError, httpx.HTTPError):
+                continue  # cannot tell; try next pass
             self.forget_extent(guid)
-            removed += await self.run_io(lambda g=guid, t=started: self.store.delete_tracts(g, written_before_ns=t))
+            removed += await self.run_io(self.store.delete_tracts, guid, incarnation)
         if removed:
             log.info("collector removed %d orphan tracts", removed)
         return removed

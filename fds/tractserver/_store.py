@@ -2,9 +2,13 @@
 
 Layout under the server's data directory::
 
-    index.rocksdb/                    t<guid:16><tract:8 BE>  -> length, xxh3, generation, written_at
-                                      m<guid:16>              -> MetaRecord JSON (tract -1)
-    tracts/<gg>/<guid hex>.<tract>.<generation hex>           the tract's bytes, nothing else
+    index.rocksdb/      t<guid:16><incarnation:8 BE><tract:8 BE>  -> length, xxh3, generation, written_at
+                        m<guid:16>                                -> MetaRecord JSON (tract -1)
+    tracts/<gg>/<guid hex>.<incarnation>.<tract>.<generation hex>    the tract's bytes, nothing else
+
+The blob's *incarnation* (see :class:`fds.models.MetaRecord`) is part of
+every tract's name, so a GUID deleted and created again starts with no
+tracts, and the old incarnation's tracts are the collector's to remove.
 
 A write (see :meth:`TractStore.write`):
 
@@ -60,8 +64,8 @@ class TractEntry:
     written_ns: int
 
 
-def _tract_key(guid: bytes, tract: int) -> bytes:
-    return _TRACT + guid + tract.to_bytes(8, "big")
+def _tract_key(guid: bytes, tract: int, incarnation: int) -> bytes:
+    return _TRACT + guid + incarnation.to_bytes(8, "big") + tract.to_bytes(8, "big")
 
 
 class TractStore:
@@ -88,9 +92,9 @@ class TractStore:
         self._db.close()
 
     # -- paths and generations -------------------------------------------
-    def _path(self, guid: bytes, tract: int, generation: int) -> Path:
+    def _path(self, guid: bytes, tract: int, generation: int, incarnation: int) -> Path:
         hexed = guid.hex()
-        return self.tract_dir / hexed[:2] / f"{hexed}.{tract}.{generation:x}"
+        return self.tract_dir / hexed[:2] / f"{hexed}.{incarnation}.{tract}.{generation:x}"
 
     def _next_generation(self) -> int:
         with self._lock:
@@ -99,11 +103,12 @@ class TractStore:
             return gen
 
     # -- tracts ------------------------------------------------------------
-    def entry(self, guid: bytes, tract: int) -> TractEntry | None:
-        raw = self._db.get(_tract_key(guid, tract))
+    def entry(self, guid: bytes, tract: int, incarnation: int = 0) -> TractEntry | None:
+        raw = self._db.get(_tract_key(guid, tract, incarnation))
         return None if raw is None else TractEntry(*_ENTRY.unpack(raw))
 
-    def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview) -> TractEntry:
+    def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview,
+              incarnation: int = 0) -> TractEntry:
         """Store a tract durably; on return it survives a crash. Raises DiskFull.
 
         A view of an :func:`fds.durable.aligned_buffer` is written with
@@ -111,14 +116,14 @@ class TractStore:
         page cache.
         """
         length = len(data)
-        old = self.entry(guid, tract)
+        old = self.entry(guid, tract, incarnation)
         growth = length - (old.length if old else 0)
         if growth > 0 and self.bytes_used + growth > self.capacity_bytes:
             raise DiskFull(f"tract server is full: {self.bytes_used} of {self.capacity_bytes} bytes used, "
                            f"this tract needs {growth} more; nothing was written")
         checksum = xxhash.xxh3_64_intdigest(data)
         generation = self._next_generation()
-        path = self._path(guid, tract, generation)
+        path = self._path(guid, tract, generation, incarnation)
         try:
             ensure_dir(path.parent)
             direct = isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap)
@@ -128,22 +133,23 @@ class TractStore:
                 raise DiskFull(f"tract server's disk is full ({exc.strerror}); nothing was written") from None
             raise
         entry = TractEntry(length, checksum, generation, time.time_ns())
-        self._db.put(_tract_key(guid, tract), _ENTRY.pack(length, checksum, generation, entry.written_ns), self._sync)
+        self._db.put(_tract_key(guid, tract, incarnation), _ENTRY.pack(length, checksum, generation, entry.written_ns),
+                     self._sync)
         with self._lock:
             self.bytes_used += growth
             self.tracts += old is None
         if old is not None:
-            self._unlink(self._path(guid, tract, old.generation))
+            self._unlink(self._path(guid, tract, old.generation, incarnation))
         return entry
 
-    def read(self, guid: bytes, tract: int) -> tuple[memoryview, TractEntry]:
+    def read(self, guid: bytes, tract: int, incarnation: int = 0) -> tuple[memoryview, TractEntry]:
         """Read and verify a tract. Raises TractNotFound or ChecksumMismatch."""
         for _attempt in range(3):
-            entry = self.entry(guid, tract)
+            entry = self.entry(guid, tract, incarnation)
             if entry is None:
                 raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is not stored here")
             try:
-                data = read_direct(self._path(guid, tract, entry.generation), entry.length)
+                data = read_direct(self._path(guid, tract, entry.generation, incarnation), entry.length)
             except FileNotFoundError:
                 continue  # overwritten between index lookup and open: look again
             if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
@@ -156,33 +162,31 @@ class TractStore:
             return data, entry
         raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is being rewritten; retry")
 
-    def delete_tracts(self, guid: bytes, *, written_before_ns: int) -> int:
-        """Remove a blob's tracts written before the given time; returns how many."""
+    def delete_tracts(self, guid: bytes, incarnation: int) -> int:
+        """Remove every tract of one incarnation of a blob; returns how many."""
         removed = 0
-        for key, value in list(self._iter_prefix(_TRACT + guid)):
+        for key, value in list(self._iter_prefix(_TRACT + guid + incarnation.to_bytes(8, "big"))):
             entry = TractEntry(*_ENTRY.unpack(value))
-            if entry.written_ns >= written_before_ns:
-                continue
-            tract = int.from_bytes(key[17:25], "big")
+            tract = int.from_bytes(key[25:33], "big")
             self._db.delete(key, self._sync)
-            self._unlink(self._path(guid, tract, entry.generation))
+            self._unlink(self._path(guid, tract, entry.generation, incarnation))
             with self._lock:
                 self.tracts -= 1
                 self.bytes_used -= entry.length
             removed += 1
         return removed
 
-    def blobs(self) -> Iterator[bytes]:
-        """GUIDs of the blobs that have tracts here, each once."""
+    def blobs(self) -> Iterator[tuple[bytes, int]]:
+        """``(guid, incarnation)`` of every blob incarnation with tracts here, each once."""
         it = self._db.iter()
         it.seek(_TRACT)
         while it.valid():
             key = bytes(it.key())
             if not key.startswith(_TRACT):
                 break
-            guid = key[1:17]
-            yield guid
-            it.seek(_TRACT + guid + b"\xff" * 8 + b"\x00")
+            guid, incarnation = key[1:17], int.from_bytes(key[17:25], "big")
+            yield guid, incarnation
+            it.seek(key[:25] + b"\xff" * 8 + b"\x00")
 
     # -- blob metadata (tract -1) -----------------------------------------
     def meta(self, guid: bytes) -> MetaRecord | None:
@@ -201,11 +205,12 @@ class TractStore:
                 continue
             for file in shard.iterdir():
                 try:
-                    hexed, tract_text, gen_text = file.name.split(".")
+                    hexed, inc_text, tract_text, gen_text = file.name.split(".")
                     guid, tract, generation = bytes.fromhex(hexed), int(tract_text), int(gen_text, 16)
+                    incarnation = int(inc_text)
                 except ValueError:
                     continue
-                entry = self.entry(guid, tract)
+                entry = self.entry(guid, tract, incarnation)
                 if entry is None or entry.generation != generation:
                     self._unlink(file)
                     removed += 1

@@ -106,7 +106,7 @@ def test_killed_mid_data_write_leaves_only_a_temp_file(tmp_path: Path) -> None:
 def test_corrupt_file_is_refused(tmp_path: Path) -> None:
     store = TractStore(tmp_path)
     store.write(GUID, 1, b"x" * 10000)
-    (path,) = (tmp_path / "tracts").rglob(f"{GUID.hex()}.1.*")
+    (path,) = (tmp_path / "tracts").rglob(f"{GUID.hex()}.0.1.*")
     raw = bytearray(path.read_bytes())
     raw[5000] ^= 0xFF
     path.write_bytes(bytes(raw))

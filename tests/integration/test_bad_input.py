@@ -32,6 +32,11 @@ def env(cluster_k1: LocalCluster) -> dict[str, object]:
     return {"table": table, "guid": format_guid(guid), "raw": guid, "url_for": url_for, "meta": meta}
 
 
+def _p(version: object) -> dict[str, object]:
+    """Query parameters of a tract request: the table version, and the blob's first incarnation."""
+    return {"incarnation": 1, "version": version}
+
+
 def _error(resp: httpx.Response, status: int, code: str) -> str:
     assert resp.status_code == status, resp.text
     body = resp.json()["error"]
@@ -42,9 +47,9 @@ def _error(resp: httpx.Response, status: int, code: str) -> str:
 
 def test_good_write_then_read(env: dict) -> None:
     url = env["url_for"](0)
-    r = httpx.put(f"{url}/v1/tracts/{env['guid']}/0", params={"version": env["table"].version}, content=b"abc")
+    r = httpx.put(f"{url}/v1/tracts/{env['guid']}/0", params=_p(env["table"].version), content=b"abc")
     assert r.status_code == 200 and r.json()["length"] == 3
-    r = httpx.get(f"{url}/v1/tracts/{env['guid']}/0", params={"version": env["table"].version})
+    r = httpx.get(f"{url}/v1/tracts/{env['guid']}/0", params=_p(env["table"].version))
     assert r.status_code == 200 and r.content == b"abc"
     assert len(r.headers["x-fds-checksum"]) == 16
 
@@ -52,22 +57,22 @@ def test_good_write_then_read(env: dict) -> None:
 def test_malformed_guid(env: dict) -> None:
     url = env["url_for"](0)
     for bad in ["not-a-guid", "1234", "g" * 32, "0" * 33]:
-        msg = _error(httpx.get(f"{url}/v1/tracts/{bad}/0", params={"version": 1}), 400, "bad_guid")
+        msg = _error(httpx.get(f"{url}/v1/tracts/{bad}/0", params=_p(1)), 400, "bad_guid")
         assert "32 hex digits" in msg
     _error(httpx.post(f"{env['meta']}/v1/meta/zzz", params={"version": 1}), 400, "bad_guid")
 
 
 def test_negative_and_huge_tract_numbers(env: dict) -> None:
     url, guid, v = env["url_for"](0), env["guid"], env["table"].version
-    _error(httpx.get(f"{url}/v1/tracts/{guid}/-1", params={"version": v}), 400, "bad_tract")
-    _error(httpx.put(f"{url}/v1/tracts/{guid}/-5", params={"version": v}, content=b"x"), 400, "bad_tract")
-    _error(httpx.get(f"{url}/v1/tracts/{guid}/{2**70}", params={"version": v}), 400, "bad_tract")
-    _error(httpx.get(f"{url}/v1/tracts/{guid}/abc", params={"version": v}), 400, "bad_tract")
+    _error(httpx.get(f"{url}/v1/tracts/{guid}/-1", params=_p(v)), 400, "bad_tract")
+    _error(httpx.put(f"{url}/v1/tracts/{guid}/-5", params=_p(v), content=b"x"), 400, "bad_tract")
+    _error(httpx.get(f"{url}/v1/tracts/{guid}/{2**70}", params=_p(v)), 400, "bad_tract")
+    _error(httpx.get(f"{url}/v1/tracts/{guid}/abc", params=_p(v)), 400, "bad_tract")
 
 
 def test_tract_over_tract_size(env: dict) -> None:
     url = env["url_for"](1)
-    r = httpx.put(f"{url}/v1/tracts/{env['guid']}/1", params={"version": env["table"].version},
+    r = httpx.put(f"{url}/v1/tracts/{env['guid']}/1", params=_p(env["table"].version),
                   content=b"x" * (SMALL_TRACT + 1))
     assert str(SMALL_TRACT) in _error(r, 413, "tract_too_large")
 
@@ -75,14 +80,14 @@ def test_tract_over_tract_size(env: dict) -> None:
 def test_read_and_write_past_the_end(env: dict) -> None:
     v = env["table"].version
     url = env["url_for"](5)
-    assert "extend" in _error(httpx.get(f"{url}/v1/tracts/{env['guid']}/5", params={"version": v}), 416, "past_end")
-    assert "extend" in _error(httpx.put(f"{url}/v1/tracts/{env['guid']}/5", params={"version": v}, content=b"x"),
+    assert "extend" in _error(httpx.get(f"{url}/v1/tracts/{env['guid']}/5", params=_p(v)), 416, "past_end")
+    assert "extend" in _error(httpx.put(f"{url}/v1/tracts/{env['guid']}/5", params=_p(v), content=b"x"),
                               416, "past_end")
 
 
 def test_unwritten_tract_within_size(env: dict) -> None:
     url = env["url_for"](1)
-    _error(httpx.get(f"{url}/v1/tracts/{env['guid']}/1", params={"version": env["table"].version}),
+    _error(httpx.get(f"{url}/v1/tracts/{env['guid']}/1", params=_p(env["table"].version)),
            404, "tract_not_found")
 
 
@@ -91,9 +96,9 @@ def test_unknown_blob(env: dict) -> None:
     other = uuid.uuid4().bytes
     row = table.rows[tract_row(other, 0, len(table.rows))]
     url = table.servers[row[0]].url
-    _error(httpx.get(f"{url}/v1/tracts/{format_guid(other)}/0", params={"version": table.version}),
+    _error(httpx.get(f"{url}/v1/tracts/{format_guid(other)}/0", params=_p(table.version)),
            404, "blob_not_found")
-    _error(httpx.put(f"{url}/v1/tracts/{format_guid(other)}/0", params={"version": table.version}, content=b"x"),
+    _error(httpx.put(f"{url}/v1/tracts/{format_guid(other)}/0", params=_p(table.version), content=b"x"),
            404, "blob_not_found")
     meta_row = table.rows[tract_row(other, -1, len(table.rows))]
     meta = table.servers[meta_row[0]].url
@@ -102,18 +107,18 @@ def test_unknown_blob(env: dict) -> None:
 
 def test_stale_and_missing_version(env: dict) -> None:
     url, guid = env["url_for"](0), env["guid"]
-    msg = _error(httpx.get(f"{url}/v1/tracts/{guid}/0", params={"version": 0}), 409, "stale_version")
+    msg = _error(httpx.get(f"{url}/v1/tracts/{guid}/0", params=_p(0)), 409, "stale_version")
     assert "refetch" in msg
-    _error(httpx.put(f"{url}/v1/tracts/{guid}/0", params={"version": 0}, content=b"x"), 409, "stale_version")
+    _error(httpx.put(f"{url}/v1/tracts/{guid}/0", params=_p(0), content=b"x"), 409, "stale_version")
     _error(httpx.get(f"{url}/v1/tracts/{guid}/0"), 400, "bad_request")
-    _error(httpx.get(f"{url}/v1/tracts/{guid}/0", params={"version": "abc"}), 400, "bad_request")
+    _error(httpx.get(f"{url}/v1/tracts/{guid}/0", params=_p("abc")), 400, "bad_request")
 
 
 def test_wrong_server_is_told_to_refetch(env: dict) -> None:
     table, raw = env["table"], env["raw"]
     holder = table.rows[tract_row(raw, 0, len(table.rows))][0]
     other = next(s for i, s in enumerate(table.servers) if i != holder)
-    msg = _error(httpx.get(f"{other.url}/v1/tracts/{env['guid']}/0", params={"version": table.version}),
+    msg = _error(httpx.get(f"{other.url}/v1/tracts/{env['guid']}/0", params=_p(table.version)),
                  409, "stale_version")
     assert "does not hold row" in msg
 

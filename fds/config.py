@@ -63,6 +63,8 @@ class TractServerConfig:
     """Seconds between passes of the orphan-tract collector; 0 disables it."""
     io_threads: int = 16
     """Threads for disk I/O: durable writes want several in parallel."""
+    cache_bytes: int = 256 * 1024 * 1024
+    """Memory for recently written and read tracts (data bypasses the page cache); 0 disables."""
 
 
 @dataclass

@@ -70,6 +70,7 @@ class LocalCluster:
     heartbeat_interval: float = 0.5
     collector_interval: float = 60.0
     capacity_bytes: int | None = None
+    cache_bytes: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -147,6 +148,8 @@ class LocalCluster:
                         "--collector-interval", str(self.collector_interval)]
                 if self.capacity_bytes:
                     args += ["--capacity-bytes", str(self.capacity_bytes)]
+                if self.cache_bytes is not None:
+                    args += ["--cache-bytes", str(self.cache_bytes)]
                 self.children.append(Child("tractserver", f"ts{i}", str(data), args))
             for child in self.tract_children:
                 self._spawn(child)

@@ -45,7 +45,7 @@ def _tractserver(args: argparse.Namespace) -> int:
 
     config = _load(TractServerConfig, "tractserver", args,
                    ["dir", "metaserver", "advertise_url", "domain", "capacity_bytes", "heartbeat_interval",
-                    "collector_interval", "io_threads"])
+                    "collector_interval", "io_threads", "cache_bytes"])
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -80,6 +80,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--collector-interval", dest="collector_interval", type=float)
     p.add_argument("--io-threads", dest="io_threads", type=int)
+    p.add_argument("--cache-bytes", dest="cache_bytes", type=int,
+                   help="memory for recently used tracts (default 256 MiB; 0 disables)")
     p.set_defaults(run=_tractserver)
 
     p = sub.add_parser("gateway", help="run the REST gateway for whole-blob PUT/GET")

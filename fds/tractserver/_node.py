@@ -89,7 +89,7 @@ class Node:
         self.dir = ensure_dir(config.dir)
         self.id = load_identity(self.dir)
         self.domain = config.domain or self.id
-        self.store = TractStore(self.dir, capacity_bytes=config.capacity_bytes)
+        self.store = TractStore(self.dir, capacity_bytes=config.capacity_bytes, cache_bytes=config.cache_bytes)
         self.store.sweep()
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="fds-io")
         self.table: Table | None = None

@@ -46,6 +46,7 @@ from fds.durable import ensure_dir, read_direct, remove_temporaries, write_durab
 from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
 from fds.guid import format_guid
 from fds.models import MetaRecord
+from fds.tractserver._cache import TractCache
 
 __all__ = ["TractStore", "TractEntry"]
 
@@ -71,7 +72,7 @@ def _tract_key(guid: bytes, tract: int, incarnation: int) -> bytes:
 class TractStore:
     """One disk's tracts and blob metadata records. Methods block: call them off the event loop."""
 
-    def __init__(self, root: str | os.PathLike[str], *, capacity_bytes: int = 0) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, capacity_bytes: int = 0, cache_bytes: int = 0) -> None:
         self.root = ensure_dir(root)
         self.tract_dir = ensure_dir(self.root / "tracts")
         self._db = rocksdict.Rdict(str(self.root / "index.rocksdb"), rocksdict.Options(raw_mode=True))
@@ -83,6 +84,7 @@ class TractStore:
         self.tracts = 0
         self.bytes_used = 0
         self.checksum_failures = 0
+        self.cache = TractCache(cache_bytes)
         for _key, value in self._iter_prefix(_TRACT):
             entry = TractEntry(*_ENTRY.unpack(value))
             self.tracts += 1
@@ -138,6 +140,11 @@ class TractStore:
         with self._lock:
             self.bytes_used += growth
             self.tracts += old is None
+        if self.cache.capacity:
+            view = memoryview(data)
+            if view.obj is None or len(view) * 2 < len(memoryview(view.obj)):
+                view = memoryview(bytes(view))  # a short tract: do not pin a whole tract-sized buffer
+            self.cache.put(_tract_key(guid, tract, incarnation), generation, view, view.obj)
         if old is not None:
             self._unlink(self._path(guid, tract, old.generation, incarnation))
         return entry
@@ -148,17 +155,23 @@ class TractStore:
             entry = self.entry(guid, tract, incarnation)
             if entry is None:
                 raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is not stored here")
+            key = _tract_key(guid, tract, incarnation)
+            cached = self.cache.get(key, entry.generation)
             try:
-                data = read_direct(self._path(guid, tract, entry.generation, incarnation), entry.length)
+                data = cached if cached is not None else read_direct(
+                    self._path(guid, tract, entry.generation, incarnation), entry.length)
             except FileNotFoundError:
                 continue  # overwritten between index lookup and open: look again
             if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
                 self.checksum_failures += 1
                 log.error("checksum mismatch: blob %s tract %d (%d bytes on disk, %d expected)",
                           format_guid(guid), tract, len(data), entry.length)
+                self.cache.drop(key)
                 raise ChecksumMismatch(
                     f"tract {tract} of blob {format_guid(guid)} failed its checksum on this server; "
                     "read another replica")
+            if cached is None and self.cache.capacity:
+                self.cache.put(key, entry.generation, data, data.obj)
             return data, entry
         raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is being rewritten; retry")
 
@@ -169,6 +182,7 @@ class TractStore:
             entry = TractEntry(*_ENTRY.unpack(value))
             tract = int.from_bytes(key[25:33], "big")
             self._db.delete(key, self._sync)
+            self.cache.drop(key)
             self._unlink(self._path(guid, tract, entry.generation, incarnation))
             with self._lock:
                 self.tracts -= 1

@@ -15,7 +15,8 @@ from tests.conftest import SMALL_TRACT
 
 
 def test_flipped_bytes_detected_and_served_from_another_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    cluster = make_cluster(tractservers=4, replicas=3)
+    # No tract cache: this test is about what is on disk.
+    cluster = make_cluster(tractservers=4, replicas=3, cache_bytes=0)
     data = bytes(range(256)) * (SMALL_TRACT // 256)
 
     async def write() -> str:

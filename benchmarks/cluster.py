@@ -1,6 +1,7 @@
 """One client against a local cluster of 4 tract servers: throughput and latency.
 
-    python benchmarks/cluster.py [--tracts N] [--in-flight C] [--replicas 1 3] [--ceilings] [--json OUT]
+    python benchmarks/cluster.py [--tracts N] [--in-flight C] [--replicas 1 3] [--cache-bytes B]
+                                 [--ceilings] [--json OUT]
 
 Starts a real LocalCluster (8 MiB tracts) in a temp dir for each
 replication level, writes N tracts of one blob with C requests in flight,
@@ -77,10 +78,11 @@ async def _one_run(metaserver: str, tracts: int, in_flight: int) -> dict[str, fl
     }
 
 
-def cluster_bench(replicas: int, tracts: int, in_flight: int, repeat: int) -> dict[str, Any]:
+def cluster_bench(replicas: int, tracts: int, in_flight: int, repeat: int,
+                  cache_bytes: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fds-bench-") as tmp:
         cluster = LocalCluster(Path(tmp), tractservers=4, replicas=replicas, port=0, gateway=False,
-                               collector_interval=0)
+                               collector_interval=0, cache_bytes=cache_bytes)
         with cluster:
             import uvloop
 
@@ -96,14 +98,15 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cache-bytes", type=int, help="tract cache per server (default: the server's; 0 = off)")
     parser.add_argument("--ceilings", action="store_true", help="also measure HTTP and durable-write ceilings")
     parser.add_argument("--json", help="write all figures here")
     args = parser.parse_args()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {}}
     for k in args.replicas:
-        r = cluster_bench(k, args.tracts, args.in_flight, args.repeat)
+        r = cluster_bench(k, args.tracts, args.in_flight, args.repeat, args.cache_bytes)
         report["fds"][f"k{k}"] = r
-        print(f"fds k={k}: write {r['write_gib_s']:.2f} GiB/s (p50 {r['write_p50_ms']:.1f} ms, "
+        print(f"fds k={k} cache={args.cache_bytes}: write {r['write_gib_s']:.2f} GiB/s (p50 {r['write_p50_ms']:.1f} ms, "
               f"p99 {r['write_p99_ms']:.1f} ms)  read {r['read_gib_s']:.2f} GiB/s "
               f"(p50 {r['read_p50_ms']:.1f} ms, p99 {r['read_p99_ms']:.1f} ms)", flush=True)
     if args.ceilings:

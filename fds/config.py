@@ -63,8 +63,10 @@ class TractServerConfig:
     """Seconds between passes of the orphan-tract collector; 0 disables it."""
     io_threads: int = 16
     """Threads for disk I/O: durable writes want several in parallel."""
-    cache_bytes: int = 256 * 1024 * 1024
-    """Memory for recently written and read tracts (data bypasses the page cache); 0 disables."""
+    cache_bytes: int = 0
+    """Memory for recently written and read tracts (data bypasses the page cache); 0, the default,
+    disables it: on this 2-core machine it cost more on writes than it gained on reads
+    (docs/benchmarks.md)."""
 
 
 @dataclass

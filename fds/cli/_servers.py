@@ -81,7 +81,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--collector-interval", dest="collector_interval", type=float)
     p.add_argument("--io-threads", dest="io_threads", type=int)
     p.add_argument("--cache-bytes", dest="cache_bytes", type=int,
-                   help="memory for recently used tracts (default 256 MiB; 0 disables)")
+                   help="memory for recently used tracts (default 0: off)")
     p.set_defaults(run=_tractserver)
 
     p = sub.add_parser("gateway", help="run the REST gateway for whole-blob PUT/GET")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 __all__ = ["TractCache"]
 
@@ -27,6 +28,8 @@ class TractCache:
         self._items: OrderedDict[bytes, tuple[int, memoryview, object]] = OrderedDict()
         self._owners: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.on_evict: Callable[[object], None] | None = None
+        """Called with a dropped entry's owner once no cached tract views it (to recycle buffers)."""
 
     def get(self, key: bytes, generation: int) -> memoryview | None:
         with self._lock:
@@ -36,7 +39,7 @@ class TractCache:
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return item[1]
+            return item[1][:]  # a view of its own: eviction releases only the cache's
 
     def put(self, key: bytes, generation: int, data: memoryview, owner: object) -> None:
         """Keep ``data`` (a view of ``owner``'s memory) for ``key`` at ``generation``."""
@@ -68,8 +71,11 @@ class TractCache:
         count = self._owners[id(item[2])] - 1
         if count:
             self._owners[id(item[2])] = count
-        else:
-            del self._owners[id(item[2])]
+            return
+        del self._owners[id(item[2])]
+        item[1].release()
+        if self.on_evict is not None:
+            self.on_evict(item[2])
 
 
 def _footprint(data: memoryview) -> int:

@@ -23,7 +23,7 @@ import httpx
 
 from fds.auth import client_headers
 from fds.config import TractServerConfig
-from fds.durable import aligned_buffer, ensure_dir, write_durably
+from fds.durable import aligned_buffer, aligned_size, ensure_dir, write_durably
 from fds.errors import (
     BadRequest,
     BlobNotFound,
@@ -71,13 +71,26 @@ class BufferPool:
         self._idle: list[mmap.mmap] = []
 
     def acquire(self) -> mmap.mmap:
-        return self._idle.pop() if self._idle else aligned_buffer(self.size)
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return aligned_buffer(self.size)
 
     def release(self, buf: mmap.mmap) -> None:
-        if len(self._idle) < self.keep and len(buf) >= self.size:
+        if len(self._idle) < self.keep and len(buf) == self.size:
             self._idle.append(buf)
         else:
             buf.close()
+
+    def recycle(self, owner: object) -> None:
+        """Take back a buffer the tract cache let go, unless a response still sends from it."""
+        if not isinstance(owner, mmap.mmap) or len(owner) != self.size:
+            return
+        try:
+            owner.resize(len(owner))  # raises BufferError while any view of it exists
+        except (BufferError, OSError, ValueError):
+            return  # still in use: garbage collection frees it later
+        self.release(owner)
 
 
 class Node:
@@ -184,7 +197,8 @@ class Node:
         if self.table is None or table.version > self.table.version:
             self.table = table
             if self.buffers.size != table.tract_size:
-                self.buffers = BufferPool(table.tract_size, keep=2 * self.config.io_threads)
+                self.buffers = BufferPool(aligned_size(table.tract_size), keep=2 * self.config.io_threads)
+                self.store.cache.on_evict = self.buffers.recycle
             log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
 
     # -- request checks ------------------------------------------------------

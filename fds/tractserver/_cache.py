@@ -2,7 +2,8 @@
 
 Tract data goes to disk with O_DIRECT (see :mod:`fds.durable`), so the kernel's
 page cache never holds it. Like Ceph's BlueStore, which also bypasses the page
-cache, the tract server keeps its own cache instead: an LRU of whole tracts,
+cache, the tract server can keep its own instead (``--cache-bytes``; off by
+default: docs/benchmarks.md has the measured trade-off): an LRU of whole tracts,
 keyed by tract and checked against the index's generation, so an overwritten
 or deleted tract is never served from it. Every hit is still verified against
 the index checksum before it is served.

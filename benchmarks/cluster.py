@@ -106,8 +106,8 @@ def main() -> None:
     for k in args.replicas:
         r = cluster_bench(k, args.tracts, args.in_flight, args.repeat, args.cache_bytes)
         report["fds"][f"k{k}"] = r
-        print(f"fds k={k} cache={args.cache_bytes}: write {r['write_gib_s']:.2f} GiB/s (p50 {r['write_p50_ms']:.1f} ms, "
-              f"p99 {r['write_p99_ms']:.1f} ms)  read {r['read_gib_s']:.2f} GiB/s "
+        print(f"fds k={k} cache={args.cache_bytes}: write {r['write_gib_s']:.2f} GiB/s "
+              f"(p50 {r['write_p50_ms']:.1f} ms, p99 {r['write_p99_ms']:.1f} ms)  read {r['read_gib_s']:.2f} GiB/s "
               f"(p50 {r['read_p50_ms']:.1f} ms, p99 {r['read_p99_ms']:.1f} ms)", flush=True)
     if args.ceilings:
         import ceilings  # type: ignore[import-not-found]

@@ -79,10 +79,11 @@ async def _one_run(metaserver: str, tracts: int, in_flight: int) -> dict[str, fl
 
 
 def cluster_bench(replicas: int, tracts: int, in_flight: int, repeat: int,
-                  cache_bytes: int | None = None) -> dict[str, Any]:
+                  cache_bytes: int | None = None, direct_io: int | None = None) -> dict[str, Any]:
+    env = {} if direct_io is None else {"FDS_DIRECT_IO": str(direct_io)}
     with tempfile.TemporaryDirectory(prefix="fds-bench-") as tmp:
         cluster = LocalCluster(Path(tmp), tractservers=4, replicas=replicas, port=0, gateway=False,
-                               collector_interval=0, cache_bytes=cache_bytes)
+                               collector_interval=0, cache_bytes=cache_bytes, env=env)
         with cluster:
             import uvloop
 
@@ -99,14 +100,15 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cache-bytes", type=int, help="tract cache per server (default: the server's; 0 = off)")
+    parser.add_argument("--direct-io", type=int, choices=[0, 1], help="tract servers' O_DIRECT setting")
     parser.add_argument("--ceilings", action="store_true", help="also measure HTTP and durable-write ceilings")
     parser.add_argument("--json", help="write all figures here")
     args = parser.parse_args()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {}}
     for k in args.replicas:
-        r = cluster_bench(k, args.tracts, args.in_flight, args.repeat, args.cache_bytes)
+        r = cluster_bench(k, args.tracts, args.in_flight, args.repeat, args.cache_bytes, args.direct_io)
         report["fds"][f"k{k}"] = r
-        print(f"fds k={k} cache={args.cache_bytes}: write {r['write_gib_s']:.2f} GiB/s "
+        print(f"fds k={k} cache={args.cache_bytes} direct={args.direct_io}: write {r['write_gib_s']:.2f} GiB/s "
               f"(p50 {r['write_p50_ms']:.1f} ms, p99 {r['write_p99_ms']:.1f} ms)  read {r['read_gib_s']:.2f} GiB/s "
               f"(p50 {r['read_p50_ms']:.1f} ms, p99 {r['read_p99_ms']:.1f} ms)", flush=True)
     if args.ceilings:

@@ -63,6 +63,8 @@ class TractServerConfig:
     """Seconds between passes of the orphan-tract collector; 0 disables it."""
     io_threads: int = 16
     """Threads for disk I/O: durable writes want several in parallel."""
+    direct_io: int = 1
+    """1: tract data bypasses the page cache (O_DIRECT); 0: buffered I/O through the page cache."""
     cache_bytes: int = 0
     """Memory for recently written and read tracts (data bypasses the page cache); 0, the default,
     disables it: on this 2-core machine it cost more on writes than it gained on reads

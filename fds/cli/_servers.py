@@ -45,7 +45,7 @@ def _tractserver(args: argparse.Namespace) -> int:
 
     config = _load(TractServerConfig, "tractserver", args,
                    ["dir", "metaserver", "advertise_url", "domain", "capacity_bytes", "heartbeat_interval",
-                    "collector_interval", "io_threads", "cache_bytes"])
+                    "collector_interval", "io_threads", "cache_bytes", "direct_io"])
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -80,6 +80,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--collector-interval", dest="collector_interval", type=float)
     p.add_argument("--io-threads", dest="io_threads", type=int)
+    p.add_argument("--direct-io", dest="direct_io", type=int, choices=[0, 1],
+                   help="1: O_DIRECT tract I/O; 0: through the page cache")
     p.add_argument("--cache-bytes", dest="cache_bytes", type=int,
                    help="memory for recently used tracts (default 0: off)")
     p.set_defaults(run=_tractserver)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import mmap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from fds.buffers import aligned
 from fds.errors import BadRequest, TractNotFound, TractTooLarge
 from fds.guid import format_guid, parse_guid
 from fds.models import (
@@ -23,7 +23,7 @@ from fds.models import (
 )
 from fds.placement import METADATA_TRACT
 from fds.tractserver._meta import MetaService
-from fds.tractserver._node import BufferPool, Node
+from fds.tractserver._node import Node
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 
@@ -37,11 +37,8 @@ _RAW_BODY = {"requestBody": {
 _DRAIN_LIMIT_TRACTS = 4
 
 
-async def _read_body(request: Request, limit: int, pool: BufferPool) -> tuple[memoryview, mmap.mmap]:
-    """Read the request body into a pooled page-aligned buffer; returns a view of it and the buffer.
-
-    The caller gives the buffer back to ``pool`` when done with the view.
-    """
+async def _read_body(request: Request, limit: int) -> memoryview:
+    """Read the request body into one block-aligned buffer (:func:`fds.buffers.aligned`), ready for O_DIRECT."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise BadRequest("send the tract with a Content-Length header (chunked bodies are not accepted)",
@@ -52,21 +49,17 @@ async def _read_body(request: Request, limit: int, pool: BufferPool) -> tuple[me
             async for _ in request.stream():  # drain, so the connection stays usable
                 pass
         raise TractTooLarge(f"tract body of {length} bytes is over the cluster's tract size of {limit} bytes")
-    buf = pool.acquire()
-    try:
-        pos = 0
-        async for chunk in request.stream():
-            end = pos + len(chunk)
-            if end > length:
-                raise BadRequest("request body is longer than its Content-Length")
-            buf[pos:end] = chunk
-            pos = end
-        if pos != length:
-            raise BadRequest(f"request body ended after {pos} of {length} bytes")
-    except BaseException:
-        pool.release(buf)
-        raise
-    return memoryview(buf)[:length], buf
+    buf = aligned(length)
+    pos = 0
+    async for chunk in request.stream():
+        end = pos + len(chunk)
+        if end > length:
+            raise BadRequest("request body is longer than its Content-Length")
+        buf[pos:end] = chunk
+        pos = end
+    if pos != length:
+        raise BadRequest(f"request body ended after {pos} of {length} bytes")
+    return buf
 
 
 def _tract_number(text: str) -> int:
@@ -104,7 +97,7 @@ def create_app(node: Node) -> FastAPI:
         if number < 0:
             raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
         table = await node.check(raw, number, version)
-        body, buf = await _read_body(request, table.tract_size, node.buffers)
+        body = await _read_body(request, table.tract_size)
         key = (raw, number)
         lock = write_locks.setdefault(key, asyncio.Lock())
         try:
@@ -112,9 +105,6 @@ def create_app(node: Node) -> FastAPI:
             async with lock:
                 entry = await node.run_io(node.store.write, raw, number, body, incarnation)
         finally:
-            if not node.store.cache.owns(buf):  # a cached tract keeps viewing the buffer
-                body.release()
-                node.buffers.release(buf)
             if not lock.locked() and not lock._waiters:
                 write_locks.pop(key, None)
         return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}"))

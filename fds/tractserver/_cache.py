@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 
 __all__ = ["TractCache"]
 
@@ -26,11 +25,8 @@ class TractCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[bytes, tuple[int, memoryview, object]] = OrderedDict()
-        self._owners: dict[int, int] = {}
+        self._items: OrderedDict[bytes, tuple[int, memoryview]] = OrderedDict()
         self._lock = threading.Lock()
-        self.on_evict: Callable[[object], None] | None = None
-        """Called with a dropped entry's owner once no cached tract views it (to recycle buffers)."""
 
     def get(self, key: bytes, generation: int) -> memoryview | None:
         with self._lock:
@@ -40,16 +36,15 @@ class TractCache:
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return item[1][:]  # a view of its own: eviction releases only the cache's
+            return item[1]
 
-    def put(self, key: bytes, generation: int, data: memoryview, owner: object) -> None:
-        """Keep ``data`` (a view of ``owner``'s memory) for ``key`` at ``generation``."""
+    def put(self, key: bytes, generation: int, data: memoryview) -> None:
+        """Keep ``data`` for ``key`` at ``generation``; it must not be written to afterwards."""
         if len(data) > self.capacity:
             return
         with self._lock:
             self._drop(key)
-            self._items[key] = (generation, data, owner)
-            self._owners[id(owner)] = self._owners.get(id(owner), 0) + 1
+            self._items[key] = (generation, data)
             self.bytes += _footprint(data)
             while self.bytes > self.capacity:
                 oldest = next(iter(self._items))
@@ -59,24 +54,11 @@ class TractCache:
         with self._lock:
             self._drop(key)
 
-    def owns(self, owner: object) -> bool:
-        """Whether a cached tract still views ``owner``'s memory (so it must not be reused)."""
-        with self._lock:
-            return id(owner) in self._owners
-
     def _drop(self, key: bytes) -> None:
         item = self._items.pop(key, None)
         if item is None:
             return
         self.bytes -= _footprint(item[1])
-        count = self._owners[id(item[2])] - 1
-        if count:
-            self._owners[id(item[2])] = count
-            return
-        del self._owners[id(item[2])]
-        item[1].release()
-        if self.on_evict is not None:
-            self.on_evict(item[2])
 
 
 def _footprint(data: memoryview) -> int:

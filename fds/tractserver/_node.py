@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import mmap
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import httpx
 
 from fds.auth import client_headers
 from fds.config import TractServerConfig
-from fds.durable import aligned_buffer, aligned_size, ensure_dir, write_durably
+from fds.durable import ensure_dir, write_durably
 from fds.errors import (
     BadRequest,
     BlobNotFound,
@@ -58,41 +57,6 @@ def load_identity(data_dir: Path) -> str:
     return server_id
 
 
-class BufferPool:
-    """Reusable page-aligned buffers of one tract each, for O_DIRECT writes.
-
-    Reusing them saves an mmap and thousands of page faults per request.
-    At most ``keep`` idle buffers are kept; more are unmapped on release.
-    """
-
-    def __init__(self, size: int, keep: int) -> None:
-        self.size = size
-        self.keep = keep
-        self._idle: list[mmap.mmap] = []
-
-    def acquire(self) -> mmap.mmap:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return aligned_buffer(self.size)
-
-    def release(self, buf: mmap.mmap) -> None:
-        if len(self._idle) < self.keep and len(buf) == self.size:
-            self._idle.append(buf)
-        else:
-            buf.close()
-
-    def recycle(self, owner: object) -> None:
-        """Take back a buffer the tract cache let go, unless a response still sends from it."""
-        if not isinstance(owner, mmap.mmap) or len(owner) != self.size:
-            return
-        try:
-            owner.resize(len(owner))  # raises BufferError while any view of it exists
-        except (BufferError, OSError, ValueError):
-            return  # still in use: garbage collection frees it later
-        self.release(owner)
-
-
 class Node:
     """Everything a tract server knows besides its disk."""
 
@@ -102,14 +66,14 @@ class Node:
         self.dir = ensure_dir(config.dir)
         self.id = load_identity(self.dir)
         self.domain = config.domain or self.id
-        self.store = TractStore(self.dir, capacity_bytes=config.capacity_bytes, cache_bytes=config.cache_bytes)
+        self.store = TractStore(self.dir, capacity_bytes=config.capacity_bytes, cache_bytes=config.cache_bytes,
+                                 direct_io=bool(config.direct_io))
         self.store.sweep()
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="fds-io")
         self.table: Table | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._extents: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
-        self.buffers = BufferPool(0, keep=2 * config.io_threads)
         self.http: httpx.AsyncClient | None = None
         self.registered = asyncio.Event()
 
@@ -196,9 +160,6 @@ class Node:
         table = Table(TableModel.model_validate_json(resp.content))
         if self.table is None or table.version > self.table.version:
             self.table = table
-            if self.buffers.size != table.tract_size:
-                self.buffers = BufferPool(aligned_size(table.tract_size), keep=2 * self.config.io_threads)
-                self.store.cache.on_evict = self.buffers.recycle
             log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
 
     # -- request checks ------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import mmap
 import os
 import shutil
 import struct
@@ -42,6 +41,7 @@ from pathlib import Path
 import rocksdict
 import xxhash
 
+from fds.buffers import is_aligned
 from fds.durable import ensure_dir, read_direct, remove_temporaries, write_durably
 from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
 from fds.guid import format_guid
@@ -72,7 +72,8 @@ def _tract_key(guid: bytes, tract: int, incarnation: int) -> bytes:
 class TractStore:
     """One disk's tracts and blob metadata records. Methods block: call them off the event loop."""
 
-    def __init__(self, root: str | os.PathLike[str], *, capacity_bytes: int = 0, cache_bytes: int = 0) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, capacity_bytes: int = 0, cache_bytes: int = 0,
+                 direct_io: bool = True) -> None:
         self.root = ensure_dir(root)
         self.tract_dir = ensure_dir(self.root / "tracts")
         self._db = rocksdict.Rdict(str(self.root / "index.rocksdb"), rocksdict.Options(raw_mode=True))
@@ -85,6 +86,7 @@ class TractStore:
         self.bytes_used = 0
         self.checksum_failures = 0
         self.cache = TractCache(cache_bytes)
+        self.direct_io = direct_io
         for _key, value in self._iter_prefix(_TRACT):
             entry = TractEntry(*_ENTRY.unpack(value))
             self.tracts += 1
@@ -113,9 +115,9 @@ class TractStore:
               incarnation: int = 0) -> TractEntry:
         """Store a tract durably; on return it survives a crash. Raises DiskFull.
 
-        A view of an :func:`fds.durable.aligned_buffer` is written with
-        O_DIRECT (the request path does this); other buffers go through the
-        page cache.
+        A view made by :func:`fds.buffers.aligned` is written with O_DIRECT
+        (the request path does this) unless the store was opened with
+        ``direct_io=False``; other buffers go through the page cache.
         """
         length = len(data)
         old = self.entry(guid, tract, incarnation)
@@ -128,7 +130,7 @@ class TractStore:
         path = self._path(guid, tract, generation, incarnation)
         try:
             ensure_dir(path.parent)
-            direct = isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap)
+            direct = self.direct_io and is_aligned(data)
             write_durably(path, data, direct=direct)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -142,9 +144,9 @@ class TractStore:
             self.tracts += old is None
         if self.cache.capacity:
             view = memoryview(data)
-            if view.obj is None or len(view) * 2 < len(memoryview(view.obj)):
-                view = memoryview(bytes(view))  # a short tract: do not pin a whole tract-sized buffer
-            self.cache.put(_tract_key(guid, tract, incarnation), generation, view, view.obj)
+            if not isinstance(view.obj, bytearray) or len(view) * 2 < len(view.obj):
+                view = memoryview(bytes(view))  # own a copy that is no bigger than the tract
+            self.cache.put(_tract_key(guid, tract, incarnation), generation, view)
         if old is not None:
             self._unlink(self._path(guid, tract, old.generation, incarnation))
         return entry
@@ -159,7 +161,7 @@ class TractStore:
             cached = self.cache.get(key, entry.generation)
             try:
                 data = cached if cached is not None else read_direct(
-                    self._path(guid, tract, entry.generation, incarnation), entry.length)
+                    self._path(guid, tract, entry.generation, incarnation), entry.length, direct=self.direct_io)
             except FileNotFoundError:
                 continue  # overwritten between index lookup and open: look again
             if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
@@ -171,7 +173,7 @@ class TractStore:
                     f"tract {tract} of blob {format_guid(guid)} failed its checksum on this server; "
                     "read another replica")
             if cached is None and self.cache.capacity:
-                self.cache.put(key, entry.generation, data, data.obj)
+                self.cache.put(key, entry.generation, data)
             return data, entry
         raise TractNotFound(f"tract {tract} of blob {format_guid(guid)} is being rewritten; retry")
 

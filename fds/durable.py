@@ -17,7 +17,8 @@ from pathlib import Path
 
 from fds.buffers import ALIGN, aligned, is_aligned, padded
 
-__all__ = ["write_durably", "read_direct", "fsync_dir", "remove_temporaries", "ensure_dir", "TMP_SUFFIX"]
+__all__ = ["write_durably", "create_durably", "read_direct", "fsync_dir", "remove_temporaries", "ensure_dir",
+           "DirectorySync", "directory_sync", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -84,6 +85,91 @@ def write_durably(path: str | os.PathLike[str], data: bytes | bytearray | memory
         raise
     if sync_dir:
         fsync_dir(os.path.dirname(path) or ".")
+
+
+def create_durably(path: str | os.PathLike[str], data: bytes | bytearray | memoryview, *,
+                   direct: bool = False) -> None:
+    """Create a *new* file ``path`` holding ``data`` and make it durable, file and name.
+
+    For files whose name is never reused (tract generations): no temporary
+    and no rename, because until something durable points at the name, a
+    half-written file under it is just an orphan for the start-up sweep. The
+    directory fsync is shared (:class:`DirectorySync`): writers that create
+    files in one directory at the same time ride on one fsync.
+    """
+    path = os.fspath(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    if direct and not is_aligned(data):
+        raise ValueError("direct writes take views made by fds.buffers.aligned()")
+    fd = -1
+    if direct:
+        try:
+            fd = os.open(path, flags | os.O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            direct = False
+    if fd < 0:
+        fd = os.open(path, flags, 0o644)
+    try:
+        try:
+            if direct:
+                assert isinstance(data, memoryview)
+                _write_all(fd, padded(data))
+                if len(data) % ALIGN:
+                    os.ftruncate(fd, len(data))
+            else:
+                _write_all(fd, memoryview(data))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    directory_sync.sync(os.path.dirname(path) or ".")
+
+
+class DirectorySync:
+    """Group commit for directory fsyncs.
+
+    :meth:`sync` returns once an fsync of the directory that *started after
+    the call* has finished, so every entry created before the call is
+    durable. Concurrent callers share fsyncs instead of queueing one each.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._running: set[str] = set()
+
+    def sync(self, directory: str) -> None:
+        with self._cond:
+            target = self._started.get(directory, 0) + 1
+            while self._done.get(directory, 0) < target:
+                if directory in self._running:
+                    self._cond.wait()
+                    continue
+                self._running.add(directory)
+                ticket = self._started[directory] = self._started.get(directory, 0) + 1
+                self._cond.release()
+                try:
+                    fsync_dir(directory)
+                    self._cond.acquire()
+                    self._done[directory] = ticket
+                except BaseException:
+                    self._cond.acquire()
+                    raise
+                finally:
+                    self._running.discard(directory)
+                    self._cond.notify_all()
+
+
+directory_sync = DirectorySync()
+"""The process-wide directory syncer."""
 
 
 def _write_all(fd: int, view: memoryview) -> None:

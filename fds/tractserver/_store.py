@@ -13,13 +13,15 @@ tracts, and the old incarnation's tracts are the collector's to remove.
 A write (see :meth:`TractStore.write`):
 
 1. writes the bytes under a *new* file name (a new generation) through
-   :func:`fds.durable.write_durably` (temp file, fsync, rename, fsync dir);
+   :func:`fds.durable.create_durably` (O_DIRECT write, fdatasync, and a
+   directory fsync shared with concurrent writers). The name is never
+   reused, so no temporary or rename is needed;
 2. puts the index entry pointing at that generation, with a synced WAL write.
    This is the commit point;
 3. unlinks the previous generation's file.
 
 Killed before 2, the index still names the old file, so readers see the old
-tract; the new file is an orphan. Killed after 2, readers see the new one;
+tract; the new file, whole or partial, is an orphan. Killed after 2, readers see the new one;
 the old file is the orphan. :meth:`TractStore.sweep` removes orphans and
 temporaries at start-up. No reader can ever see a torn tract, and a
 checksum mismatch on read is refused, not served.
@@ -42,7 +44,7 @@ import rocksdict
 import xxhash
 
 from fds.buffers import is_aligned
-from fds.durable import ensure_dir, read_direct, remove_temporaries, write_durably
+from fds.durable import create_durably, ensure_dir, read_direct, remove_temporaries
 from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
 from fds.guid import format_guid
 from fds.models import MetaRecord
@@ -130,8 +132,7 @@ class TractStore:
         path = self._path(guid, tract, generation, incarnation)
         try:
             ensure_dir(path.parent)
-            direct = self.direct_io and is_aligned(data)
-            write_durably(path, data, direct=direct)
+            create_durably(path, data, direct=self.direct_io and is_aligned(data))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(f"tract server's disk is full ({exc.strerror}); nothing was written") from None

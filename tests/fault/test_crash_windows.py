@@ -89,16 +89,18 @@ def test_killed_after_index_entry_serves_new_tract(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_killed_mid_data_write_leaves_only_a_temp_file(tmp_path: Path) -> None:
-    # Killed while the temp file is half written (before fsync and rename):
-    # nothing names it, the old tract stands, and the sweep removes the temp.
+def test_killed_mid_data_write_leaves_only_an_orphan(tmp_path: Path) -> None:
+    # Killed while the new generation's file is half written (before its
+    # fdatasync): nothing names it, the old tract stands, and the sweep
+    # removes the partial file (and any temporary of write_durably).
     store = TractStore(tmp_path)
     store.write(GUID, 3, b"a" * 4096)
     shard = tmp_path / "tracts" / GUID.hex()[:2]
-    (shard / f"{GUID.hex()}.3.ffff.123.abc.tmp").write_bytes(b"partial")
+    (shard / f"{GUID.hex()}.0.3.ffffffffffff").write_bytes(b"partial")
+    (shard / f"{GUID.hex()}.0.3.ffff.123.abc.tmp").write_bytes(b"partial")
     store.close()
     reopened = TractStore(tmp_path)
-    assert reopened.sweep() == 1
+    assert reopened.sweep() == 2
     assert reopened.read(GUID, 3)[0] == b"a" * 4096
     reopened.close()
 

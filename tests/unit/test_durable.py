@@ -156,3 +156,39 @@ def test_ensure_dir_and_fsync_dir(tmp_path: Path) -> None:
     fsync_dir(made)
     with pytest.raises(OSError):
         fsync_dir(tmp_path / "absent")
+
+
+def test_directory_sync_shares_fsyncs_and_covers_every_caller(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many threads creating files in one directory: each returns only after an fsync that
+    started after its call, and they share far fewer fsyncs than there are callers."""
+    import threading
+    import time
+
+    from fds import durable
+
+    calls: list[tuple[float, float]] = []
+
+    def slow_fsync(path: object) -> None:
+        start = time.monotonic()
+        time.sleep(0.02)
+        calls.append((start, time.monotonic()))
+
+    monkeypatch.setattr(durable, "fsync_dir", slow_fsync)
+    syncer = durable.DirectorySync()
+    seen: list[tuple[float, float]] = []
+
+    def caller() -> None:
+        asked = time.monotonic()
+        syncer.sync(str(tmp_path))
+        seen.append((asked, time.monotonic()))
+
+    threads = [threading.Thread(target=caller) for _ in range(40)]
+    for t in threads:
+        t.start()
+        time.sleep(0.001)
+    for t in threads:
+        t.join()
+    assert len(seen) == 40
+    assert len(calls) < 20
+    for asked, returned in seen:
+        assert any(start >= asked and end <= returned for start, end in calls)

@@ -54,6 +54,10 @@ class TractServerConfig:
     port: int = 7100
     advertise_url: str = ""
     """The URL others use to reach this server; defaults to http://host:port."""
+    data_port: int = 0
+    """Port of the data port (tract PUT/GET without the framework); 0 picks a free one, -1 disables it."""
+    advertise_data_url: str = ""
+    """The URL others use to reach the data port; defaults to http://host:data_port."""
     domain: str = ""
     """Failure domain; defaults to the server id (every server its own domain)."""
     capacity_bytes: int = 0

@@ -35,6 +35,8 @@ class ServerRef(BaseModel):
     id: str = Field(pattern=_ID, description="Stable id, kept in the server's data directory.")
     url: str = Field(description="Base URL of its HTTP API, e.g. http://10.0.0.5:7101")
     domain: str = Field(description="Failure domain (machine, rack); no row holds two of one domain.")
+    data_url: str = Field(default="", description="Base URL of its data port (tract PUT/GET only); "
+                                                  "empty if it has none, then `url` serves tracts too.")
 
 
 class TableModel(BaseModel):
@@ -51,6 +53,7 @@ class TableModel(BaseModel):
 class RegisterRequest(BaseModel):
     id: str = Field(pattern=_ID)
     url: str = Field(min_length=1, max_length=300)
+    data_url: str = Field(default="", max_length=300)
     disk: str = Field(default="", max_length=4096, description="The data directory, for operators.")
     domain: str = Field(min_length=1, max_length=128)
     capacity_bytes: int = Field(ge=0)

@@ -44,8 +44,9 @@ def _tractserver(args: argparse.Namespace) -> int:
     from fds.tractserver import run
 
     config = _load(TractServerConfig, "tractserver", args,
-                   ["dir", "metaserver", "advertise_url", "domain", "capacity_bytes", "heartbeat_interval",
-                    "collector_interval", "io_threads", "cache_bytes", "direct_io"])
+                   ["dir", "metaserver", "advertise_url", "data_port", "advertise_data_url", "domain",
+                    "capacity_bytes", "heartbeat_interval", "collector_interval", "io_threads", "cache_bytes",
+                    "direct_io"])
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -75,6 +76,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--dir", help="data directory on the disk this server owns")
     p.add_argument("--metaserver", help="metaserver URL")
     p.add_argument("--advertise-url", dest="advertise_url", help="URL others use to reach this server")
+    p.add_argument("--data-port", dest="data_port", type=int,
+                   help="port for tract PUT/GET without the framework (0: a free one, -1: none)")
+    p.add_argument("--advertise-data-url", dest="advertise_data_url", help="URL others use to reach the data port")
     p.add_argument("--domain", help="failure domain (default: the server id)")
     p.add_argument("--capacity-bytes", dest="capacity_bytes", type=int, help="limit on stored bytes")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)

@@ -105,8 +105,9 @@ class MetaState:
         self.live.setdefault(req.id, _Live()).last_seen = self._clock()
         if self.table is None and len(self.members) >= self.config.expected_servers:
             self._build_table()
-        elif self.table is not None and old is not None and old.url != req.url and self._in_table(req.id):
-            servers = [s if s.id != req.id else ServerRef(id=s.id, url=req.url, domain=s.domain)
+        elif (self.table is not None and old is not None and (old.url, old.data_url) != (req.url, req.data_url)
+              and self._in_table(req.id)):
+            servers = [s if s.id != req.id else ServerRef(id=s.id, url=req.url, domain=s.domain, data_url=req.data_url)
                        for s in self.table.servers]
             self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
             log.info("server %s moved to %s; table version %d", req.id, req.url, self.table.version)
@@ -132,7 +133,7 @@ class MetaState:
             version=1,
             tract_size=self.config.tract_size,
             replicas=self.config.replicas,
-            servers=[ServerRef(id=m.id, url=m.url, domain=m.domain) for m in members],
+            servers=[ServerRef(id=m.id, url=m.url, domain=m.domain, data_url=m.data_url) for m in members],
             rows=rows,
             row_versions=[1] * len(rows),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from fds.buffers import aligned
-from fds.errors import BadRequest, TractNotFound, TractTooLarge
+from fds.errors import BadRequest, TractTooLarge
 from fds.guid import format_guid, parse_guid
 from fds.models import (
     BlobInfo,
@@ -22,8 +22,10 @@ from fds.models import (
     TractWritten,
 )
 from fds.placement import METADATA_TRACT
+from fds.tractserver._fastpath import serve_data_port
 from fds.tractserver._meta import MetaService
 from fds.tractserver._node import Node
+from fds.tractserver._tracts import TractService
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 
@@ -37,18 +39,20 @@ _RAW_BODY = {"requestBody": {
 _DRAIN_LIMIT_TRACTS = 4
 
 
-async def _read_body(request: Request, limit: int) -> memoryview:
+async def _read_body(request: Request, tracts: TractService) -> memoryview:
     """Read the request body into one block-aligned buffer (:func:`fds.buffers.aligned`), ready for O_DIRECT."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise BadRequest("send the tract with a Content-Length header (chunked bodies are not accepted)",
                          code="length_required")
     length = int(declared)
-    if length > limit:
-        if length <= _DRAIN_LIMIT_TRACTS * limit:
+    try:
+        tracts.check_length(length)
+    except TractTooLarge:
+        if length <= _DRAIN_LIMIT_TRACTS * tracts.tract_size():
             async for _ in request.stream():  # drain, so the connection stays usable
                 pass
-        raise TractTooLarge(f"tract body of {length} bytes is over the cluster's tract size of {limit} bytes")
+        raise
     buf = aligned(length)
     pos = 0
     async for chunk in request.stream():
@@ -62,22 +66,18 @@ async def _read_body(request: Request, limit: int) -> memoryview:
     return buf
 
 
-def _tract_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise BadRequest(f"tract number {text[:40]!r} is not an integer", code="bad_tract") from None
-
-
-def create_app(node: Node) -> FastAPI:
-    """The tract server app for ``node``."""
+def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI:
+    """The tract server app for ``node``; with ``data_sock``, it also serves the data port there."""
     meta = MetaService(node)
-    write_locks: dict[tuple[bytes, int], asyncio.Lock] = {}
+    tracts = TractService(node)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
+        data_server = await serve_data_port(tracts, data_sock) if data_sock is not None else None
         yield
+        if data_server is not None:
+            data_server.close()
         await node.stop()
 
     app = create_base_app(
@@ -93,43 +93,22 @@ def create_app(node: Node) -> FastAPI:
              summary="Write a whole tract; acknowledged once data and index are durable.")
     async def put_tract(guid: str, tract: str, request: Request, version: int = _VERSION,
                         incarnation: int = _INCARNATION) -> Response:
-        raw, number = parse_guid(guid), _tract_number(tract)
-        if number < 0:
-            raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
-        table = await node.check(raw, number, version)
-        body = await _read_body(request, table.tract_size)
-        key = (raw, number)
-        lock = write_locks.setdefault(key, asyncio.Lock())
-        try:
-            await node.check_extent(raw, incarnation, number, table)
-            async with lock:
-                entry = await node.run_io(node.store.write, raw, number, body, incarnation)
-        finally:
-            if not lock.locked() and not lock._waiters:
-                write_locks.pop(key, None)
+        await tracts.locate(guid, tract, version)  # refuse bad or stale requests before reading the body
+        body = await _read_body(request, tracts)
+        entry = await tracts.write(guid, tract, version, incarnation, body)
         return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}"))
 
     @app.get("/v1/tracts/{guid}/{tract}", tags=["tracts"],
              responses={200: {"content": {"application/octet-stream": {}}}},
              summary="Read a whole tract; its checksum is verified first.")
     async def get_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
-        raw, number = parse_guid(guid), _tract_number(tract)
-        if number < 0:
-            raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
-        table = await node.check(raw, number, version)
-        try:
-            data, entry = await node.run_io(node.store.read, raw, number, incarnation)
-        except TractNotFound:
-            await node.check_extent(raw, incarnation, number, table)  # past the end, or no such blob?
-            raise
+        data, entry = await tracts.read(guid, tract, version, incarnation)
         return Response(data, media_type="application/octet-stream",
                         headers={"x-fds-checksum": f"{entry.checksum:016x}"})
 
     @app.head("/v1/tracts/{guid}/{tract}", tags=["tracts"], summary="A tract's length and checksum.")
     async def head_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
-        raw, number = parse_guid(guid), _tract_number(tract)
-        await node.check(raw, number, version)
-        entry = await node.run_io(node.store.entry, raw, number, incarnation)
+        entry = await tracts.entry(guid, tract, version, incarnation)
         if entry is None:
             return Response(status_code=404)
         return Response(headers={"content-length": str(entry.length), "x-fds-checksum": f"{entry.checksum:016x}"})

@@ -60,9 +60,10 @@ def load_identity(data_dir: Path) -> str:
 class Node:
     """Everything a tract server knows besides its disk."""
 
-    def __init__(self, config: TractServerConfig, url: str) -> None:
+    def __init__(self, config: TractServerConfig, url: str, *, data_url: str = "") -> None:
         self.config = config
         self.url = url
+        self.data_url = data_url
         self.dir = ensure_dir(config.dir)
         self.id = load_identity(self.dir)
         self.domain = config.domain or self.id
@@ -100,7 +101,8 @@ class Node:
     # -- membership ----------------------------------------------------------
     async def register_once(self) -> None:
         assert self.http is not None
-        req = RegisterRequest(id=self.id, url=self.url, disk=str(self.dir.resolve()), domain=self.domain,
+        req = RegisterRequest(id=self.id, url=self.url, data_url=self.data_url, disk=str(self.dir.resolve()),
+                              domain=self.domain,
                               capacity_bytes=self.store.capacity_bytes)
         resp = await self.http.post(f"{self.config.metaserver}/v1/servers", content=req.model_dump_json(),
                                     headers={"content-type": "application/json"})

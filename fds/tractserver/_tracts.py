@@ -1,0 +1,83 @@
+"""Tract reads and writes, shared by both of the tract server's HTTP front ends.
+
+The FastAPI app (``/v1/tracts`` on the API port, documented at ``/docs``) and
+the fast data port (:mod:`fds.tractserver._fastpath`) parse requests their own
+way and then call the same :class:`TractService`, so the checks, the locking
+and the error messages are one piece of code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fds.errors import BadRequest, TableNotReady, TractNotFound, TractTooLarge
+from fds.guid import parse_guid
+from fds.tlt import Table
+from fds.tractserver._node import Node
+from fds.tractserver._store import TractEntry
+
+__all__ = ["TractService", "tract_number"]
+
+
+def tract_number(text: str) -> int:
+    """Parse a data tract number from a URL: 0 and up."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise BadRequest(f"tract number {text[:40]!r} is not an integer", code="bad_tract") from None
+    if number < 0:
+        raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
+    return number
+
+
+class TractService:
+    """The checks and disk work behind ``PUT``/``GET``/``HEAD /v1/tracts/{guid}/{tract}``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._locks: dict[tuple[bytes, int], asyncio.Lock] = {}
+
+    def tract_size(self) -> int:
+        table = self.node.table
+        if table is None:
+            raise TableNotReady("this tract server has no table yet; retry shortly")
+        return table.tract_size
+
+    def check_length(self, length: int) -> None:
+        """Refuse a body longer than the tract size before reading it."""
+        limit = self.tract_size()
+        if length > limit:
+            raise TractTooLarge(f"tract body of {length} bytes is over the cluster's tract size of {limit} bytes")
+
+    async def locate(self, guid: str, tract: str, version: int) -> tuple[bytes, int, Table]:
+        raw, number = parse_guid(guid), tract_number(tract)
+        return raw, number, await self.node.check(raw, number, version)
+
+    async def write(self, guid: str, tract: str, version: int, incarnation: int, body: memoryview) -> TractEntry:
+        """Store a tract durably after every check; returns its index entry."""
+        raw, number, table = await self.locate(guid, tract, version)
+        if len(body) > table.tract_size:
+            raise TractTooLarge(f"tract body of {len(body)} bytes is over the cluster's tract size of "
+                                f"{table.tract_size} bytes")
+        key = (raw, number)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            await self.node.check_extent(raw, incarnation, number, table)
+            async with lock:
+                return await self.node.run_io(self.node.store.write, raw, number, body, incarnation)
+        finally:
+            if not lock.locked() and not lock._waiters:
+                self._locks.pop(key, None)
+
+    async def read(self, guid: str, tract: str, version: int, incarnation: int) -> tuple[memoryview, TractEntry]:
+        """Read and verify a tract; a missing one says whether it is past the end or never written."""
+        raw, number, table = await self.locate(guid, tract, version)
+        try:
+            return await self.node.run_io(self.node.store.read, raw, number, incarnation)
+        except TractNotFound:
+            await self.node.check_extent(raw, incarnation, number, table)  # past the end, or no such blob?
+            raise
+
+    async def entry(self, guid: str, tract: str, version: int, incarnation: int) -> TractEntry | None:
+        raw, number, _ = await self.locate(guid, tract, version)
+        return await self.node.run_io(self.node.store.entry, raw, number, incarnation)

@@ -47,7 +47,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script: make ``fds`` importable without installing
     sys.path.insert(0, str(REPO))
 
-from fds.durable import write_durably  # noqa: E402
+from fds.buffers import aligned  # noqa: E402
+from fds.durable import create_durably, read_direct, write_durably  # noqa: E402
 from fds.web import tune_allocator  # noqa: E402
 
 GiB = 1024**3
@@ -365,7 +366,19 @@ def durable_ceiling(*, writers: Sequence[int] = WRITERS, files: int = 32, repeat
         for count in writers:
             write_rates: list[float] = []
             read_rates: list[float] = []
+            direct_write: list[float] = []
+            direct_read: list[float] = []
+            aligned_body = aligned(BODY_BYTES)
+            aligned_body[:] = body
             for rep in range(repeats):
+                # The tract servers' own path: O_DIRECT create + fdatasync + shared directory fsync,
+                # then O_DIRECT reads (nothing of it is in the page cache).
+                paths = [root / f"d{count}-r{rep}-{i:04d}" for i in range(files)]
+                elapsed = _parallel(count, paths, lambda path, b=aligned_body: create_durably(path, b, direct=True))
+                direct_write.append(total / GiB / elapsed)
+                direct_read.append(total / GiB / _parallel(count, paths, lambda path: read_direct(path, BODY_BYTES)))
+                for path in paths:
+                    path.unlink()
                 paths = [root / f"w{count}-r{rep}-{i:04d}" for i in range(files)]
                 elapsed = _parallel(count, paths, lambda path: write_durably(path, body))
                 write_rates.append(total / GiB / elapsed)
@@ -380,6 +393,10 @@ def durable_ceiling(*, writers: Sequence[int] = WRITERS, files: int = 32, repeat
                 "read_gib_s": statistics.median(read_rates),
                 "runs_write_gib_s": [round(r, 3) for r in write_rates],
                 "runs_read_gib_s": [round(r, 3) for r in read_rates],
+                "direct_write_gib_s": statistics.median(direct_write),
+                "direct_read_gib_s": statistics.median(direct_read),
+                "runs_direct_write_gib_s": [round(r, 3) for r in direct_write],
+                "runs_direct_read_gib_s": [round(r, 3) for r in direct_read],
             }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -403,9 +420,11 @@ def _table(http: dict[str, Any], disk: dict[str, Any]) -> str:
     lines.append("  * glibc allocator tuned in the client (fds.web.tune_allocator)")
     lines += ["", f"Durable-write ceiling: 8 MiB files, write_durably, {disk['files_per_run']} files per run,"
               f" median of {disk['repeats']}, in {disk['directory']}",
-              f"  {'writers':>7} {'write GiB/s':>12} {'read back GiB/s (warm cache)':>30}"]
+              f"  {'writers':>7} {'write GiB/s':>12} {'read back GiB/s (warm cache)':>30}"
+              f" {'O_DIRECT write':>15} {'O_DIRECT read':>14}"]
     for count, row in disk["writers"].items():
-        lines.append(f"  {count:>7} {row['write_gib_s']:12.2f} {row['read_gib_s']:30.2f}")
+        lines.append(f"  {count:>7} {row['write_gib_s']:12.2f} {row['read_gib_s']:30.2f}"
+                     f" {row['direct_write_gib_s']:15.2f} {row['direct_read_gib_s']:14.2f}")
     return "\n".join(lines)
 
 

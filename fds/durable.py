@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fds.buffers import ALIGN, aligned, is_aligned, padded
@@ -49,33 +49,8 @@ def write_durably(path: str | os.PathLike[str], data: bytes | bytearray | memory
     """
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident():x}{TMP_SUFFIX}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    fd = -1
     try:
-        if direct:
-            if not is_aligned(data):
-                raise ValueError("direct writes take views made by fds.buffers.aligned()")
-            try:
-                fd = os.open(tmp, flags | os.O_DIRECT, 0o644)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                direct = False
-        if fd < 0:
-            fd = os.open(tmp, flags, 0o644)
-        try:
-            if direct:
-                assert isinstance(data, memoryview)
-                _write_all(fd, padded(data))
-                if len(data) % ALIGN:
-                    os.ftruncate(fd, len(data))
-            else:
-                chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-                for chunk in chunks:
-                    _write_all(fd, memoryview(chunk))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new_file(tmp, data, direct=direct, sync=os.fsync)
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -98,31 +73,10 @@ def create_durably(path: str | os.PathLike[str], data: bytes | bytearray | memor
     files in one directory at the same time ride on one fsync.
     """
     path = os.fspath(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    if direct and not is_aligned(data):
-        raise ValueError("direct writes take views made by fds.buffers.aligned()")
-    fd = -1
-    if direct:
-        try:
-            fd = os.open(path, flags | os.O_DIRECT, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            direct = False
-    if fd < 0:
-        fd = os.open(path, flags, 0o644)
     try:
-        try:
-            if direct:
-                assert isinstance(data, memoryview)
-                _write_all(fd, padded(data))
-                if len(data) % ALIGN:
-                    os.ftruncate(fd, len(data))
-            else:
-                _write_all(fd, memoryview(data))
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        _write_new_file(path, data, direct=direct, sync=os.fdatasync)
+    except FileExistsError:
+        raise  # not ours: leave it alone
     except BaseException:
         try:
             os.unlink(path)
@@ -170,6 +124,36 @@ class DirectorySync:
 
 directory_sync = DirectorySync()
 """The process-wide directory syncer."""
+
+
+def _write_new_file(path: str, data: bytes | bytearray | memoryview | Iterable[bytes], *, direct: bool,
+                    sync: Callable[[int], None]) -> None:
+    """Create ``path`` (it must not exist), write ``data``, and ``sync`` it; O_DIRECT if asked and possible."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    if direct and not is_aligned(data):
+        raise ValueError("direct writes take views made by fds.buffers.aligned()")
+    fd = -1
+    if direct:
+        try:
+            fd = os.open(path, flags | os.O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            direct = False  # no O_DIRECT on this file system: buffered it is
+    if fd < 0:
+        fd = os.open(path, flags, 0o644)
+    try:
+        if direct:
+            assert isinstance(data, memoryview)
+            _write_all(fd, padded(data))
+            if len(data) % ALIGN:
+                os.ftruncate(fd, len(data))
+        else:
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                _write_all(fd, memoryview(chunk))
+        sync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

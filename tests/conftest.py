@@ -37,21 +37,23 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         cluster.stop()
 
 
+def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(factory.mktemp(f"k{replicas}"), tractservers=4, replicas=replicas, tract_size=SMALL_TRACT,
+                           port=0, gateway=False, heartbeat_interval=0.2)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=3 cluster of 4 tract servers, shared by a test module."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("k3"), tractservers=4, replicas=3, tract_size=SMALL_TRACT,
-                           port=0, gateway=False, heartbeat_interval=0.2)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    yield from _shared_cluster(tmp_path_factory, 3)
 
 
 @pytest.fixture(scope="module")
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=1 cluster of 4 tract servers, shared by a test module."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("k1"), tractservers=4, replicas=1, tract_size=SMALL_TRACT,
-                           port=0, gateway=False, heartbeat_interval=0.2)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    yield from _shared_cluster(tmp_path_factory, 1)

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -130,8 +129,7 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
-def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None,
-          on_started: Callable[[], Awaitable[None]] | None = None) -> None:
+def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -> None:
     """Serve ``app`` on ``sock`` until SIGINT/SIGTERM.
 
     ``ready_file``, if given, is written (atomically) with the server's URL
@@ -153,8 +151,6 @@ def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None,
                 await task
                 return
             await asyncio.sleep(0.01)
-        if on_started is not None:
-            await on_started()
         if ready_file:
             from fds.durable import write_durably
 

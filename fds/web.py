@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fds import __version__
 from fds.auth import require_auth
 from fds.errors import BadRequest, FDSError
+from fds.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 
 __all__ = ["create_app", "serve", "bind_socket", "url_of", "json_response", "tune_allocator", "error_response"]
 
@@ -70,10 +71,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(title: str, description: str) -> FastAPI:
-    """A FastAPI app wired the fds way: auth on every route, errors as JSON, /healthz."""
+def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
+    """A FastAPI app wired the fds way: auth on every route, errors as JSON, /healthz, /metrics.
+
+    ``app.state.metrics`` is the process's :class:`fds.metrics.Metrics`; roles add gauges to it.
+    """
     app = FastAPI(title=title, description=description, version=__version__,
                   dependencies=[Depends(require_auth)])
+    metrics = Metrics(role)
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(FDSError)
     async def _fds_error(request: Request, exc: FDSError) -> Response:
@@ -102,6 +109,11 @@ def create_app(title: str, description: str) -> FastAPI:
     @app.get("/healthz", tags=["ops"], summary="Liveness: 200 when the server is up.")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics of this server.",
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -152,6 +152,7 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
         "fds gateway",
         "Whole blobs over plain REST: PUT uploads, GET downloads (with Range), HEAD, DELETE. "
         "A stateless front for clients that do not use the fds client library.",
+        role="gateway",
     )
     app.router.lifespan_context = lifespan
     window = config.max_in_flight

@@ -18,8 +18,18 @@ def create_app(state: MetaState) -> FastAPI:
     app = create_base_app(
         "fds metaserver",
         "Membership, heartbeats and the tract locator table. Never on the data path.",
+        role="metaserver",
     )
     app.state.meta = state
+    metrics = app.state.metrics
+    metrics.gauge("fds_table_version", "Current tract locator table version (0: not built yet).",
+                  lambda: state.table.version if state.table else 0)
+    metrics.gauge("fds_servers_registered", "Tract servers that have registered.", lambda: len(state.members))
+    metrics.gauge("fds_servers_alive", "Tract servers whose last heartbeat is recent.",
+                  lambda: sum(s.alive for s in state.status().servers))
+    metrics.labelled_gauge("fds_heartbeat_age_seconds", "Seconds since each tract server's last heartbeat.",
+                           "server", lambda: {s.id: s.heartbeat_age for s in state.status().servers
+                                              if s.heartbeat_age is not None})
 
     @app.post("/v1/servers", response_model=HeartbeatReply, tags=["membership"],
               summary="Register (or re-register) a tract server.")

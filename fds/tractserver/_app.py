@@ -74,7 +74,7 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
-        data_server = await serve_data_port(tracts, data_sock) if data_sock is not None else None
+        data_server = await serve_data_port(tracts, data_sock, app.state.metrics) if data_sock is not None else None
         yield
         if data_server is not None:
             data_server.close()
@@ -84,9 +84,20 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         "fds tract server",
         "Stores 8 MiB tracts in files on one disk, checksummed, and serves them. "
         "Every data request carries the caller's table version.",
+        role="tractserver",
     )
     app.router.lifespan_context = lifespan
     app.state.node = node
+    metrics = app.state.metrics
+    store = node.store
+    metrics.gauge("fds_tracts_stored", "Tracts stored on this server's disk.", lambda: store.tracts)
+    metrics.gauge("fds_bytes_stored", "Tract bytes stored on this server's disk.", lambda: store.bytes_used)
+    metrics.gauge("fds_capacity_bytes", "Bytes this server may store.", lambda: store.capacity_bytes)
+    metrics.gauge("fds_disk_free_bytes", "Bytes this server can still store.", store.disk_free)
+    metrics.gauge("fds_checksum_failures", "Tract reads refused because the copy failed its checksum.",
+                  lambda: store.checksum_failures)
+    metrics.gauge("fds_table_version", "The table version this server uses.",
+                  lambda: node.table.version if node.table else 0)
 
     # -- tracts ------------------------------------------------------------
     @app.put("/v1/tracts/{guid}/{tract}", response_model=TractWritten, tags=["tracts"], openapi_extra=_RAW_BODY,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,7 @@ import orjson
 from fds.auth import authenticate_headers
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
+from fds.metrics import Metrics
 from fds.tractserver._tracts import TractService
 
 __all__ = ["DataProtocol", "serve_data_port"]
@@ -97,8 +99,9 @@ def _int_param(req: _Request, name: str, what: str) -> int:
 class DataProtocol(asyncio.BufferedProtocol):
     """One client connection to the data port."""
 
-    def __init__(self, tracts: TractService) -> None:
+    def __init__(self, tracts: TractService, metrics: Metrics | None = None) -> None:
         self.tracts = tracts
+        self.metrics = metrics
         self.transport: asyncio.Transport | None = None
         self._scratch = bytearray(64 * 1024)
         self._head = bytearray()
@@ -108,6 +111,9 @@ class DataProtocol(asyncio.BufferedProtocol):
         self._discard = 0
         self._error: FDSError | None = None
         self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._operation = ""
+        self._bytes_in = 0
 
     # -- asyncio callbacks ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -187,6 +193,9 @@ class DataProtocol(asyncio.BufferedProtocol):
 
     async def _handle(self, req: _Request, body: memoryview | None, error: FDSError | None) -> None:
         close = req.headers.get("connection", "").lower() == "close"
+        self._started = time.perf_counter()
+        self._operation = f"data {req.method} /v1/tracts/{{guid}}/{{tract}}"
+        self._bytes_in = req.length
         try:
             if error is not None:
                 raise error
@@ -236,6 +245,10 @@ class DataProtocol(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         size = len(body) if length is None else length
+        if self.metrics is not None and self._started:
+            self.metrics.observe(self._operation, status, time.perf_counter() - self._started, self._bytes_in,
+                                 0 if head_only else len(body))
+            self._started = 0.0
         connection = "connection: close\r\n" if close else ""
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: {media}\r\n"
                 f"content-length: {size}\r\n{extra}{connection}\r\n")
@@ -252,7 +265,7 @@ class _MethodNotAllowed(FDSError):
     default_code = "method_not_allowed"
 
 
-async def serve_data_port(tracts: TractService, sock: socket.socket) -> asyncio.Server:
+async def serve_data_port(tracts: TractService, sock: socket.socket, metrics: Metrics | None = None) -> asyncio.Server:
     """Start serving the data port on an already bound, listening socket."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: DataProtocol(tracts), sock=sock)
+    return await loop.create_server(lambda: DataProtocol(tracts, metrics), sock=sock)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
+from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Progress, Unavailable
 from fds.guid import parse_guid
 from fds.models import BlobInfo, ClusterStatus
@@ -32,34 +33,9 @@ __all__ = ["add_parsers", "find_metaserver", "NoCluster"]
 
 T = TypeVar("T")
 
-CLUSTER_FILE = Path(".fds") / "cluster.json"
 _DISCOVERY = ("Which cluster: --metaserver URL, else $FDS_METASERVER, else the \"metaserver\" of ./.fds/cluster.json "
               "(written by `fds local up`).")
 _EXIT_CODES = "Exit codes: 0 ok, 1 fds or file error, 2 bad usage, 3 no cluster found or cluster unreachable."
-
-
-class NoCluster(Exception):
-    """No metaserver URL was given and none could be discovered."""
-
-
-def find_metaserver(flag: str | None, *, environ: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    """The metaserver URL: the flag, else ``$FDS_METASERVER``, else ``./.fds/cluster.json``."""
-    if flag:
-        return flag
-    env = (os.environ if environ is None else environ).get("FDS_METASERVER", "").strip()
-    if env:
-        return env
-    path = (cwd or Path.cwd()) / CLUSTER_FILE
-    hint = "start one here with `fds local up`, or pass --metaserver URL (or set FDS_METASERVER)"
-    try:
-        url = json.loads(path.read_text()).get("metaserver")
-    except FileNotFoundError:
-        raise NoCluster(f"no cluster found (no --metaserver, no FDS_METASERVER, no {CLUSTER_FILE}); {hint}") from None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise NoCluster(f"cannot read the cluster file {path}: {exc}; {hint}") from None
-    if not isinstance(url, str) or not url:
-        raise NoCluster(f"the cluster file {path} names no metaserver; {hint}")
-    return url
 
 
 # -- running a command ---------------------------------------------------------------

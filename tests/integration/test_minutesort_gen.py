@@ -1,0 +1,53 @@
+"""`fds-minutesort gen` writes exactly gensort's records into a blob, through a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apps.minutesort._blobio import iter_record_tracts
+from apps.minutesort._gensort import generate
+from fds.cli._local import LocalCluster
+from fds.client import Client
+
+
+def _gen(metaserver: str | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "apps.minutesort.cli", "gen", *args]
+    if metaserver:
+        command += ["--metaserver", metaserver]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+                          cwd=cwd)
+
+
+def _blob_bytes(metaserver: str, guid: str) -> bytes:
+    async def read() -> bytes:
+        async with Client(metaserver) as fds:
+            blob = await fds.open_blob(guid)
+            return b"".join([bytes(chunk) async for chunk in iter_record_tracts(blob)])
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("flags", [[], ["--skew"], ["--ascii"]])
+def test_gen_matches_gensort(cluster_k1: LocalCluster, flags: list[str]) -> None:
+    # 1 MiB tracts hold 10,485 records: 25,000 records span three tracts, the last one short.
+    result = _gen(cluster_k1.metaserver_url, "--records", "25000", "--start", "123456789", *flags)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["records"] == 25000 and report["bytes"] == 2_500_000
+    expected = generate(123456789, 25000, ascii="--ascii" in flags, skew="--skew" in flags).tobytes()
+    assert _blob_bytes(cluster_k1.metaserver_url, report["input_blob"]) == expected
+
+
+def test_gen_refuses_bad_input(cluster_k1: LocalCluster, tmp_path: Path) -> None:
+    assert _gen(cluster_k1.metaserver_url, "--records", "-5").returncode == 2
+    assert _gen(cluster_k1.metaserver_url).returncode == 2
+    bad_size = _gen(cluster_k1.metaserver_url, "--size", "lots")
+    assert bad_size.returncode == 2 and "use a number" in bad_size.stderr
+    nowhere = _gen(None, "--records", "10", cwd=tmp_path)  # no flag, no env, no ./.fds here
+    assert nowhere.returncode == 3 and "fds local up" in nowhere.stderr

@@ -12,7 +12,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 
-from apps.minutesort._gensort import generate
+import numpy as np
+
+from apps.minutesort._gensort import generate_into
+from fds.buffers import uninitialized
 from fds.client import Blob, Client
 
 __all__ = ["RECORD", "records_per_tract", "generate_blob", "iter_record_tracts"]
@@ -26,8 +29,10 @@ def records_per_tract(tract_size: int) -> int:
     return tract_size // RECORD
 
 
-def _generate_tract(start: int, count: int, ascii: bool, skew: bool) -> bytes:
-    return generate(start, count, ascii=ascii, skew=skew).tobytes()
+def _generate_tract(start: int, count: int, ascii: bool, skew: bool) -> bytearray:
+    buf = uninitialized(count * RECORD)
+    generate_into(np.frombuffer(buf, np.uint8).reshape(count, RECORD), start, ascii=ascii, skew=skew)
+    return buf
 
 
 async def generate_blob(client: Client, count: int, *, start: int = 0, ascii: bool = False, skew: bool = False,
@@ -49,8 +54,8 @@ async def generate_blob(client: Client, count: int, *, start: int = 0, ascii: bo
     loop = asyncio.get_running_loop()
     executor: Executor = ProcessPoolExecutor(max_workers=max(1, workers))
 
-    async def items() -> AsyncIterator[tuple[int, bytes]]:
-        pending: deque[tuple[int, asyncio.Future[bytes]]] = deque()
+    async def items() -> AsyncIterator[tuple[int, bytearray]]:
+        pending: deque[tuple[int, asyncio.Future[bytearray]]] = deque()
         next_tract = 0
         while next_tract < tracts or pending:
             while next_tract < tracts and len(pending) < 2 * max(1, workers):

@@ -25,6 +25,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fds.buffers import uninitialized
+from fds.http1 import HeadBuffer, HeadTooLarge
 
 __all__ = ["HTTPPool", "HTTPResponse", "ConnectError", "ProtocolError"]
 
@@ -57,7 +58,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.idle_since = time.monotonic()
         self.used = False
         self._scratch = bytearray(_HEADER_LIMIT)
-        self._head = bytearray()
+        self._head = HeadBuffer(_HEADER_LIMIT)
         self._body: bytearray | None = None
         self._filled = 0
         self._status = 0
@@ -100,19 +101,19 @@ class _Connection(asyncio.BufferedProtocol):
             if self._filled == len(self._body):
                 self._finish()
             return
-        self._head += memoryview(self._scratch)[:nbytes]
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _HEADER_LIMIT:
-                self._fail(ProtocolError("response header too large"))
-            return
         try:
-            length = self._parse_head(bytes(self._head[:end]))
+            framed = self._head.feed(memoryview(self._scratch)[:nbytes])
+        except HeadTooLarge:
+            self._fail(ProtocolError("response header too large"))
+            return
+        if framed is None:
+            return
+        head, rest = framed
+        try:
+            length = self._parse_head(head)
         except ProtocolError as exc:
             self._fail(exc)
             return
-        rest = self._head[end + 4 :]
-        self._head = bytearray()
         if len(rest) > length:
             self._fail(ProtocolError("server sent more than Content-Length"))
             return
@@ -169,7 +170,7 @@ class _Connection(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         self._expect_body = expect_body
-        self._head = bytearray()
+        self._head.reset()
         self._body = None
         self.used = True
         if body:

@@ -29,6 +29,7 @@ import orjson
 from fds.auth import authenticate_headers
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
+from fds.http1 import HeadBuffer, HeadTooLarge
 from fds.metrics import Metrics
 from fds.tractserver._tracts import TractService
 
@@ -104,7 +105,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         self.metrics = metrics
         self.transport: asyncio.Transport | None = None
         self._scratch = bytearray(64 * 1024)
-        self._head = bytearray()
+        self._head = HeadBuffer(_HEAD_LIMIT)
         self._req: _Request | None = None
         self._body: memoryview | None = None
         self._filled = 0
@@ -145,15 +146,14 @@ class DataProtocol(asyncio.BufferedProtocol):
             if not self._discard:
                 self._dispatch()
             return
-        self._head += memoryview(self._scratch)[:nbytes]
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _HEAD_LIMIT:
-                self._respond_error(BadRequest("request header too large"), close=True)
+        try:
+            framed = self._head.feed(memoryview(self._scratch)[:nbytes])
+        except HeadTooLarge:
+            self._respond_error(BadRequest("request header too large"), close=True)
             return
-        rest = bytes(self._head[end + 4:])
-        raw_head = bytes(self._head[:end])
-        self._head = bytearray()
+        if framed is None:
+            return
+        raw_head, rest = framed
         try:
             self._req = req = _parse_head(raw_head)
         except FDSError as exc:

@@ -86,7 +86,7 @@ async def _drive(request: Callable[[], Any], seconds: float, max_requests: int) 
 
 async def _run_fds(url: str, method: str, seconds: float, max_requests: int) -> tuple[int, float]:
     # Benchmarks may use the private data-path client directly: it is what we measure.
-    from fds.client._http import HTTPPool
+    from fds.httpclient import HTTPPool
 
     body = _body() if method == "PUT" else None
     pool = HTTPPool(timeout=60.0)

@@ -41,9 +41,14 @@ class MetaserverConfig:
     expected_servers: int = 1
     """The table is built once this many tract servers have registered."""
     heartbeat_timeout: float = 5.0
-    """Seconds without a heartbeat before a server is shown as not alive."""
+    """Seconds without a heartbeat before a server is declared dead and its rows are re-replicated
+    (with k >= 2). Seconds suit a laptop; on a real network, allow for GC pauses and brief partitions."""
+    detect_interval: float = 0.5
+    """Seconds between passes of the failure detector and repair planner."""
+    auto_rebalance: int = 1
+    """1: hand rows to newly added servers automatically once the cluster is healthy; 0: never."""
     seed: int | None = None
-    """Seed for table building; random when unset."""
+    """Seed for table building and replacement choices; random when unset."""
 
 
 @dataclass
@@ -65,6 +70,12 @@ class TractServerConfig:
     heartbeat_interval: float = 1.0
     collector_interval: float = 60.0
     """Seconds between passes of the orphan-tract collector; 0 disables it."""
+    scrub_interval: float = 3600.0
+    """Seconds between passes of the integrity scrubber; 0 disables it."""
+    scrub_rate: int = 64 * 1024 * 1024
+    """Bytes per second the scrubber may read (it competes with clients for the disk)."""
+    fill_in_flight: int = 4
+    """Tracts copied at once when this server fills rows (recovery, hand-over)."""
     io_threads: int = 16
     """Threads for disk I/O: durable writes want several in parallel."""
     direct_io: int = 1

@@ -24,6 +24,11 @@ __all__ = [
     "TractWritten",
     "TractServerStats",
     "CreatedBlob",
+    "FillProgress",
+    "FilledRequest",
+    "RecoveryStatus",
+    "RowListing",
+    "RowsRequest",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -47,7 +52,15 @@ class TableModel(BaseModel):
     replicas: int = Field(description="Replication level k: servers per row.")
     servers: list[ServerRef]
     rows: list[list[int]] = Field(description="Each row lists indices into `servers`; the first is the primary.")
-    row_versions: list[int] = Field(description="Version of each row: the table version when it last changed.")
+    row_versions: list[int] = Field(description="Version of each row: the table version when its holders last changed.")
+    filling: dict[int, list[int]] = Field(
+        default_factory=dict,
+        description="Row -> servers (indices) still copying that row's tracts: they take writes, and refuse "
+                    "reads of tracts they do not have yet. Never a row's primary.")
+    leaving: dict[int, list[int]] = Field(
+        default_factory=dict,
+        description="Row -> servers (indices) that leave the row once its filling servers are done "
+                    "(adding or decommissioning servers). They hold every tract until then.")
 
 
 class RegisterRequest(BaseModel):
@@ -59,12 +72,32 @@ class RegisterRequest(BaseModel):
     capacity_bytes: int = Field(ge=0)
 
 
+class FillProgress(BaseModel):
+    """How far a tract server is with copying the rows it was handed (recovery or a hand-over)."""
+
+    rows: int = Field(default=0, ge=0, description="Rows still filling on this server.")
+    tracts_done: int = Field(default=0, ge=0)
+    tracts_total: int = Field(default=0, ge=0, description="Tracts to copy, as far as listed so far.")
+    bytes_done: int = Field(default=0, ge=0)
+    bytes_total: int = Field(default=0, ge=0)
+
+
 class Heartbeat(BaseModel):
     tracts: int = Field(ge=0)
     bytes_used: int = Field(ge=0)
     disk_free: int = Field(ge=0)
     capacity_bytes: int = Field(ge=0)
     table_version: int = Field(ge=0, description="The table version the server is using.")
+    clean_version: int = Field(default=0, ge=0, description="The table version at which the server last removed "
+                                                            "the tracts of every row it no longer holds.")
+    fill: FillProgress = Field(default_factory=FillProgress)
+
+
+class FilledRequest(BaseModel):
+    """A tract server reports rows it has finished copying."""
+
+    rows: list[int] = Field(max_length=1_000_000)
+    version: int = Field(ge=0, description="The table version the server filled under.")
 
 
 class HeartbeatReply(BaseModel):
@@ -84,6 +117,24 @@ class ServerStatus(BaseModel):
     disk_free: int
     in_table: bool
     table_version: int
+    state: str = Field(default="active", description="active, dead (declared after its heartbeat timed out), "
+                                                     "decommissioning, or decommissioned.")
+    rows: int = Field(default=0, description="Rows this server holds (filling ones included).")
+    filling_rows: int = Field(default=0, description="Rows this server is still copying.")
+    fill: FillProgress = Field(default_factory=FillProgress)
+
+
+class RecoveryStatus(BaseModel):
+    """Re-replication under way: rows whose new holders are still copying."""
+
+    rows_filling: int = Field(description="Rows with at least one server still copying.")
+    rows_under_replicated: int = Field(description="Rows with fewer than k live holders holding every tract.")
+    tracts_done: int
+    tracts_total: int
+    bytes_done: int
+    bytes_total: int
+    started: float | None = Field(default=None, description="Unix time the current repair began; null if none.")
+    last_seconds: float | None = Field(default=None, description="How long the last completed repair took.")
 
 
 class ClusterStatus(BaseModel):
@@ -94,6 +145,9 @@ class ClusterStatus(BaseModel):
     expected_servers: int
     rows: int
     servers: list[ServerStatus]
+    healthy: bool = Field(default=False, description="True only when every row has k live holders that hold "
+                                                     "every tract; false from a failure's detection until repaired.")
+    recovery: RecoveryStatus | None = None
 
 
 class BlobInfo(BaseModel):
@@ -130,9 +184,27 @@ class MetaRecord(BaseModel):
     tracts: int = Field(ge=0)
     length: int | None = None
     created: float
-    seq: int = Field(ge=0, description="Bumped by every change; a replica keeps the highest.")
+    seq: int = Field(ge=0, description="Bumped by every change.")
+    epoch: int = Field(default=0, ge=0, description="The row version under which the primary made this change; "
+                                                    "a replica keeps the record with the highest (epoch, seq).")
     incarnation: int = Field(default=0, ge=0, description="The seq at which this blob was created.")
     deleted: bool = False
+    ops: dict[str, int] = Field(default_factory=dict, description="Recent client operation ids and their results "
+                                                                  "(an extend's first tract), so a retried "
+                                                                  "operation is answered, not applied twice.")
+
+
+class RowListing(BaseModel):
+    """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum]``)
+    and every metadata record."""
+
+    tracts: list[tuple[str, int, int, int, str]]
+    meta: list[MetaRecord]
+
+
+class RowsRequest(BaseModel):
+    rows: list[int] = Field(max_length=1_000_000)
+    version: int = Field(ge=0)
 
 
 class TractWritten(BaseModel):

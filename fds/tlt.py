@@ -117,6 +117,8 @@ class Table:
         self.servers = model.servers
         self.rows = model.rows
         self.row_versions = model.row_versions
+        self.filling = model.filling
+        self.leaving = model.leaving
         self._index = {s.id: i for i, s in enumerate(model.servers)}
 
     def __len__(self) -> int:
@@ -126,8 +128,20 @@ class Table:
         return tract_row(guid, tract, len(self.rows))
 
     def holders(self, guid: bytes, tract: int) -> list[ServerRef]:
-        """The servers holding ``tract`` of ``guid``; the first is the row's primary."""
+        """The servers a write of ``tract`` of ``guid`` goes to; the first is the row's primary.
+
+        Filling and leaving servers are included: during a repair or a
+        hand-over, writes reach both the old and the new holders.
+        """
         return [self.servers[i] for i in self.rows[tract_row(guid, tract, len(self.rows))]]
+
+    def readers(self, guid: bytes, tract: int, rng: random.Random) -> list[ServerRef]:
+        """The servers to read from, in the order to try: complete holders shuffled, then filling ones."""
+        row = tract_row(guid, tract, len(self.rows))
+        filling = self.filling.get(row, ())
+        complete = [self.servers[i] for i in self.rows[row] if i not in filling]
+        rng.shuffle(complete)
+        return complete + [self.servers[i] for i in filling]
 
     def server(self, server_id: str) -> ServerRef | None:
         i = self._index.get(server_id)
@@ -137,6 +151,20 @@ class Table:
         i = self._index.get(server_id)
         return i is not None and i in self.rows[row]
 
+    def is_filling(self, server_id: str, row: int) -> bool:
+        i = self._index.get(server_id)
+        return i is not None and i in self.filling.get(row, ())
+
     def rows_of(self, server_id: str) -> list[int]:
         i = self._index.get(server_id)
         return [] if i is None else [r for r, row in enumerate(self.rows) if i in row]
+
+    def filling_rows(self, server_id: str) -> list[int]:
+        """Rows ``server_id`` must still copy."""
+        i = self._index.get(server_id)
+        return [] if i is None else sorted(r for r, members in self.filling.items() if i in members)
+
+    def complete_holders(self, row: int) -> list[ServerRef]:
+        """The row's holders that have every tract (not filling), primary first."""
+        filling = self.filling.get(row, ())
+        return [self.servers[i] for i in self.rows[row] if i not in filling]

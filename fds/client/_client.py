@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,7 +12,6 @@ import orjson
 
 from fds.auth import client_headers
 from fds.client._blob import Blob
-from fds.client._http import ConnectError, HTTPPool, HTTPResponse
 from fds.client._table import TableCache
 from fds.errors import (
     BadRequest,
@@ -27,6 +27,7 @@ from fds.errors import (
     error_from_response,
 )
 from fds.guid import format_guid, new_guid, parse_guid
+from fds.httpclient import ConnectError, HTTPPool, HTTPResponse
 from fds.models import BlobInfo, ClusterStatus
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
@@ -61,7 +62,7 @@ class Client:
 
     def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT,
                  per_server: int = DEFAULT_PER_SERVER, timeout: float = 60.0,
-                 attempts: int = 8, rng: random.Random | None = None) -> None:
+                 attempts: int = 8, retry_for: float = 120.0, rng: random.Random | None = None) -> None:
         if max_in_flight < 1:
             raise BadRequest("max_in_flight must be at least 1")
         tune_allocator()
@@ -75,6 +76,7 @@ class Client:
         self._per_server = per_server
         self._server_slots: dict[str, asyncio.Semaphore] = {}
         self._attempts = attempts
+        self._retry_for = retry_for
         self._rng = rng or random.Random()
         self._headers = client_headers()
 
@@ -117,18 +119,30 @@ class Client:
 
     # -- the machinery -----------------------------------------------------------
     async def _retrying(self, op: Callable[[Table], Awaitable[T]], what: str) -> T:
-        """Run ``op`` against the current table, refetching it on staleness and retrying on failure."""
+        """Run ``op`` against the current table, refetching it on staleness and retrying on failure.
+
+        It gives up after ``attempts`` tries *and* ``retry_for`` seconds,
+        whichever is later: a server that died takes a heartbeat timeout to
+        be replaced, and no caller should see that as a failure.
+        """
         delay = 0.05
         last: Exception | None = None
-        for attempt in range(self._attempts):
+        deadline = asyncio.get_running_loop().time() + self._retry_for
+        attempt = 0
+        while attempt < self._attempts or asyncio.get_running_loop().time() < deadline:
+            attempt += 1
             table = await self.tables.get()
             try:
                 return await op(table)
             except StaleVersion as exc:
                 last = exc
-                await self.tables.refresh(table.version)
-                if attempt:
+                try:
+                    await self.tables.refresh(table.version)
+                except Unavailable:
+                    pass  # metaserver down: a server will have the new table shortly
+                if attempt > 1:
                     await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
             except (ConnectError, Unavailable, TableNotReady) as exc:
                 if isinstance(exc, ChecksumMismatch):
                     raise
@@ -140,8 +154,8 @@ class Client:
                 except Unavailable:
                     pass  # metaserver down: keep the cached table and retry
         if isinstance(last, FDSError):
-            raise type(last)(f"{what}: gave up after {self._attempts} attempts: {last.message}", code=last.code)
-        raise Unavailable(f"{what}: gave up after {self._attempts} attempts: {last}")
+            raise type(last)(f"{what}: gave up after {attempt} attempts: {last.message}", code=last.code)
+        raise Unavailable(f"{what}: gave up after {attempt} attempts: {last}")
 
     async def _send(self, method: str, url: str, body: bytes | bytearray | memoryview | None = None,
                     headers: dict[str, str] | None = None) -> HTTPResponse:
@@ -162,10 +176,11 @@ class Client:
         text = format_guid(guid)
         body = orjson.dumps(payload) if payload is not None else None
         headers = {"content-type": "application/json"} if payload is not None else None
+        op_id = f"&op={uuid.uuid4().hex}" if method != "GET" else ""  # retries of this call share it
 
         async def op(table: Table) -> Any:
             primary = table.holders(guid, METADATA_TRACT)[0]
-            resp = await self._send(method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}",
+            resp = await self._send(method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}{op_id}",
                                     body, headers)
             if resp.status >= 300:
                 raise error_from_response(resp.status, resp.body, where=f"{method} blob {text}")
@@ -202,8 +217,7 @@ class Client:
         text = format_guid(guid)
 
         async def op(table: Table) -> bytes | bytearray:
-            holders = table.holders(guid, tract)
-            self._rng.shuffle(holders)
+            holders = table.readers(guid, tract, self._rng)
             failures: list[Exception] = []
             for server in holders:
                 try:

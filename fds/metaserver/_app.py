@@ -1,25 +1,76 @@
-"""The metaserver's HTTP API."""
+"""The metaserver's HTTP API, and the loop that detects failures and plans repairs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from fds.metaserver._state import MetaState
-from fds.models import ClusterStatus, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
+from fds.auth import client_headers
+from fds.metaserver._state import MetaState, TickResult
+from fds.models import ClusterStatus, FilledRequest, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("fds.metaserver")
 
-def create_app(state: MetaState) -> FastAPI:
-    """The metaserver app over ``state``."""
+
+def create_app(state: MetaState, *, detect: bool = True) -> FastAPI:
+    """The metaserver app over ``state``; with ``detect``, the failure detector runs every ``detect_interval``."""
+    http: httpx.AsyncClient | None = None
+
+    async def tell(result: TickResult) -> None:
+        """Tell servers handed rows to start copying now (their next heartbeat would also tell them)."""
+        if http is None or not result.fill or state.table is None:
+            return
+        urls = {s.id: s.url for s in state.table.servers}
+        client = http
+
+        async def nudge(server_id: str) -> None:
+            try:
+                await client.post(f"{urls[server_id]}/v1/admin/fill")
+            except httpx.HTTPError as exc:
+                log.info("could not nudge %s to fill: %s", server_id, exc)
+
+        await asyncio.gather(*(nudge(s) for s in result.fill))
+
+    async def tick() -> TickResult:
+        result = state.tick()
+        await tell(result)
+        return result
+
+    async def detector() -> None:
+        while True:
+            await asyncio.sleep(state.config.detect_interval)
+            try:
+                await tick()
+            except Exception:  # a bad pass must not end the loop
+                log.exception("failure detector pass failed")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal http
+        http = httpx.AsyncClient(timeout=5.0, headers=client_headers())
+        task = asyncio.create_task(detector(), name="detector") if detect else None
+        yield
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await http.aclose()
+
     app = create_base_app(
         "fds metaserver",
-        "Membership, heartbeats and the tract locator table. Never on the data path.",
+        "Membership, heartbeats, failure detection and the tract locator table. Never on the data path.",
         role="metaserver",
     )
+    app.router.lifespan_context = lifespan
     app.state.meta = state
     metrics = app.state.metrics
     metrics.gauge("fds_table_version", "Current tract locator table version (0: not built yet).",
@@ -27,19 +78,49 @@ def create_app(state: MetaState) -> FastAPI:
     metrics.gauge("fds_servers_registered", "Tract servers that have registered.", lambda: len(state.members))
     metrics.gauge("fds_servers_alive", "Tract servers whose last heartbeat is recent.",
                   lambda: sum(s.alive for s in state.status().servers))
+    metrics.gauge("fds_cluster_healthy", "1 when every row has k live holders with every tract.",
+                  lambda: int(state.status().healthy))
+    metrics.gauge("fds_rows_filling", "Rows whose new holders are still copying.",
+                  lambda: len(state.table.filling) if state.table else 0)
+    metrics.gauge("fds_recovery_bytes_done", "Bytes copied by the repair under way.",
+                  lambda: sum(s.fill.bytes_done for s in state.status().servers))
+    metrics.gauge("fds_recovery_bytes_total", "Bytes the repair under way has to copy, as listed so far.",
+                  lambda: sum(s.fill.bytes_total for s in state.status().servers))
     metrics.labelled_gauge("fds_heartbeat_age_seconds", "Seconds since each tract server's last heartbeat.",
                            "server", lambda: {s.id: s.heartbeat_age for s in state.status().servers
                                               if s.heartbeat_age is not None})
 
     @app.post("/v1/servers", response_model=HeartbeatReply, tags=["membership"],
-              summary="Register (or re-register) a tract server.")
+              summary="Register (or re-register) a tract server. A new server joins the table and is "
+                      "handed its share of rows once the cluster is healthy.")
     async def register(req: RegisterRequest) -> Response:
         return json_response(HeartbeatReply(table_version=state.register(req)))
 
     @app.post("/v1/servers/{server_id}/heartbeat", response_model=HeartbeatReply, tags=["membership"],
-              summary="A tract server's periodic heartbeat, with its disk statistics.")
+              summary="A tract server's periodic heartbeat, with its disk statistics and fill progress.")
     async def heartbeat(server_id: str, beat: Heartbeat) -> Response:
         return json_response(HeartbeatReply(table_version=state.heartbeat(server_id, beat)))
+
+    @app.post("/v1/servers/{server_id}/filled", response_model=HeartbeatReply, tags=["membership"],
+              summary="A tract server has copied every tract of these rows; they stop filling.")
+    async def filled(server_id: str, req: FilledRequest) -> Response:
+        return json_response(HeartbeatReply(table_version=state.filled(server_id, req.rows)))
+
+    @app.post("/v1/servers/{server_id}/decommission", tags=["membership"],
+              summary="Hand every row of this server to others; once it holds none it is 'decommissioned'.")
+    async def decommission(server_id: str) -> Response:
+        result = state.decommission(server_id)
+        table = state.table
+        if table is not None:
+            await tell(TickResult(fill=sorted({table.servers[i].id for v in table.filling.values() for i in v})))
+        return json_response(result)
+
+    @app.post("/v1/admin/tick", tags=["ops"],
+              summary="Run one pass of the failure detector and repair planner now.")
+    async def admin_tick() -> Response:
+        result = await tick()
+        return json_response({"declared_dead": result.declared_dead, "rows_changed": result.rows_changed,
+                              "fill": result.fill, "table_version": state.table.version if state.table else 0})
 
     @app.get("/v1/table", response_model=TableModel, tags=["table"],
              summary="The tract locator table, its version, tract size and replication level.")
@@ -47,7 +128,7 @@ def create_app(state: MetaState) -> FastAPI:
         return Response(state.table_json(), media_type="application/json")
 
     @app.get("/v1/cluster", response_model=ClusterStatus, tags=["ops"],
-             summary="Servers, their health and disk use, and the table version.")
+             summary="Servers, their health and disk use, the table version, and repair progress.")
     async def cluster() -> Response:
         return json_response(state.status())
 

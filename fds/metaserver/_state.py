@@ -1,4 +1,13 @@
-"""The metaserver's durable state: cluster settings, members, and the table."""
+"""The metaserver's durable state: cluster settings, members, and the table.
+
+It also runs the repair planner (:meth:`MetaState.tick`): failure
+detection, replacements for rows that lost a holder, and hand-overs to
+new servers. The rules for changing rows are in :mod:`._plan`.
+
+Liveness is kept in memory only. After a restart every member gets a full
+heartbeat timeout of grace, so a metaserver restart never declares the
+cluster dead.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +19,17 @@ from dataclasses import dataclass, field
 
 import orjson
 import rocksdict
+from pydantic import BaseModel, ValidationError
 
 from fds.config import MetaserverConfig
 from fds.durable import ensure_dir
 from fds.errors import BadRequest, Conflict, NotFound, TableNotReady
+from fds.metaserver._plan import Layout
 from fds.models import (
     ClusterStatus,
+    FillProgress,
     Heartbeat,
+    RecoveryStatus,
     RegisterRequest,
     ServerRef,
     ServerStatus,
@@ -36,6 +49,16 @@ _TABLE = b"table"
 _MEMBER = b"member/"
 
 
+class _Member(BaseModel):
+    """A member as stored: its registration and where it stands."""
+
+    req: RegisterRequest
+    state: str = "active"
+    """active, dead, decommissioning or decommissioned."""
+    removed_at: int = 0
+    """Table version at which it last left a row; it takes rows again only once it has cleaned up past it."""
+
+
 @dataclass
 class _Live:
     """What heartbeats tell us; kept in memory only."""
@@ -45,28 +68,46 @@ class _Live:
         tracts=0, bytes_used=0, disk_free=0, capacity_bytes=0, table_version=0))
 
 
+@dataclass
+class TickResult:
+    """What one pass of the planner did."""
+
+    declared_dead: list[str] = field(default_factory=list)
+    rows_changed: int = 0
+    fill: list[str] = field(default_factory=list)
+    """Servers handed rows to copy: worth telling now rather than at their next heartbeat."""
+
+
 class MetaState:
     """Membership and the TLT, persisted in a RocksDB at ``config.dir``."""
 
-    def __init__(self, config: MetaserverConfig, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, config: MetaserverConfig, *, clock: Callable[[], float] | None = None,
+                 rng: random.Random | None = None) -> None:
         ensure_dir(config.dir)
         self._clock = clock or time.monotonic
+        self._rng = rng or random.Random(config.seed)
         self._db = rocksdict.Rdict(f"{config.dir}/state.rocksdb", rocksdict.Options(raw_mode=True))
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
         self.config = config
         self.warnings: list[str] = []
         self._adopt_settings()
-        self.members: dict[str, RegisterRequest] = {}
+        self.members: dict[str, _Member] = {}
         for key, value in self._db.items(from_key=_MEMBER):
             if not isinstance(key, bytes) or not key.startswith(_MEMBER):
                 break
-            member = RegisterRequest.model_validate_json(value)
-            self.members[member.id] = member
+            try:
+                member = _Member.model_validate_json(value)
+            except ValidationError:  # stored before members had a state
+                member = _Member(req=RegisterRequest.model_validate_json(value))
+            self.members[member.req.id] = member
         raw = self._db.get(_TABLE)
         self.table: TableModel | None = TableModel.model_validate_json(raw) if raw else None
         self._table_json: bytes | None = raw
-        self.live: dict[str, _Live] = {}
+        started = self._clock()
+        self.live: dict[str, _Live] = {m: _Live(last_seen=started) for m in self.members}
+        self.repair_started: float | None = None
+        self.last_repair_seconds: float | None = None
 
     def _adopt_settings(self) -> None:
         raw = self._db.get(_CONFIG)
@@ -90,43 +131,81 @@ class MetaState:
     def close(self) -> None:
         self._db.close()
 
+    def _save_member(self, member: _Member) -> None:
+        self._db.put(_MEMBER + member.req.id.encode(), member.model_dump_json().encode(), self._sync)
+
     # -- membership ------------------------------------------------------
     def register(self, req: RegisterRequest) -> int:
         """Add or update a member; build the table once enough have come. Returns the table version."""
-        old = self.members.get(req.id)
+        member = self.members.get(req.id)
+        old = member.req if member else None
         if old is not None and old.domain != req.domain and self._in_table(req.id):
             raise Conflict(f"server {req.id} is in the table with failure domain {old.domain!r}; "
                            f"it cannot re-register as {req.domain!r}", code="domain_changed")
         for other in self.members.values():
-            if other.id != req.id and other.url == req.url:
-                log.info("server %s takes over URL %s from %s", req.id, req.url, other.id)
-        self.members[req.id] = req
-        self._db.put(_MEMBER + req.id.encode(), req.model_dump_json().encode(), self._sync)
+            if other.req.id != req.id and other.req.url == req.url:
+                log.info("server %s takes over URL %s from %s", req.id, req.url, other.req.id)
+        if member is None:
+            member = _Member(req=req)
+        else:
+            member.req = req
+            self._revive(member)
+        self.members[req.id] = member
+        self._save_member(member)
         self.live.setdefault(req.id, _Live()).last_seen = self._clock()
-        if self.table is None and len(self.members) >= self.config.expected_servers:
-            self._build_table()
-        elif (self.table is not None and old is not None and (old.url, old.data_url) != (req.url, req.data_url)
-              and self._in_table(req.id)):
+        if self.table is None:
+            if len(self.members) >= self.config.expected_servers:
+                self._build_table()
+        elif not self._in_table(req.id):
+            servers = [*self.table.servers, ServerRef(id=req.id, url=req.url, domain=req.domain,
+                                                      data_url=req.data_url)]
+            self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
+            log.info("server %s (%s) joined; table version %d", req.id, req.domain, self.table.version)
+        elif old is not None and (old.url, old.data_url) != (req.url, req.data_url):
             servers = [s if s.id != req.id else ServerRef(id=s.id, url=req.url, domain=s.domain, data_url=req.data_url)
                        for s in self.table.servers]
             self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
             log.info("server %s moved to %s; table version %d", req.id, req.url, self.table.version)
         return self.table.version if self.table else 0
 
+    def _revive(self, member: _Member) -> None:
+        if member.state == "dead":
+            member.state = "active"
+            self._save_member(member)
+            log.warning("server %s is back after being declared dead; it rejoins without the rows it lost, "
+                        "whose tracts it removes", member.req.id)
+
     def heartbeat(self, server_id: str, beat: Heartbeat) -> int:
-        if server_id not in self.members:
+        member = self.members.get(server_id)
+        if member is None:
             raise NotFound(f"unknown tract server {server_id!r}: register first", code="unknown_server")
         live = self.live.setdefault(server_id, _Live())
         live.last_seen = self._clock()
         live.beat = beat
+        self._revive(member)
         return self.table.version if self.table else 0
 
     def _in_table(self, server_id: str) -> bool:
         return self.table is not None and any(s.id == server_id for s in self.table.servers)
 
+    def _alive(self, server_id: str, now: float) -> bool:
+        live = self.live.get(server_id)
+        return live is not None and live.last_seen is not None and now - live.last_seen < self.config.heartbeat_timeout
+
+    def _eligible(self, now: float) -> list[int]:
+        """Servers that may take rows: active, alive, and clean of every row they left."""
+        assert self.table is not None
+        out = []
+        for i, ref in enumerate(self.table.servers):
+            member = self.members.get(ref.id)
+            if (member is not None and member.state == "active" and self._alive(ref.id, now)
+                    and self.live[ref.id].beat.clean_version >= member.removed_at):
+                out.append(i)
+        return out
+
     # -- table -----------------------------------------------------------
     def _build_table(self) -> None:
-        members = sorted(self.members.values(), key=lambda m: m.id)
+        members = sorted((m.req for m in self.members.values()), key=lambda m: m.id)
         rng = random.Random(self.config.seed)
         rows = build_rows([Member(m.id, m.domain) for m in members], self.config.replicas, rng)
         table = TableModel(
@@ -146,6 +225,21 @@ class MetaState:
         self.table = table
         self._table_json = raw
 
+    def _commit(self, layout: Layout) -> None:
+        """Publish ``layout`` as the next table version; servers that left rows must clean up before taking
+        rows again."""
+        assert self.table is not None
+        version = self.table.version + 1
+        before = self.table
+        after = layout.apply(before, version)
+        for r in layout.changed:
+            for i in set(before.rows[r]) - set(after.rows[r]):
+                member = self.members.get(before.servers[i].id)
+                if member is not None:
+                    member.removed_at = version
+                    self._save_member(member)
+        self._store_table(after)
+
     def table_json(self) -> bytes:
         if self._table_json is None:
             have = len(self.members)
@@ -154,25 +248,171 @@ class MetaState:
                 f"({have} of {self.config.expected_servers})")
         return self._table_json
 
+    # -- repair ------------------------------------------------------------
+    def tick(self) -> TickResult:
+        """One pass of the failure detector and repair planner (the loop in the app calls this).
+
+        1. Servers whose heartbeat is older than the timeout are declared
+           dead and leave their rows; each row gets a replacement
+           (k >= 2 only: with k = 1 there is nothing to copy from, so the
+           rows wait for the server to come back).
+        2. Rows still short of k holders get one, when a server can take it.
+        3. When nothing is being repaired, rows are handed to servers with
+           fewer than their share (new servers), if ``auto_rebalance``.
+        """
+        result = TickResult()
+        if self.table is None:
+            return result
+        now = self._clock()
+        layout = Layout.of(self.table)
+        index = {s.id: i for i, s in enumerate(self.table.servers)}
+        before_filling = {r: set(v) for r, v in layout.filling.items()}
+        if self.table.replicas >= 2:
+            for ref in self.table.servers:
+                member = self.members.get(ref.id)
+                if member is None or member.state in ("dead", "decommissioned") or self._alive(ref.id, now):
+                    continue
+                eligible = [i for i in self._eligible(now) if i != index[ref.id]]
+                left, kept = layout.remove_dead(index[ref.id], eligible, self._rng)
+                member.state = "dead"
+                self._save_member(member)
+                result.declared_dead.append(ref.id)
+                log.error("server %s declared dead (no heartbeat for %.1fs): %d rows re-replicating%s",
+                          ref.id, self.config.heartbeat_timeout, left,
+                          f"; {kept} rows keep it as their last copy" if kept else "")
+            layout.fill_short_rows(self._eligible(now), self._rng)
+        if self.config.auto_rebalance and not layout.filling and not layout.changed and self._healthy(now):
+            moved = layout.rebalance(self._eligible(now), self._rng)
+            if moved:
+                log.info("handing %d rows to servers below their share", moved)
+        if layout.changed:
+            self._commit(layout)
+            result.rows_changed = len(layout.changed)
+            for r, members in layout.filling.items():
+                for i in set(members) - before_filling.get(r, set()):
+                    result.fill.append(self.table.servers[i].id)
+            result.fill = sorted(set(result.fill))
+            log.info("table version %d: %d rows changed", self.table.version, len(layout.changed))
+        self._track_repair(now)
+        return result
+
+    def filled(self, server_id: str, rows: list[int]) -> int:
+        """``server_id`` has copied every tract of ``rows``. Returns the table version."""
+        if self.table is None or not self._in_table(server_id):
+            raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
+        layout = Layout.of(self.table)
+        index = {s.id: i for i, s in enumerate(self.table.servers)}
+        done = layout.commit_filled(index[server_id], rows)
+        if done:
+            self._commit(layout)
+            log.info("server %s filled %d rows; table version %d", server_id, done, self.table.version)
+            self._finish_decommissions()
+            self._track_repair(self._clock())
+        return self.table.version
+
+    def decommission(self, server_id: str) -> dict[str, int]:
+        """Start handing every row of ``server_id`` to other servers."""
+        member = self.members.get(server_id)
+        if member is None or self.table is None or not self._in_table(server_id):
+            raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
+        if member.state == "dead":
+            raise Conflict(f"server {server_id} is dead; its rows are already re-replicated", code="server_dead")
+        member.state = "decommissioning"
+        self._save_member(member)
+        layout = Layout.of(self.table)
+        index = {s.id: i for i, s in enumerate(self.table.servers)}
+        moved, stuck = layout.decommission(index[server_id], self._eligible(self._clock()), self._rng)
+        if layout.changed:
+            self._commit(layout)
+        self._finish_decommissions()
+        log.info("decommissioning %s: %d rows handed over, %d waiting for a server that can take them",
+                 server_id, moved, stuck)
+        return {"rows_moving": moved, "rows_waiting": stuck, "table_version": self.table.version}
+
+    def _finish_decommissions(self) -> None:
+        assert self.table is not None
+        held = {self.table.servers[i].id for row in self.table.rows for i in row}
+        for member in self.members.values():
+            if member.state == "decommissioning" and member.req.id not in held:
+                member.state = "decommissioned"
+                self._save_member(member)
+                log.info("server %s is decommissioned: it holds no rows and may be stopped", member.req.id)
+
     # -- status ----------------------------------------------------------
+    def _healthy(self, now: float) -> bool:
+        """Every row has k live holders that hold every tract."""
+        if self.table is None:
+            return False
+        ok = {s.id for s in self.table.servers if self._alive(s.id, now)}
+        servers = self.table.servers
+        for r, row in enumerate(self.table.rows):
+            filling = self.table.filling.get(r, ())
+            if sum(1 for i in row if i not in filling and servers[i].id in ok) < self.table.replicas:
+                return False
+        return True
+
+    def _track_repair(self, now: float) -> None:
+        healthy = self._healthy(now)
+        if not healthy and self.repair_started is None:
+            self.repair_started = time.time()
+        elif healthy and self.repair_started is not None:
+            self.last_repair_seconds = time.time() - self.repair_started
+            log.info("cluster healthy again after %.1fs", self.last_repair_seconds)
+            self.repair_started = None
+
     def status(self) -> ClusterStatus:
         now = self._clock()
+        self._track_repair(now)
+        table = self.table
+        rows_of: dict[int, int] = {}
+        filling_of: dict[int, int] = {}
+        if table is not None:
+            for row in table.rows:
+                for i in row:
+                    rows_of[i] = rows_of.get(i, 0) + 1
+            for members in table.filling.values():
+                for i in members:
+                    filling_of[i] = filling_of.get(i, 0) + 1
+        index = {s.id: i for i, s in enumerate(table.servers)} if table else {}
         servers = []
-        for member in sorted(self.members.values(), key=lambda m: m.id):
-            live = self.live.get(member.id, _Live())
+        total = FillProgress()
+        for member in sorted(self.members.values(), key=lambda m: m.req.id):
+            req = member.req
+            live = self.live.get(req.id, _Live())
             age = None if live.last_seen is None else max(0.0, now - live.last_seen)
+            i = index.get(req.id, -1)
+            fill = live.beat.fill if filling_of.get(i) else FillProgress()
             servers.append(ServerStatus(
-                id=member.id, url=member.url, disk=member.disk, domain=member.domain,
-                capacity_bytes=live.beat.capacity_bytes or member.capacity_bytes,
+                id=req.id, url=req.url, disk=req.disk, domain=req.domain,
+                capacity_bytes=live.beat.capacity_bytes or req.capacity_bytes,
                 alive=age is not None and age < self.config.heartbeat_timeout,
                 heartbeat_age=age, tracts=live.beat.tracts, bytes_used=live.beat.bytes_used,
-                disk_free=live.beat.disk_free, in_table=self._in_table(member.id),
-                table_version=live.beat.table_version,
+                disk_free=live.beat.disk_free, in_table=i >= 0,
+                table_version=live.beat.table_version, state=member.state,
+                rows=rows_of.get(i, 0), filling_rows=filling_of.get(i, 0), fill=fill,
             ))
+            for name in ("tracts_done", "tracts_total", "bytes_done", "bytes_total"):
+                setattr(total, name, getattr(total, name) + getattr(fill, name))
+        healthy = self._healthy(now)
+        recovery = None
+        if table is not None:
+            short = 0
+            ok = {s.id for s in table.servers if self._alive(s.id, now)}
+            for r, row in enumerate(table.rows):
+                filling = table.filling.get(r, ())
+                if sum(1 for i in row if i not in filling and table.servers[i].id in ok) < table.replicas:
+                    short += 1
+            recovery = RecoveryStatus(
+                rows_filling=len(table.filling), rows_under_replicated=short,
+                tracts_done=total.tracts_done, tracts_total=total.tracts_total,
+                bytes_done=total.bytes_done, bytes_total=total.bytes_total,
+                started=self.repair_started, last_seconds=self.last_repair_seconds)
         return ClusterStatus(
-            state="ready" if self.table else "waiting",
-            table_version=self.table.version if self.table else 0,
+            state="ready" if table else "waiting",
+            table_version=table.version if table else 0,
             tract_size=self.config.tract_size, replicas=self.config.replicas,
             expected_servers=self.config.expected_servers,
-            rows=len(self.table.rows) if self.table else 0, servers=servers,
+            rows=len(table.rows) if table else 0, servers=servers,
+            healthy=healthy, recovery=recovery,
         )
+

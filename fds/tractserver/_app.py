@@ -10,21 +10,25 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from fds.buffers import aligned
-from fds.errors import BadRequest, TractTooLarge
+from fds.errors import BadRequest, StaleVersion, TractTooLarge
 from fds.guid import format_guid, parse_guid
 from fds.models import (
     BlobInfo,
     ExtendRequest,
     ExtendResult,
     MetaRecord,
+    RowListing,
+    RowsRequest,
     SetLengthRequest,
     TractServerStats,
     TractWritten,
 )
 from fds.placement import METADATA_TRACT
 from fds.tractserver._fastpath import serve_data_port
+from fds.tractserver._fill import Filler
 from fds.tractserver._meta import MetaService
 from fds.tractserver._node import Node
+from fds.tractserver._scrub import Scrubber
 from fds.tractserver._tracts import TractService
 from fds.web import create_app as create_base_app
 from fds.web import json_response
@@ -33,6 +37,8 @@ __all__ = ["create_app"]
 
 _VERSION = Query(ge=0, description="The table version the caller used; a stale one gets 409 stale_version.")
 _INCARNATION = Query(ge=0, lt=2**63, description="The blob's incarnation, from its metadata (create or stat).")
+_OP = Query(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+            description="The client's id for this operation; a retry with the same id gets the first answer.")
 _RAW_BODY = {"requestBody": {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "required": True}}
@@ -70,14 +76,19 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     """The tract server app for ``node``; with ``data_sock``, it also serves the data port there."""
     meta = MetaService(node)
     tracts = TractService(node)
+    filler = Filler(node)
+    scrubber = Scrubber(node, filler)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
+        if node.config.scrub_interval > 0:
+            node.spawn(scrubber.loop(), "scrubber")
         data_server = await serve_data_port(tracts, data_sock, app.state.metrics) if data_sock is not None else None
         yield
         if data_server is not None:
             data_server.close()
+        await filler.aclose()
         await node.stop()
 
     app = create_base_app(
@@ -127,10 +138,10 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     # -- blob metadata (tract -1, on its row's primary) ------------------------
     @app.post("/v1/meta/{guid}", status_code=201, response_model=BlobInfo, tags=["metadata"],
               summary="Create a blob with 0 tracts.")
-    async def create_blob(guid: str, version: int = _VERSION) -> Response:
+    async def create_blob(guid: str, version: int = _VERSION, op: str | None = _OP) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(await meta.create(raw, table), status=201)
+        return json_response(await meta.create(raw, table, op), status=201)
 
     @app.get("/v1/meta/{guid}", response_model=BlobInfo, tags=["metadata"], summary="A blob's size.")
     async def stat_blob(guid: str, version: int = _VERSION) -> Response:
@@ -140,24 +151,25 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
 
     @app.post("/v1/meta/{guid}/extend", response_model=ExtendResult, tags=["metadata"],
               summary="Atomically add tracts; each caller gets its own new range.")
-    async def extend_blob(guid: str, req: ExtendRequest, version: int = _VERSION) -> Response:
+    async def extend_blob(guid: str, req: ExtendRequest, version: int = _VERSION, op: str | None = _OP) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(await meta.extend(raw, req.count, table))
+        return json_response(await meta.extend(raw, req.count, table, op))
 
     @app.patch("/v1/meta/{guid}", response_model=BlobInfo, tags=["metadata"],
                summary="Record the blob's byte length (stream writers do this when done).")
-    async def set_length(guid: str, req: SetLengthRequest, version: int = _VERSION) -> Response:
+    async def set_length(guid: str, req: SetLengthRequest, version: int = _VERSION,
+                         op: str | None = _OP) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(await meta.set_length(raw, req.length, table))
+        return json_response(await meta.set_length(raw, req.length, table, op))
 
     @app.delete("/v1/meta/{guid}", status_code=204, tags=["metadata"],
                 summary="Delete a blob's metadata; a collector removes its tracts later.")
-    async def delete_blob(guid: str, version: int = _VERSION) -> Response:
+    async def delete_blob(guid: str, version: int = _VERSION, op: str | None = _OP) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        await meta.delete(raw, table)
+        await meta.delete(raw, table, op)
         return Response(status_code=204)
 
     @app.put("/v1/internal/meta/{guid}", tags=["internal"],
@@ -170,6 +182,28 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         await meta.apply(raw, record, table)
         return json_response({"seq": record.seq})
 
+    @app.post("/v1/internal/rows", response_model=RowListing, tags=["internal"],
+              summary="Server to server: every tract and metadata record this server has of some rows, for "
+                      "a new holder to copy. Answers only once writes under an older table have finished.")
+    async def list_rows(req: RowsRequest) -> Response:
+        table = await node.table_at_least(req.version)
+        for r in req.rows:
+            if not 0 <= r < len(table):
+                raise BadRequest(f"row {r} does not exist: the table has {len(table)} rows", code="bad_row")
+            if not table.holds(node.id, r) or table.is_filling(node.id, r):
+                raise StaleVersion(f"this server does not hold every tract of row {r} in table version "
+                                   f"{table.version}; ask another holder", server_version=table.version)
+        await node.drain(req.rows, table)
+        wanted = set(req.rows)
+
+        def scan() -> RowListing:
+            found = node.store.tracts_where(lambda g, t: table.row_of(g, t) in wanted)
+            return RowListing(
+                tracts=[(format_guid(g), inc, t, e.length, f"{e.checksum:016x}") for g, inc, t, e in found],
+                meta=node.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) in wanted))
+
+        return json_response(await node.run_io(scan))
+
     # -- operations ---------------------------------------------------------
     @app.get("/v1/stats", response_model=TractServerStats, tags=["ops"], summary="Tracts and bytes on this disk.")
     async def stats() -> Response:
@@ -181,5 +215,22 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     @app.post("/v1/admin/collect", tags=["ops"], summary="Run one pass of the orphan-tract collector now.")
     async def collect() -> Response:
         return json_response({"removed": await node.collect_once()})
+
+    @app.post("/v1/admin/fill", tags=["ops"],
+              summary="Start copying any rows this server is filling (the metaserver calls this).")
+    async def fill() -> Response:
+        try:
+            await node.refresh_table()
+        except Exception:  # noqa: BLE001 - the heartbeat will bring the table
+            pass
+        filler.trigger()
+        table = node.table
+        return json_response({"filling_rows": len(table.filling_rows(node.id)) if table else 0})
+
+    @app.post("/v1/admin/scrub", tags=["ops"],
+              summary="Run one scrub pass now: verify every tract, repair bad or missing copies, collect orphans.")
+    async def scrub(rate: int | None = Query(default=None, ge=0, description="Bytes a second; 0: unthrottled.")
+                    ) -> Response:
+        return json_response((await scrubber.scrub_once(rate)).as_dict())
 
     return app

@@ -2,11 +2,36 @@
 
 These run on the *primary* of the blob's tract -1 row. A per-blob lock
 serialises them, so concurrent extends from any number of clients each get
-their own range and never the same tract twice. Every change is made
-durable locally (synced RocksDB write) and pushed to the row's other
-replicas before it is acknowledged; a replica keeps the record with the
-highest ``seq``. (Two-phase commit across a primary failure is the
-replication issue's work; this is primary-backup.)
+their own range and never the same tract twice.
+
+Each change is a two-phase commit over the row:
+
+1. **Prepare.** The primary computes the new record, tagged with
+   ``(epoch, seq)``: the row's version and a per-blob counter, and logs it
+   durably itself. Every other holder of the row (filling and leaving ones
+   too) stores it durably and says yes. A holder whose table says the row
+   has moved on refuses (409), so a primary that was replaced cannot get a
+   change through.
+2. **Commit.** Once every holder said yes, the primary answers the client.
+   Any failure before that answers an error, and the client retries with
+   the same operation id; the primary finds the id in its log, prepares
+   the record on every holder again, and then answers.
+
+A primary that crashes and restarts (without being declared dead) has its
+own log, newer than or equal to every holder's, and its next change carries
+the whole record to all of them.
+
+Why this survives a crash of any one process: an acknowledged change is on
+*every* holder of the row, so whichever survivor becomes primary (the
+metaserver promotes the next holder in the row, never a filling one) has
+it. A change that was prepared on some holders but never acknowledged is
+*in doubt*; the new primary may or may not have it, and either outcome is
+linearizable, because the client never heard back. Replicas keep the record
+with the highest ``(epoch, seq)``, so a new primary's records supersede
+anything an old one prepared. Each record remembers the last few operation
+ids and their results: a client retrying an operation whose answer it lost
+gets the original answer (the same extent range, or "created") instead of
+having it applied twice.
 """
 
 from __future__ import annotations
@@ -26,6 +51,9 @@ from fds.tractserver._node import Node
 
 __all__ = ["MetaService"]
 
+_OPS_KEPT = 16
+"""Operation ids remembered per blob: enough for every client that could be retrying at once."""
+
 
 def _info(record: MetaRecord) -> BlobInfo:
     return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created,
@@ -37,7 +65,6 @@ class MetaService:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._locks: dict[bytes, asyncio.Lock] = {}
 
     def _require_primary(self, guid: bytes, table: Table) -> None:
         primary = table.holders(guid, METADATA_TRACT)[0]
@@ -51,18 +78,31 @@ class MetaService:
             raise BlobNotFound(f"no blob {format_guid(guid)}")
         return record
 
-    async def _change(self, guid: bytes, table: Table, change: Callable[[MetaRecord | None], MetaRecord]) -> MetaRecord:
+    async def _change(self, guid: bytes, table: Table, op: str | None,
+                      change: Callable[[MetaRecord | None], tuple[MetaRecord, int]]) -> tuple[MetaRecord, int]:
+        """Run ``change`` (old record -> new record, result) as one committed step; returns both.
+
+        A retried ``op`` that already took effect returns its first result and changes nothing.
+        """
         self._require_primary(guid, table)
-        lock = self._locks.setdefault(guid, asyncio.Lock())
-        try:
-            async with lock:
-                record = change(self.node.store.meta(guid))
-                await self.node.run_io(self.node.store.put_meta, guid, record)
-                await self._replicate(guid, table, record)
-                return record
-        finally:
-            if not lock.locked() and not lock._waiters:
-                self._locks.pop(guid, None)
+        async with self.node.locks.hold(("meta", guid)):
+            old = self.node.store.meta(guid)
+            if op and old is not None and op in old.ops:
+                # A retry: the change is in our log; make sure every holder has it before answering again.
+                await self._replicate(guid, table, old)
+                return old, old.ops[op]
+            record, result = change(old)
+            ops = dict(record.ops)
+            if op:
+                ops[op] = result
+                while len(ops) > _OPS_KEPT:
+                    ops.pop(next(iter(ops)))
+            epoch = table.row_versions[table.row_of(guid, METADATA_TRACT)]
+            seq = max(record.seq, (old.seq + 1) if old else 1)
+            record = record.model_copy(update={"ops": ops, "epoch": epoch, "seq": seq})
+            await self.node.run_io(self.node.store.put_meta, guid, record)  # the primary's log
+            await self._replicate(guid, table, record)  # every other holder has it durably
+            return record, result  # acknowledged: committed
 
     async def _replicate(self, guid: bytes, table: Table, record: MetaRecord) -> None:
         others = [s for s in table.holders(guid, METADATA_TRACT) if s.id != self.node.id]
@@ -86,62 +126,58 @@ class MetaService:
                 raise result
 
     # -- operations ------------------------------------------------------------
-    async def create(self, guid: bytes, table: Table) -> BlobInfo:
-        def change(old: MetaRecord | None) -> MetaRecord:
+    async def create(self, guid: bytes, table: Table, op: str | None = None) -> BlobInfo:
+        def change(old: MetaRecord | None) -> tuple[MetaRecord, int]:
             if old is not None and not old.deleted:
                 raise BlobExists(f"blob {format_guid(guid)} already exists")
             seq = (old.seq + 1) if old else 1
             return MetaRecord(guid=format_guid(guid), tracts=0, length=None, created=time.time(), seq=seq,
-                              incarnation=seq)
+                              incarnation=seq, ops=old.ops if old else {}), 0
 
-        return _info(await self._change(guid, table, change))
+        record, _ = await self._change(guid, table, op, change)
+        return _info(record) if not record.deleted else _info(self._live(guid))
 
     def stat(self, guid: bytes, table: Table) -> BlobInfo:
         self._require_primary(guid, table)
         return _info(self._live(guid))
 
-    async def extend(self, guid: bytes, count: int, table: Table) -> ExtendResult:
-        first = 0
-
-        def change(old: MetaRecord | None) -> MetaRecord:
-            nonlocal first
+    async def extend(self, guid: bytes, count: int, table: Table, op: str | None = None) -> ExtendResult:
+        def change(old: MetaRecord | None) -> tuple[MetaRecord, int]:
             if old is None or old.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
-            first = old.tracts
-            return old.model_copy(update={"tracts": old.tracts + count, "seq": old.seq + 1})
+            return old.model_copy(update={"tracts": old.tracts + count}), old.tracts
 
-        record = await self._change(guid, table, change)
+        record, first = await self._change(guid, table, op, change)
         return ExtendResult(first=first, count=count, tracts=record.tracts)
 
-    async def set_length(self, guid: bytes, length: int, table: Table) -> BlobInfo:
+    async def set_length(self, guid: bytes, length: int, table: Table, op: str | None = None) -> BlobInfo:
         tract_size = table.tract_size
 
-        def change(old: MetaRecord | None) -> MetaRecord:
+        def change(old: MetaRecord | None) -> tuple[MetaRecord, int]:
             if old is None or old.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
             need = -(-length // tract_size)
             if need != old.tracts:
                 raise BadRequest(f"length {length} needs {need} tracts of {tract_size} bytes, but the blob has "
                                  f"{old.tracts}; a recorded length must fill every tract but the last")
-            return old.model_copy(update={"length": length, "seq": old.seq + 1})
+            return old.model_copy(update={"length": length}), 0
 
-        return _info(await self._change(guid, table, change))
+        record, _ = await self._change(guid, table, op, change)
+        return _info(record)
 
-    async def delete(self, guid: bytes, table: Table) -> None:
-        def change(old: MetaRecord | None) -> MetaRecord:
+    async def delete(self, guid: bytes, table: Table, op: str | None = None) -> None:
+        def change(old: MetaRecord | None) -> tuple[MetaRecord, int]:
             if old is None or old.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
-            return old.model_copy(update={"deleted": True, "tracts": 0, "length": None, "seq": old.seq + 1})
+            return old.model_copy(update={"deleted": True, "tracts": 0, "length": None}), 0
 
-        await self._change(guid, table, change)
+        await self._change(guid, table, op, change)
         self.node.forget_extent(guid)
 
     async def apply(self, guid: bytes, record: MetaRecord, table: Table) -> None:
-        """A replica's side of :meth:`_replicate`: keep the newest record."""
+        """A holder's side of phase 1: keep the record if it is newer by (epoch, seq)."""
         if table.holders(guid, METADATA_TRACT)[0].id == self.node.id:
             raise StaleVersion("this server is the primary of that row; it does not take replicated records")
-        current = self.node.store.meta(guid)
-        if current is None or record.seq > current.seq:
-            await self.node.run_io(self.node.store.put_meta, guid, record)
+        await self.node.run_io(self.node.store.put_meta_if_newer, guid, record)
         if record.deleted:
             self.node.forget_extent(guid)

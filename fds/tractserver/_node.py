@@ -1,9 +1,16 @@
 """A tract server's runtime: identity, table, membership loops, and checks.
 
 The node owns what is not the disk: which table version it serves, whether a
-request's version is current, which blob extents it has seen, and the
-background loops (heartbeat, orphan collector). Each loop is a ``while``
+request's version is current, which blob extents it has seen, which writes
+are in flight in which rows, and the background loops (heartbeat, orphan
+collector, clean-up of rows it no longer holds). Each loop is a ``while``
 around a ``*_once`` method that tests can call directly.
+
+**Leaving a row.** When a table takes rows away from this server (it was
+declared dead, or handed them over), :meth:`Node.clean_once` removes their
+tracts and metadata and reports the table version it cleaned at in its
+heartbeats. The metaserver hands such a server rows again only after that,
+so a server never mistakes its own stale copy for a fresh one.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,8 +41,8 @@ from fds.errors import (
     Unavailable,
     error_from_response,
 )
-from fds.guid import format_guid
-from fds.models import BlobInfo, Heartbeat, RegisterRequest, TableModel
+from fds.guid import format_guid, parse_guid
+from fds.models import BlobInfo, FillProgress, Heartbeat, RegisterRequest, TableModel
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
@@ -57,6 +65,23 @@ def load_identity(data_dir: Path) -> str:
     return server_id
 
 
+class KeyedLocks:
+    """One asyncio lock per key, created on demand and dropped when free."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: object) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock._waiters:
+                self._locks.pop(key, None)
+
+
 class Node:
     """Everything a tract server knows besides its disk."""
 
@@ -74,11 +99,25 @@ class Node:
         self.table: Table | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._extents: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self.http: httpx.AsyncClient | None = None
         self.registered = asyncio.Event()
+        self.locks = KeyedLocks()
+        """Per-tract locks ``(guid, tract)``: client writes, recovery copies and repairs take turns."""
+        self._in_flight: Counter[tuple[int, int]] = Counter()
+        self.clean_version = 0
+        self._clean_needed = True  # a restart may follow rows being taken away while down
+        self._cleaning: asyncio.Task[int] | None = None
+        self.fill_progress = FillProgress()
+        self.auth_headers = client_headers()
+        self.on_table: list[Callable[[Table], None]] = []
+        """Called with each newer table (the filler listens)."""
 
     # -- lifecycle ---------------------------------------------------------
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run a background loop until :meth:`stop`."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
     async def start(self) -> None:
         self.http = httpx.AsyncClient(timeout=10.0, headers=client_headers())
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
@@ -86,6 +125,8 @@ class Node:
             self._tasks.append(asyncio.create_task(self._collector_loop(), name="collector"))
 
     async def stop(self) -> None:
+        if self._cleaning is not None:
+            self._tasks.append(self._cleaning)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -121,7 +162,8 @@ class Node:
         beat = Heartbeat(tracts=self.store.tracts, bytes_used=self.store.bytes_used,
                          disk_free=await self.run_io(self.store.disk_free),
                          capacity_bytes=self.store.capacity_bytes,
-                         table_version=self.table.version if self.table else 0)
+                         table_version=self.table.version if self.table else 0,
+                         clean_version=self.clean_version, fill=self.fill_progress)
         resp = await self.http.post(f"{self.config.metaserver}/v1/servers/{self.id}/heartbeat",
                                     content=beat.model_dump_json(), headers={"content-type": "application/json"})
         if resp.status_code == 404:
@@ -161,8 +203,116 @@ class Node:
             raise error_from_response(resp.status_code, resp.content, where="fetch table")
         table = Table(TableModel.model_validate_json(resp.content))
         if self.table is None or table.version > self.table.version:
-            self.table = table
-            log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
+            self.adopt(table)
+
+    def adopt(self, table: Table) -> None:
+        """Start using ``table`` (newer than the current one)."""
+        old = self.table
+        self.table = table
+        log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
+        if old is None or set(old.rows_of(self.id)) - set(table.rows_of(self.id)):
+            self._clean_needed = True
+        if self._clean_needed:
+            self._start_clean()
+        elif self._cleaning is None or self._cleaning.done():
+            self.clean_version = table.version
+        for listener in self.on_table:
+            listener(table)
+
+    async def table_at_least(self, version: int) -> Table:
+        """The table, refreshed first if it is older than ``version``."""
+        if self.table is None or self.table.version < version:
+            try:
+                await self.refresh_table()
+            except (httpx.HTTPError, FDSError):
+                pass
+        table = self.table
+        if table is None:
+            raise TableNotReady("this tract server has no table yet; retry shortly")
+        if table.version < version:
+            raise StaleVersion(f"table version {version} is newer than this server's {table.version}; "
+                               "retry shortly", server_version=table.version)
+        return table
+
+    # -- writes in flight ----------------------------------------------------
+    @asynccontextmanager
+    async def writing(self, row: int, version: int) -> AsyncIterator[None]:
+        """Count a client write to ``row`` made under table ``version`` while it runs."""
+        key = (row, version)
+        self._in_flight[key] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+
+    async def drain(self, rows: Collection[int], table: Table, timeout: float = 60.0) -> None:
+        """Wait for writes to ``rows`` made under an older view of them to finish.
+
+        Once this server uses ``table`` it refuses such writes, but some may
+        have passed the check before. A listing for recovery, or a clean-up,
+        must see their result: otherwise a tract written under the old
+        table could be missed by the row's new holder.
+        """
+        wanted = set(rows)
+
+        def old() -> bool:
+            return any(row in wanted and (version < table.row_versions[row] or not table.holds(self.id, row))
+                       for row, version in self._in_flight)
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while old():
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable("writes under an older table are still running here; retry")
+            await asyncio.sleep(0.005)
+
+    # -- rows this server no longer holds --------------------------------------
+    def _start_clean(self) -> None:
+        if self._cleaning is None or self._cleaning.done():
+            self._cleaning = asyncio.create_task(self._clean_soon())
+
+    async def _clean_soon(self) -> int:
+        removed = 0
+        while self._clean_needed:
+            try:
+                removed += await self.clean_once()
+            except (httpx.HTTPError, FDSError) as exc:
+                log.warning("clean-up of rows this server left is waiting: %s", exc)
+                await asyncio.sleep(self.config.heartbeat_interval)
+        return removed
+
+    async def clean_once(self) -> int:
+        """Remove tracts and metadata of every row this server does not hold in the current table.
+
+        Asks the metaserver for the newest table first, so a stale view
+        never removes a row this server was just handed. Returns the number
+        of tracts removed.
+        """
+        await self.refresh_table()
+        self._clean_needed = False
+        table = self.table
+        assert table is not None
+        held = set(table.rows_of(self.id))
+        gone = [r for r in range(len(table)) if r not in held]
+        await self.drain(gone, table)
+
+        def clean() -> int:
+            count = 0
+            for guid, incarnation, tract, _ in self.store.tracts_where(
+                    lambda g, t: table.row_of(g, t) not in held):
+                count += self.store.delete_tract(guid, tract, incarnation)
+            for record in self.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) not in held):
+                self.store.delete_meta(parse_guid(record.guid))
+            return count
+
+        removed = await self.run_io(clean)
+        if removed:
+            log.info("removed %d tracts of rows this server no longer holds (table version %d)",
+                     removed, table.version)
+        if not self._clean_needed:
+            self.clean_version = table.version
+        return removed
 
     # -- request checks ------------------------------------------------------
     async def check(self, guid: bytes, tract: int, version: int) -> Table:

@@ -36,7 +36,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,15 +114,23 @@ class TractStore:
         return None if raw is None else TractEntry(*_ENTRY.unpack(raw))
 
     def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview,
-              incarnation: int = 0) -> TractEntry:
+              incarnation: int = 0, *, unless: int | None = None) -> TractEntry | None:
         """Store a tract durably; on return it survives a crash. Raises DiskFull.
 
         A view made by :func:`fds.buffers.aligned` is written with O_DIRECT
         (the request path does this) unless the store was opened with
         ``direct_io=False``; other buffers go through the page cache.
+
+        Copies made by recovery and repair pass ``unless``: with ``-1`` the
+        tract is written only if absent, with a generation only if the
+        stored tract still has that generation (a client's write since
+        then wins). They return None when they skipped. Callers hold the
+        tract's lock, so the test and the write are one step.
         """
         length = len(data)
         old = self.entry(guid, tract, incarnation)
+        if unless is not None and (old.generation if old else -1) != unless:
+            return None
         growth = length - (old.length if old else 0)
         if growth > 0 and self.bytes_used + growth > self.capacity_bytes:
             raise DiskFull(f"tract server is full: {self.bytes_used} of {self.capacity_bytes} bytes used, "
@@ -193,6 +201,51 @@ class TractStore:
             removed += 1
         return removed
 
+    def delete_tract(self, guid: bytes, tract: int, incarnation: int) -> bool:
+        key = _tract_key(guid, tract, incarnation)
+        raw = self._db.get(key)
+        if raw is None:
+            return False
+        entry = TractEntry(*_ENTRY.unpack(raw))
+        self._db.delete(key, self._sync)
+        self.cache.drop(key)
+        self._unlink(self._path(guid, tract, entry.generation, incarnation))
+        with self._lock:
+            self.tracts -= 1
+            self.bytes_used -= entry.length
+        return True
+
+    def tracts_where(self, keep: Callable[[bytes, int], bool]) -> list[tuple[bytes, int, int, TractEntry]]:
+        """``(guid, incarnation, tract, entry)`` of every tract for which ``keep(guid, tract)`` is true."""
+        out = []
+        for key, value in self._iter_prefix(_TRACT):
+            guid, tract = key[1:17], int.from_bytes(key[25:33], "big")
+            if keep(guid, tract):
+                out.append((guid, int.from_bytes(key[17:25], "big"), tract, TractEntry(*_ENTRY.unpack(value))))
+        return out
+
+    def metas_where(self, keep: Callable[[bytes], bool]) -> list[MetaRecord]:
+        return [MetaRecord.model_validate_json(value) for key, value in self._iter_prefix(_META) if keep(key[1:17])]
+
+    def verify(self, guid: bytes, tract: int, incarnation: int) -> TractEntry | None:
+        """Re-read a tract from disk (never the cache) and check it; returns the entry if it is bad or
+        missing, None if it is good or gone from the index."""
+        entry = self.entry(guid, tract, incarnation)
+        if entry is None:
+            return None
+        try:
+            data = read_direct(self._path(guid, tract, entry.generation, incarnation), entry.length,
+                               direct=self.direct_io)
+        except FileNotFoundError:
+            return entry if self.entry(guid, tract, incarnation) == entry else None
+        if len(data) != entry.length or xxhash.xxh3_64_intdigest(data) != entry.checksum:
+            if self.entry(guid, tract, incarnation) != entry:
+                return None  # rewritten while we read
+            self.checksum_failures += 1
+            log.error("scrub: checksum mismatch in blob %s tract %d", format_guid(guid), tract)
+            return entry
+        return None
+
     def blobs(self) -> Iterator[tuple[bytes, int]]:
         """``(guid, incarnation)`` of every blob incarnation with tracts here, each once."""
         it = self._db.iter()
@@ -212,6 +265,17 @@ class TractStore:
 
     def put_meta(self, guid: bytes, record: MetaRecord) -> None:
         self._db.put(_META + guid, record.model_dump_json().encode(), self._sync)
+
+    def put_meta_if_newer(self, guid: bytes, record: MetaRecord) -> bool:
+        """Keep ``record`` if it is newer by (epoch, seq) than the one stored; returns whether it was."""
+        current = self.meta(guid)
+        if current is not None and (record.epoch, record.seq) <= (current.epoch, current.seq):
+            return False
+        self.put_meta(guid, record)
+        return True
+
+    def delete_meta(self, guid: bytes) -> None:
+        self._db.delete(_META + guid, self._sync)
 
     # -- maintenance -------------------------------------------------------
     def sweep(self) -> int:

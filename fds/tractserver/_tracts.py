@@ -8,10 +8,8 @@ and the error messages are one piece of code.
 
 from __future__ import annotations
 
-import asyncio
-
-from fds.errors import BadRequest, TableNotReady, TractNotFound, TractTooLarge
-from fds.guid import parse_guid
+from fds.errors import BadRequest, TableNotReady, TractNotFound, TractTooLarge, Unavailable
+from fds.guid import format_guid, parse_guid
 from fds.tlt import Table
 from fds.tractserver._node import Node
 from fds.tractserver._store import TractEntry
@@ -35,7 +33,6 @@ class TractService:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._locks: dict[tuple[bytes, int], asyncio.Lock] = {}
 
     def tract_size(self) -> int:
         table = self.node.table
@@ -59,15 +56,12 @@ class TractService:
         if len(body) > table.tract_size:
             raise TractTooLarge(f"tract body of {len(body)} bytes is over the cluster's tract size of "
                                 f"{table.tract_size} bytes")
-        key = (raw, number)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        try:
+        async with self.node.writing(table.row_of(raw, number), version):
             await self.node.check_extent(raw, incarnation, number, table)
-            async with lock:
-                return await self.node.run_io(self.node.store.write, raw, number, body, incarnation)
-        finally:
-            if not lock.locked() and not lock._waiters:
-                self._locks.pop(key, None)
+            async with self.node.locks.hold((raw, number)):
+                entry = await self.node.run_io(self.node.store.write, raw, number, body, incarnation)
+        assert entry is not None
+        return entry
 
     async def read(self, guid: str, tract: str, version: int, incarnation: int) -> tuple[memoryview, TractEntry]:
         """Read and verify a tract; a missing one says whether it is past the end or never written."""
@@ -75,6 +69,9 @@ class TractService:
         try:
             return await self.node.run_io(self.node.store.read, raw, number, incarnation)
         except TractNotFound:
+            if table.is_filling(self.node.id, table.row_of(raw, number)):
+                raise Unavailable(f"tract {number} of blob {format_guid(raw)} has not been copied to this "
+                                  "server yet (it is filling the row); read another replica") from None
             await self.node.check_extent(raw, incarnation, number, table)  # past the end, or no such blob?
             raise
 

@@ -50,7 +50,7 @@ def test_sigkill_tractserver_during_writes(make_cluster) -> None:  # type: ignor
             await asyncio.gather(*(one(t, version) for t in range(tracts)))
 
     async def main() -> str:
-        async with Client(cluster.metaserver_url, attempts=2) as fds:
+        async with Client(cluster.metaserver_url, attempts=2, retry_for=0) as fds:
             blob = await fds.create_blob()
             await blob.extend(tracts)
             killed = asyncio.Event()

@@ -55,7 +55,7 @@ def test_disk_full_is_507_and_nothing_partial(make_cluster) -> None:  # type: ig
     tracts = 12
 
     async def main() -> None:
-        async with Client(cluster.metaserver_url, attempts=1) as fds:
+        async with Client(cluster.metaserver_url, attempts=1, retry_for=0) as fds:
             blob = await fds.create_blob()
             await blob.extend(tracts)
             written = {}

@@ -1,0 +1,215 @@
+"""Filling rows: copying a row's tracts to this server when it becomes a new holder.
+
+This is FDS's fast recovery (FDS-REFERENCE §4). When a server dies, the
+metaserver appends a replacement to each of its rows, marked *filling*; the
+same happens to a server that is handed rows when servers are added or
+decommissioned. Each filling server:
+
+1. asks a complete row-mate for the row's listing (``POST
+   /v1/internal/rows``). The row-mate first adopts a table at least as new as
+   ours and waits for writes still running under the old one (so nothing
+   written before the change is missed), then lists every tract and
+   metadata record of the row;
+2. keeps the newer of each metadata record, and copies each tract it does
+   not have, at most ``fill_in_flight`` at a time, checking every byte
+   against the checksum the source served. A tract a client wrote here
+   since the change is newer than the listing and is kept;
+3. tells the metaserver which rows are complete; the row stops filling.
+
+A dead server's rows are spread over all the others, and each row picks
+the least-busy row-mate as its source, so every server reads and writes a
+share of the lost data at once. Meanwhile clients write to the new holder,
+and reads of tracts it does not have yet are refused (503) so the client
+reads another replica. If a source fails, the rows it was serving are
+listed again from another row-mate. With the metaserver down, copying goes
+on and the report waits until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import Counter
+
+import httpx
+import orjson
+import xxhash
+
+from fds.errors import FDSError, error_from_response
+from fds.guid import format_guid, parse_guid
+from fds.httpclient import ConnectError, HTTPPool
+from fds.models import FilledRequest, FillProgress, RowListing, RowsRequest, ServerRef
+from fds.tlt import Table
+from fds.tractserver._node import Node
+
+__all__ = ["Filler", "fetch_listing", "copy_tract"]
+
+log = logging.getLogger("fds.tractserver")
+
+
+async def fetch_listing(node: Node, source: ServerRef, rows: list[int], version: int) -> RowListing:
+    """What ``source`` holds of ``rows``, as of a table at least ``version``."""
+    assert node.http is not None
+    resp = await node.http.post(f"{source.url}/v1/internal/rows", timeout=120.0,
+                                content=RowsRequest(rows=rows, version=version).model_dump_json(),
+                                headers={"content-type": "application/json"})
+    if resp.status_code != 200:
+        raise error_from_response(resp.status_code, resp.content, where=f"list rows on {source.id}")
+    return RowListing.model_validate_json(resp.content)
+
+
+async def copy_tract(node: Node, pool: HTTPPool, source: ServerRef, guid: bytes, incarnation: int, tract: int,
+                     version: int, *, unless: int = -1) -> int | None:
+    """Copy one tract from ``source``; returns its length, or None if the source no longer has it
+    or this server's copy changed meanwhile. ``unless`` is as in :meth:`TractStore.write`."""
+    path = f"/v1/tracts/{format_guid(guid)}/{tract}?version={version}&incarnation={incarnation}"
+    resp = await pool.request("GET", (source.data_url or source.url) + path, headers=node.auth_headers)
+    if resp.status == 404:
+        return None  # deleted or rewritten away since the listing
+    if resp.status != 200:
+        raise error_from_response(resp.status, resp.body, where=f"copy tract {tract} from {source.id}")
+    expected = resp.headers.get("x-fds-checksum", "")
+    if f"{xxhash.xxh3_64_intdigest(resp.body):016x}" != expected:
+        raise FDSError(f"tract {tract} of {format_guid(guid)} from {source.id} arrived damaged", code="bad_copy")
+    async with node.locks.hold((guid, tract)):
+        entry = await node.run_io(functools.partial(node.store.write, guid, tract, resp.body, incarnation,
+                                                      unless=unless))
+    return None if entry is None else entry.length
+
+
+class Filler:
+    """Copies the rows this server is filling; one pass at a time, run again when the table changes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.pool = HTTPPool(timeout=60.0)
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._reported: set[tuple[int, int]] = set()  # (row, table version) already reported
+        node.on_table.append(lambda table: self.trigger())
+
+    def trigger(self) -> None:
+        """Start a pass if there are rows to fill; one already running runs once more."""
+        table = self.node.table
+        if table is None or not table.filling_rows(self.node.id):
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name="fill")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                pending = await self.fill_once()
+            except Exception:
+                log.exception("fill pass failed")
+                pending = True
+            if not (self._again or pending):
+                return
+            if pending:
+                await asyncio.sleep(self.node.config.heartbeat_interval)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.pool.aclose()
+
+    async def fill_once(self) -> bool:
+        """Copy every row this server is filling in the current table and report them.
+
+        Returns True if some rows are still to do (a source failed, or the
+        metaserver could not be told).
+        """
+        node = self.node
+        table = node.table
+        if table is None:
+            return False
+        rows = [r for r in table.filling_rows(node.id) if (r, table.version) not in self._reported]
+        if not rows:
+            return False
+        progress = node.fill_progress = FillProgress(rows=len(rows))
+        done: list[int] = []
+        tried: dict[int, set[str]] = {r: set() for r in rows}
+        todo = list(rows)
+        slots = asyncio.Semaphore(max(1, node.config.fill_in_flight))
+        while todo:
+            plan = self._plan(table, todo, tried)
+            if not plan:
+                break
+            results = await asyncio.gather(*(self._fill_from(table, source, group, slots, progress)
+                                             for source, group in plan.items()), return_exceptions=True)
+            todo = []
+            for (source, group), result in zip(plan.items(), results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning("filling %d rows from %s failed: %s; trying another row-mate",
+                                len(group), source.id, result)
+                    todo.extend(group)
+                else:
+                    done.extend(group)
+            if node.table is not table:
+                break  # the table changed under us: the next pass starts from it
+        progress.rows = len(rows) - len(done)
+        if done and not await self._report(sorted(done), table.version):
+            return True
+        self._reported.update((r, table.version) for r in done)
+        return bool(todo)
+
+    def _plan(self, table: Table, rows: list[int], tried: dict[int, set[str]]) -> dict[ServerRef, list[int]]:
+        """Pick a source for each row: a complete row-mate not tried yet, the one with the fewest rows so far."""
+        assigned: Counter[str] = Counter()
+        plan: dict[ServerRef, list[int]] = {}
+        for r in rows:
+            candidates = [s for s in table.complete_holders(r) if s.id != self.node.id and s.id not in tried[r]]
+            if not candidates:
+                log.error("row %d has no complete holder left to copy from", r)
+                continue
+            source = min(candidates, key=lambda s: (assigned[s.id], hash((s.id, r))))
+            assigned[source.id] += 1
+            tried[r].add(source.id)
+            plan.setdefault(source, []).append(r)
+        return plan
+
+    async def _fill_from(self, table: Table, source: ServerRef, rows: list[int], slots: asyncio.Semaphore,
+                         progress: FillProgress) -> None:
+        node = self.node
+        listing = await fetch_listing(node, source, rows, table.version)
+        for record in listing.meta:
+            await node.run_io(node.store.put_meta_if_newer, parse_guid(record.guid), record)
+        progress.tracts_total += len(listing.tracts)
+        progress.bytes_total += sum(t[3] for t in listing.tracts)
+
+        async def one(guid_text: str, incarnation: int, tract: int, length: int) -> None:
+            guid = parse_guid(guid_text)
+            async with slots:
+                if node.store.entry(guid, tract, incarnation) is None:
+                    await copy_tract(node, self.pool, source, guid, incarnation, tract, table.version)
+            progress.tracts_done += 1
+            progress.bytes_done += length
+
+        await asyncio.gather(*(one(g, inc, t, n) for g, inc, t, n, _ in listing.tracts))
+
+    async def _report(self, rows: list[int], version: int) -> bool:
+        node = self.node
+        assert node.http is not None
+        try:
+            resp = await node.http.post(f"{node.config.metaserver}/v1/servers/{node.id}/filled",
+                                        content=FilledRequest(rows=rows, version=version).model_dump_json(),
+                                        headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            log.warning("filled %d rows; cannot tell the metaserver yet: %s", len(rows), exc)
+            return False
+        if resp.status_code != 200:
+            log.warning("filled %d rows; the metaserver said %s", len(rows), resp.text[:200])
+            return False
+        log.info("filled %d rows (table version %d)", len(rows), version)
+        current = orjson.loads(resp.content)["table_version"]
+        if node.table is None or current > node.table.version:
+            try:
+                await node.refresh_table()
+            except (httpx.HTTPError, FDSError, ConnectError):
+                pass
+        return True

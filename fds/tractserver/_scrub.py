@@ -1,0 +1,171 @@
+"""The integrity scrubber: re-read every tract, repair what is bad or missing, collect orphans.
+
+One pass (:meth:`Scrubber.scrub_once`, also ``POST /v1/admin/scrub``):
+
+1. **Verify.** Re-read each tract this server holds from disk, at most
+   ``scrub_rate`` bytes a second, and check its xxh3. A bad or vanished
+   copy is replaced from a complete row-mate, unless a client rewrote the
+   tract meanwhile (the copy is written only if the generation is still
+   the bad one).
+2. **Missing copies.** Compare the listing of each row this server holds
+   with every complete row-mate's; a tract they have and this server lacks
+   is copied here (if its blob still has that incarnation). Newer
+   metadata records are kept too.
+3. **Orphans.** Run the orphan collector (tracts of deleted or re-created
+   blobs) and the clean-up of rows this server no longer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import httpx
+
+from fds.errors import BlobNotFound, FDSError
+from fds.guid import format_guid, parse_guid
+from fds.httpclient import ConnectError
+from fds.models import ServerRef
+from fds.tlt import Table
+from fds.tractserver._fill import Filler, copy_tract, fetch_listing
+from fds.tractserver._node import Node
+
+__all__ = ["Scrubber", "ScrubReport"]
+
+log = logging.getLogger("fds.tractserver")
+
+
+@dataclass
+class ScrubReport:
+    checked: int = 0
+    bytes_checked: int = 0
+    bad: int = 0
+    repaired: int = 0
+    missing_copied: int = 0
+    unrepaired: int = 0
+    orphans_removed: int = 0
+    moved_removed: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class Scrubber:
+    """Runs scrub passes, every ``scrub_interval`` seconds or on demand."""
+
+    def __init__(self, node: Node, filler: Filler) -> None:
+        self.node = node
+        self.pool = filler.pool
+        self.last: ScrubReport | None = None
+        self._lock = asyncio.Lock()
+
+    async def loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.node.config.scrub_interval)
+            try:
+                await self.scrub_once()
+            except Exception:  # a bad pass must not end the loop
+                log.exception("scrub pass failed")
+
+    async def scrub_once(self, rate: int | None = None) -> ScrubReport:
+        """One whole pass; ``rate`` overrides ``scrub_rate`` (0: as fast as the disk goes)."""
+        async with self._lock:
+            started = time.monotonic()
+            report = ScrubReport()
+            node = self.node
+            try:
+                await node.refresh_table()
+            except (httpx.HTTPError, FDSError):
+                pass  # verify against the table we have; clean-up waits for the metaserver
+            table = node.table
+            if table is None:
+                return report
+            await self._verify(table, report, node.config.scrub_rate if rate is None else rate)
+            await self._missing(table, report)
+            report.orphans_removed = await node.collect_once()
+            try:
+                report.moved_removed = await node.clean_once()
+            except (httpx.HTTPError, FDSError) as exc:
+                log.info("scrub: clean-up of rows moved away skipped: %s", exc)
+            report.seconds = time.monotonic() - started
+            self.last = report
+            log.info("scrub pass: %s", report.as_dict())
+            return report
+
+    async def _verify(self, table: Table, report: ScrubReport, rate: int) -> None:
+        node = self.node
+        held = set(table.rows_of(node.id))
+        tracts = await node.run_io(node.store.tracts_where, lambda g, t: table.row_of(g, t) in held)
+        started = time.monotonic()
+        for guid, incarnation, tract, entry in tracts:
+            bad = await node.run_io(node.store.verify, guid, tract, incarnation)
+            report.checked += 1
+            report.bytes_checked += entry.length
+            if bad is not None:
+                report.bad += 1
+                if await self._repair(table, guid, incarnation, tract, bad.generation):
+                    report.repaired += 1
+                else:
+                    report.unrepaired += 1
+            if rate > 0:  # throttle: stay at or below rate bytes a second on average
+                ahead = report.bytes_checked / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+    async def _repair(self, table: Table, guid: bytes, incarnation: int, tract: int, generation: int) -> bool:
+        row = table.row_of(guid, tract)
+        for source in table.complete_holders(row):
+            if source.id == self.node.id:
+                continue
+            try:
+                if await copy_tract(self.node, self.pool, source, guid, incarnation, tract, table.version,
+                                    unless=generation) is not None:
+                    log.warning("scrub: repaired tract %d of blob %s from %s", tract, format_guid(guid), source.id)
+                    return True
+                current = self.node.store.entry(guid, tract, incarnation)
+                if current is None or current.generation != generation:
+                    return True  # rewritten by a client meanwhile: nothing to repair
+            except (FDSError, ConnectError) as exc:
+                log.warning("scrub: cannot repair from %s: %s", source.id, exc)
+        return False
+
+    async def _missing(self, table: Table, report: ScrubReport) -> None:
+        """Copy tracts that complete row-mates have and this server lacks."""
+        node = self.node
+        mine = [r for r in table.rows_of(node.id) if not table.is_filling(node.id, r)]
+        partners: dict[ServerRef, list[int]] = {}
+        for r in mine:
+            for server in table.complete_holders(r):
+                if server.id != node.id:
+                    partners.setdefault(server, []).append(r)
+        live: dict[bytes, int | None] = {}
+        for server, rows in partners.items():
+            try:
+                listing = await fetch_listing(node, server, rows, table.version)
+            except (httpx.HTTPError, FDSError) as exc:
+                log.info("scrub: cannot compare rows with %s: %s", server.id, exc)
+                continue
+            for record in listing.meta:
+                await node.run_io(node.store.put_meta_if_newer, parse_guid(record.guid), record)
+            for guid_text, incarnation, tract, _length, _sum in listing.tracts:
+                guid = parse_guid(guid_text)
+                if node.store.entry(guid, tract, incarnation) is not None:
+                    continue
+                if guid not in live:
+                    try:
+                        live[guid] = (await node.blob_info(guid, table)).incarnation
+                    except BlobNotFound:
+                        live[guid] = None
+                    except (FDSError, httpx.HTTPError):
+                        continue
+                if live[guid] != incarnation:
+                    continue  # a deleted or superseded blob: the collectors will remove it
+                try:
+                    if await copy_tract(node, self.pool, server, guid, incarnation, tract, table.version):
+                        report.missing_copied += 1
+                        log.warning("scrub: copied missing tract %d of blob %s from %s", tract, guid_text, server.id)
+                except (FDSError, ConnectError) as exc:
+                    log.info("scrub: cannot copy missing tract from %s: %s", server.id, exc)

@@ -68,6 +68,8 @@ class LocalCluster:
     port: int = 0
     gateway: bool = True
     heartbeat_interval: float = 0.5
+    heartbeat_timeout: float | None = None
+    """Seconds before a silent tract server is declared dead; default max(3, 6 x heartbeat_interval)."""
     collector_interval: float = 60.0
     capacity_bytes: int | None = None
     cache_bytes: int | None = None
@@ -136,21 +138,13 @@ class LocalCluster:
             "metaserver", "--dir", str(self.dir / "metaserver"), "--port", str(ms_port),
             "--replicas", str(self.replicas), "--tract-size", str(self.tract_size),
             "--expected-servers", str(self.tractservers),
-            "--heartbeat-timeout", str(max(3.0, 6 * self.heartbeat_interval)),
+            "--heartbeat-timeout", str(self.heartbeat_timeout or max(3.0, 6 * self.heartbeat_interval)),
         ])]
         try:
             self._spawn(self.children[0])
             self._wait_ready([self.children[0]], timeout)
             for i in range(self.tractservers or 0):
-                data = self.dir / f"ts{i}"
-                args = ["tractserver", "--dir", str(data), "--port", "0", "--metaserver", self.metaserver_url,
-                        "--heartbeat-interval", str(self.heartbeat_interval),
-                        "--collector-interval", str(self.collector_interval)]
-                if self.capacity_bytes:
-                    args += ["--capacity-bytes", str(self.capacity_bytes)]
-                if self.cache_bytes is not None:
-                    args += ["--cache-bytes", str(self.cache_bytes)]
-                self.children.append(Child("tractserver", f"ts{i}", str(data), args))
+                self.children.append(self._tract_child(f"ts{i}"))
             for child in self.tract_children:
                 self._spawn(child)
             self._wait_ready(self.tract_children, timeout)
@@ -165,6 +159,32 @@ class LocalCluster:
             self.stop()
             raise
         self.write_file()
+
+    def _tract_child(self, name: str) -> Child:
+        data = self.dir / name
+        args = ["tractserver", "--dir", str(data), "--port", "0", "--metaserver", self.metaserver_url,
+                "--heartbeat-interval", str(self.heartbeat_interval),
+                "--collector-interval", str(self.collector_interval)]
+        if self.capacity_bytes:
+            args += ["--capacity-bytes", str(self.capacity_bytes)]
+        if self.cache_bytes is not None:
+            args += ["--cache-bytes", str(self.cache_bytes)]
+        return Child("tractserver", name, str(data), args)
+
+    def add_tractserver(self, timeout: float = 60.0) -> Child:
+        """Start one more tract server; it joins the running cluster (and is handed rows once it is healthy)."""
+        names = {c.name for c in self.children}
+        name = next(f"ts{i}" for i in range(len(names) + 1) if f"ts{i}" not in names)
+        child = self._tract_child(name)
+        self.children.append(child)
+        self._spawn(child)
+        self._wait_ready([child], timeout)
+        self.write_file()
+        return child
+
+    def server_id(self, name: str) -> str:
+        """The tract server id a child registered with (from its data directory)."""
+        return str(json.loads((Path(self.child(name).dir) / "server.json").read_text())["id"])
 
     def _spawn(self, child: Child) -> None:
         ready = self.dir / "logs" / f"{child.name}.ready"
@@ -191,7 +211,8 @@ class LocalCluster:
             child.url = ready.read_text().strip()
 
     def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait until the metaserver has a table and sees every tract server alive with it."""
+        """Wait until the cluster is healthy (every row has k live, complete holders) and every tract
+        server that is not dead or decommissioned is alive and uses the current table."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -199,8 +220,9 @@ class LocalCluster:
                 status = httpx.get(f"{self.metaserver_url}/v1/cluster", timeout=5).json()
                 last = status
                 servers = status["servers"]
-                if (status["state"] == "ready" and len(servers) >= (self.tractservers or 0)
-                        and all(s["alive"] and s["table_version"] == status["table_version"] for s in servers)):
+                if (status["state"] == "ready" and status["healthy"] and len(servers) >= (self.tractservers or 0)
+                        and all(s["alive"] and s["table_version"] == status["table_version"] for s in servers
+                                if s["state"] not in ("dead", "decommissioned"))):
                     return dict(status)
             except (httpx.HTTPError, ValueError, KeyError):
                 pass

@@ -31,7 +31,8 @@ def _metaserver(args: argparse.Namespace) -> int:
     from fds.metaserver import run
 
     config = _load(MetaserverConfig, "metaserver", args,
-                   ["dir", "replicas", "tract_size", "expected_servers", "heartbeat_timeout", "seed"])
+                   ["dir", "replicas", "tract_size", "expected_servers", "heartbeat_timeout", "detect_interval",
+                    "auto_rebalance", "seed"])
     try:
         run(config, ready_file=args.ready_file)
     except FDSError as exc:
@@ -46,7 +47,7 @@ def _tractserver(args: argparse.Namespace) -> int:
     config = _load(TractServerConfig, "tractserver", args,
                    ["dir", "metaserver", "advertise_url", "data_port", "advertise_data_url", "domain",
                     "capacity_bytes", "heartbeat_interval", "collector_interval", "io_threads", "cache_bytes",
-                    "direct_io"])
+                    "direct_io", "scrub_interval", "scrub_rate", "fill_in_flight"])
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -67,8 +68,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--tract-size", dest="tract_size", type=int, help="bytes per tract (fixed at first start)")
     p.add_argument("--expected-servers", dest="expected_servers", type=int,
                    help="build the table once this many tract servers registered")
-    p.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=float)
-    p.add_argument("--seed", type=int, help="seed for table building")
+    p.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", type=float,
+                   help="seconds without a heartbeat before a tract server is declared dead")
+    p.add_argument("--detect-interval", dest="detect_interval", type=float,
+                   help="seconds between failure-detector passes")
+    p.add_argument("--auto-rebalance", dest="auto_rebalance", type=int, choices=[0, 1],
+                   help="1: hand rows to new servers automatically (default); 0: never")
+    p.add_argument("--seed", type=int, help="seed for table building and replacement choices")
     p.set_defaults(run=_metaserver)
 
     p = sub.add_parser("tractserver", help="run a tract server for one disk")
@@ -88,6 +94,11 @@ def add_parsers(sub: Any) -> None:
                    help="1: O_DIRECT tract I/O; 0: through the page cache")
     p.add_argument("--cache-bytes", dest="cache_bytes", type=int,
                    help="memory for recently used tracts (default 0: off)")
+    p.add_argument("--scrub-interval", dest="scrub_interval", type=float,
+                   help="seconds between integrity scrub passes (0: never)")
+    p.add_argument("--scrub-rate", dest="scrub_rate", type=int, help="bytes a second the scrubber may read")
+    p.add_argument("--fill-in-flight", dest="fill_in_flight", type=int,
+                   help="tracts copied at once while filling rows (recovery)")
     p.set_defaults(run=_tractserver)
 
     p = sub.add_parser("gateway", help="run the REST gateway for whole-blob PUT/GET")

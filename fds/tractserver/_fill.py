@@ -141,9 +141,9 @@ class Filler:
             if not plan:
                 break
             results = await asyncio.gather(*(self._fill_from(table, source, group, slots, progress)
-                                             for source, group in plan.items()), return_exceptions=True)
+                                             for source, group in plan.values()), return_exceptions=True)
             todo = []
-            for (source, group), result in zip(plan.items(), results, strict=True):
+            for (source, group), result in zip(plan.values(), results, strict=True):
                 if isinstance(result, BaseException):
                     log.warning("filling %d rows from %s failed: %s; trying another row-mate",
                                 len(group), source.id, result)
@@ -158,10 +158,11 @@ class Filler:
         self._reported.update((r, table.version) for r in done)
         return bool(todo)
 
-    def _plan(self, table: Table, rows: list[int], tried: dict[int, set[str]]) -> dict[ServerRef, list[int]]:
+    def _plan(self, table: Table, rows: list[int],
+              tried: dict[int, set[str]]) -> dict[str, tuple[ServerRef, list[int]]]:
         """Pick a source for each row: a complete row-mate not tried yet, the one with the fewest rows so far."""
         assigned: Counter[str] = Counter()
-        plan: dict[ServerRef, list[int]] = {}
+        plan: dict[str, tuple[ServerRef, list[int]]] = {}
         for r in rows:
             candidates = [s for s in table.complete_holders(r) if s.id != self.node.id and s.id not in tried[r]]
             if not candidates:
@@ -170,7 +171,7 @@ class Filler:
             source = min(candidates, key=lambda s: (assigned[s.id], hash((s.id, r))))
             assigned[source.id] += 1
             tried[r].add(source.id)
-            plan.setdefault(source, []).append(r)
+            plan.setdefault(source.id, (source, []))[1].append(r)
         return plan
 
     async def _fill_from(self, table: Table, source: ServerRef, rows: list[int], slots: asyncio.Semaphore,

@@ -136,13 +136,13 @@ class Scrubber:
         """Copy tracts that complete row-mates have and this server lacks."""
         node = self.node
         mine = [r for r in table.rows_of(node.id) if not table.is_filling(node.id, r)]
-        partners: dict[ServerRef, list[int]] = {}
+        partners: dict[str, tuple[ServerRef, list[int]]] = {}
         for r in mine:
             for server in table.complete_holders(r):
                 if server.id != node.id:
-                    partners.setdefault(server, []).append(r)
+                    partners.setdefault(server.id, (server, []))[1].append(r)
         live: dict[bytes, int | None] = {}
-        for server, rows in partners.items():
+        for server, rows in partners.values():
             try:
                 listing = await fetch_listing(node, server, rows, table.version)
             except (httpx.HTTPError, FDSError) as exc:

@@ -1,0 +1,136 @@
+"""A tract server dies under load: clients notice nothing, and every server helps re-replicate its rows.
+
+Real processes on loopback, SIGKILL by PID, seeded randomness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+
+
+@pytest.mark.parametrize("seed", [11])
+def test_kill_one_server_under_load_recovers_everything(make_cluster, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL one of six servers (k=3) while three clients write and read.
+
+    Interleaving: the kill lands with writes in flight to the victim. The
+    clients retry them on the new table once the metaserver declares the
+    victim dead (3 s here); reads fail over to other replicas at once. Then
+    the new holders copy the victim's rows from the survivors.
+    """
+    cluster = make_cluster(tractservers=6, replicas=3)
+    acked = Acked()
+    victim = cluster.server_id("ts2")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loads = [asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=seed + i))
+                 for i in range(3)]
+        await asyncio.sleep(3.0)
+        before = sum(len(t) for t in acked.tracts.values())
+        cluster.kill("ts2", signal.SIGKILL)
+        await asyncio.sleep(8.0)  # through detection and into recovery
+        stop.set()
+        await asyncio.gather(*loads)
+        assert sum(len(t) for t in acked.tracts.values()) > before  # writes went on after the kill
+
+    asyncio.run(main())
+    assert acked.failures == [], acked.failures[:5]
+    status = wait_healthy(cluster)
+    states = {s["id"]: s["state"] for s in status["servers"]}
+    assert states[victim] == "dead"
+    assert status["recovery"]["last_seconds"] is not None
+    assert_fully_replicated(cluster, acked)
+    asyncio.run(verify_all(cluster.metaserver_url, acked))
+
+
+def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The dead server's rows go to all survivors, and `healthy` is false from detection until repaired."""
+    cluster = make_cluster(tractservers=6, replicas=3)
+    acked = Acked()
+
+    async def fill() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=5, verify_reads=False))
+        while sum(len(t) for t in acked.tracts.values()) < 90:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+
+    asyncio.run(fill())
+    ms = cluster.metaserver_url
+    assert httpx.get(f"{ms}/v1/cluster").json()["healthy"] is True
+    victim = cluster.server_id("ts0")
+    table_before = httpx.get(f"{ms}/v1/table").json()
+    cluster.kill("ts0", signal.SIGKILL)
+    seen_unhealthy = False
+    deadline = time.monotonic() + 60
+    takers: set[str] = set()
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{ms}/v1/cluster").json()
+        table = httpx.get(f"{ms}/v1/table").json()
+        for members in table["filling"].values():
+            takers.update(table["servers"][i]["id"] for i in members)
+        if not status["healthy"]:
+            seen_unhealthy = True
+        elif seen_unhealthy:
+            break
+        time.sleep(0.05)
+    assert seen_unhealthy
+    status = wait_healthy(cluster)
+    # Every survivor took some of the victim's rows: recovery is spread over all of them.
+    survivors = {s["id"] for s in status["servers"] if s["id"] != victim}
+    assert takers == survivors, (takers, survivors)
+    table = httpx.get(f"{ms}/v1/table").json()
+    assert table["version"] > table_before["version"]
+    index = {s["id"]: i for i, s in enumerate(table["servers"])}
+    assert all(index[victim] not in row for row in table["rows"])
+    assert_fully_replicated(cluster, acked)
+
+
+def test_server_declared_dead_comes_back_empty_of_old_rows(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A server killed, declared dead and restarted removes the tracts of the rows it lost, serves none of
+    them, and can take rows again afterwards."""
+    cluster = make_cluster(tractservers=5, replicas=3)
+    acked = Acked()
+
+    async def fill() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=9, verify_reads=False))
+        while sum(len(t) for t in acked.tracts.values()) < 60:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+
+    asyncio.run(fill())
+    ts1 = next(c for c in cluster.tract_children if c.name == "ts1")
+    held_before = httpx.get(f"{ts1.url}/v1/stats").json()["tracts"]
+    assert held_before > 0
+    victim = cluster.server_id("ts1")
+    cluster.kill("ts1", signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = {s["id"]: s["state"] for s in httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()["servers"]}
+        if states[victim] == "dead":
+            break
+        time.sleep(0.1)
+    assert states[victim] == "dead"
+    wait_healthy(cluster)
+    cluster.restart("ts1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{ts1.url}/v1/stats").json()
+        if stats["tracts"] == 0:
+            break
+        time.sleep(0.1)
+    assert stats["tracts"] == 0, "the returning server kept tracts of rows it no longer holds"
+    status = httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()
+    me = next(s for s in status["servers"] if s["id"] == victim)
+    assert me["state"] == "active" and me["alive"]
+    asyncio.run(verify_all(cluster.metaserver_url, acked))

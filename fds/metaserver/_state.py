@@ -281,12 +281,19 @@ class MetaState:
                           ref.id, self.config.heartbeat_timeout, left,
                           f"; {kept} rows keep it as their last copy" if kept else "")
             layout.fill_short_rows(self._eligible(now), self._rng)
-        if self.config.auto_rebalance and not layout.filling and not layout.changed and self._healthy(now):
+        # Rows a decommission could not hand over yet (no server could take them) get another try.
+        decommissioning = [m.req.id for m in self.members.values() if m.state == "decommissioning"]
+        for server_id in decommissioning:
+            if server_id in index:
+                layout.decommission(index[server_id], self._eligible(now), self._rng)
+        if (self.config.auto_rebalance and not decommissioning and not layout.filling and not layout.changed
+                and self._healthy(now)):
             moved = layout.rebalance(self._eligible(now), self._rng)
             if moved:
                 log.info("handing %d rows to servers below their share", moved)
         if layout.changed:
             self._commit(layout)
+            self._finish_decommissions()
             result.rows_changed = len(layout.changed)
             for r, members in layout.filling.items():
                 for i in set(members) - before_filling.get(r, set()):

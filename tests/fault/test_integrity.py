@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from fds.placement import tract_row
 from tests.conftest import SMALL_TRACT
 
 
-def test_flipped_bytes_detected_and_served_from_another_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_cluster) -> None:  # type: ignore[no-untyped-def]
     # No tract cache: this test is about what is on disk.
     cluster = make_cluster(tractservers=4, replicas=3, cache_bytes=0)
     data = bytes(range(256)) * (SMALL_TRACT // 256)
@@ -48,6 +49,52 @@ def test_flipped_bytes_detected_and_served_from_another_replica(make_cluster) ->
                 assert await blob.read_tract(0) == data
 
     asyncio.run(read_many())
+    # One scrub pass on each corrupt holder re-reads every tract, finds the bad copy and repairs it
+    # from the good replica; a second pass finds nothing.
+    for server in holders[:2]:
+        report = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+        assert report["bad"] == 1 and report["repaired"] == 1, report
+        resp = httpx.get(f"{server.url}/v1/tracts/{guid}/0", params={"incarnation": 1, "version": table.version})
+        assert resp.status_code == 200 and resp.content == data
+        again = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+        assert again["bad"] == 0 and again["checked"] >= 1
+    metrics = httpx.get(f"{holders[0].url}/metrics").text
+    (line,) = [m for m in metrics.splitlines() if m.startswith("fds_checksum_failures ")]
+    assert float(line.split()[1]) >= 2  # the refused read and the scrub both counted it
+
+
+def test_scrub_copies_a_missing_copy_and_collects_moved_rows(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A holder that lost a tract (its index entry and file are gone) gets it back from a row-mate."""
+    import rocksdict
+
+    cluster = make_cluster(tractservers=4, replicas=3, cache_bytes=0)
+
+    async def write() -> tuple[str, int]:
+        async with Client(cluster.metaserver_url) as fds:
+            blob = await fds.create_blob()
+            await blob.extend(4)
+            await blob.write_tracts((i, bytes([i + 1]) * 5000) for i in range(4))
+            return blob.guid, blob.incarnation
+
+    guid, incarnation = asyncio.run(write())
+    raw = bytes.fromhex(guid.replace("-", ""))
+    table = TableModel.model_validate(httpx.get(f"{cluster.metaserver_url}/v1/table").json())
+    holder = table.servers[table.rows[tract_row(raw, 2, len(table.rows))][1]]
+    child = next(c for c in cluster.tract_children if c.url == holder.url)
+    cluster.kill(child.name, signal.SIGTERM)
+    db = rocksdict.Rdict(str(Path(child.dir) / "index.rocksdb"), rocksdict.Options(raw_mode=True))
+    db.delete(b"t" + raw + incarnation.to_bytes(8, "big") + (2).to_bytes(8, "big"))
+    db.close()
+    cluster.restart(child.name)
+    cluster.wait_healthy()
+    url = cluster.child(child.name).url
+    params = {"incarnation": incarnation, "version": table.version}
+    assert httpx.get(f"{url}/v1/tracts/{guid}/2", params=params).status_code == 404
+    report = httpx.post(f"{url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+    assert report["missing_copied"] == 1, report
+    version = httpx.get(f"{cluster.metaserver_url}/v1/table").json()["version"]
+    resp = httpx.get(f"{url}/v1/tracts/{guid}/2", params={**params, "version": version})
+    assert resp.status_code == 200 and resp.content == bytes([3]) * 5000
 
 
 def test_disk_full_is_507_and_nothing_partial(make_cluster) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,14 @@ def _mean_seconds(seeds: range = range(1, 4), **kwargs: Any) -> float:
     return statistics.fmean(simulate(seed=s, **kwargs).seconds for s in seeds)
 
 
+def test_one_tract_takes_read_send_receive_write() -> None:
+    r = simulate(10, TRACT_BYTES, seed=1, io_overhead_s=0.005)
+    assert r.tracts == 1
+    disk = TRACT_BYTES / (120 * MB) + 0.005
+    nic = TRACT_BYTES / (10e9 / 8)
+    assert r.seconds == pytest.approx(2 * disk + 2 * nic)
+
+
 def test_doubling_disk_bandwidth_halves_a_disk_bound_recovery() -> None:
     slow = simulate(100, 20 * GB, seed=1)
     fast = simulate(100, 20 * GB, seed=1, disk_bps=240 * MB)
@@ -134,7 +142,7 @@ def test_sampled_lost_rows_match_an_explicit_table() -> None:
 
 
 def test_calibrate_cap_recovers_a_known_cap() -> None:
-    run = {"disks": 80, "lost_bytes": 8 * GB, "seed": 2}
+    run: dict[str, Any] = {"disks": 80, "lost_bytes": 8 * GB, "seed": 2}
     target = simulate(**run, per_server_bps=50 * MB).seconds
     cap = calibrate_cap(target, [run])
     assert cap is not None and abs(cap / (50 * MB) - 1) < 0.02

@@ -57,3 +57,8 @@ def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=1 cluster of 4 tract servers, shared by a test module."""
     yield from _shared_cluster(tmp_path_factory, 1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--thrash-seconds", type=float, default=100.0,
+                     help="how long the thrash test kills, restarts, adds and removes servers (default 100)")

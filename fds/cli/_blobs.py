@@ -248,22 +248,37 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
     alive = sum(s.alive for s in status.servers)
     table = Table(title=f"fds cluster at {metaserver}", title_justify="left")
     for name, justify in [("id", "left"), ("url", "left"), ("domain", "left"), ("health", "left"),
-                          ("heartbeat", "right"), ("tracts", "right"), ("used", "right"), ("free", "right")]:
+                          ("heartbeat", "right"), ("rows", "right"), ("tracts", "right"), ("used", "right"),
+                          ("free", "right")]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for s in status.servers:
         health = "[green]alive[/]" if s.alive else "[red]down[/]"
+        if s.state != "active":
+            health += f" [yellow]{s.state}[/]"
         if not s.in_table:
             health += " (not in table)"
         elif s.table_version != status.table_version:
             health += f" (table v{s.table_version})"
+        if s.filling_rows:
+            health += f" filling {s.filling_rows} rows"
         age = "never" if s.heartbeat_age is None else f"{s.heartbeat_age:.1f}s ago"
-        table.add_row(s.id, s.url, s.domain, health, age, str(s.tracts), decimal(s.bytes_used), decimal(s.disk_free))
+        table.add_row(s.id, s.url, s.domain, health, age, str(s.rows), str(s.tracts), decimal(s.bytes_used),
+                      decimal(s.disk_free))
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print(f"state [bold]{status.state}[/], table version {status.table_version}, {status.rows} rows, "
                   f"k={status.replicas}, tract size {decimal(status.tract_size)}, "
                   f"{alive}/{len(status.servers)} servers alive (expected {status.expected_servers})",
                   highlight=False)
+    rec = status.recovery
+    if status.healthy:
+        last = f" (last repair took {rec.last_seconds:.1f}s)" if rec and rec.last_seconds is not None else ""
+        console.print(f"[green]healthy[/]: every row has {status.replicas} live holders with every tract{last}",
+                      highlight=False)
+    elif rec is not None:
+        done = f"{rec.tracts_done}/{rec.tracts_total} tracts, {decimal(rec.bytes_done)}/{decimal(rec.bytes_total)}"
+        console.print(f"[red]not healthy[/]: {rec.rows_under_replicated} rows under-replicated, "
+                      f"{rec.rows_filling} rows filling; copied {done}", highlight=False)
 
 
 # -- parsers -----------------------------------------------------------------------------
@@ -303,3 +318,7 @@ def add_parsers(sub: Any) -> None:
                        epilog=epilog)
     p.add_argument("--json", action="store_true", help="print one JSON object: the cluster status and metaserver URL")
     p.set_defaults(run=_status)
+
+    from fds.cli import _admin
+
+    _admin.add_parsers(sub, common, epilog)

@@ -74,13 +74,26 @@ async def verify_all(url: str, acked: Acked) -> None:
                 assert data == payload(s, tract, v), f"blob {guid} tract {tract} differs"
 
 
-def wait_healthy(cluster: LocalCluster, timeout: float = 120.0) -> dict[str, Any]:
+def wait_healthy(cluster: LocalCluster, timeout: float = 120.0, settle: float = 2.0) -> dict[str, Any]:
+    """Wait until the cluster is healthy, nothing is filling, and the table has not changed for ``settle``
+    seconds (a server that came back may be handed rows right after a repair)."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
+    stable_since: float | None = None
+    version = -1
     while time.monotonic() < deadline:
-        status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", timeout=10).json()
+        try:
+            status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", timeout=10).json()
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            continue
         if status["healthy"] and not status["recovery"]["rows_filling"]:
-            return status
+            if status["table_version"] != version:
+                version, stable_since = status["table_version"], time.monotonic()
+            elif stable_since is not None and time.monotonic() - stable_since >= settle:
+                return status
+        else:
+            stable_since, version = None, -1
         time.sleep(0.2)
     raise AssertionError(f"cluster not healthy after {timeout}s: {status}")
 

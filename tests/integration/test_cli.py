@@ -168,6 +168,15 @@ def test_status(cluster: LocalCluster, elsewhere: Path) -> None:
     assert status["metaserver"] == cluster.metaserver_url and status["replicas"] == 2
     assert sorted(s["id"] for s in status["servers"]) == sorted(s["id"] for s in truth["servers"])
     assert all(s["alive"] for s in status["servers"]) and status["alive_servers"] == 4
+    assert status["healthy"] is True and "healthy" in text
+    assert status["recovery"]["rows_filling"] == 0 and status["recovery"]["rows_under_replicated"] == 0
+    assert all(s["state"] == "active" and s["rows"] > 0 for s in status["servers"])
+
+
+def test_decommission_unknown_server_says_so(cluster: LocalCluster, elsewhere: Path) -> None:
+    proc = fds("decommission", "ts-nosuchserver", "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert proc.returncode == 1
+    assert "ts-nosuchserver" in _message(proc) and "not in the table" in _message(proc)
 
 
 def _dead_url() -> str:

@@ -64,6 +64,27 @@ async def write_load(url: str, acked: Acked, stop: asyncio.Event, *, seed: int, 
             await asyncio.sleep(0)
 
 
+async def read_load(url: str, acked: Acked, stop: asyncio.Event, *, seed: int) -> None:
+    """Read random acknowledged tracts until ``stop``; wrong bytes and failures are recorded."""
+    rng = random.Random(seed)
+    async with Client(url, max_in_flight=4) as fds:
+        while not stop.is_set():
+            if not acked.tracts:
+                await asyncio.sleep(0.05)
+                continue
+            guid = rng.choice(list(acked.tracts))
+            tract, (s, v) = rng.choice(list(acked.tracts[guid].items()))
+            try:
+                blob = await fds.open_blob(guid)
+                data = await blob.read_tract(tract)
+            except Exception as exc:  # noqa: BLE001 - the test asserts there are none
+                acked.failures.append(f"read: {type(exc).__name__}: {exc}")
+                continue
+            acked.reads += 1
+            if data != payload(s, tract, v):
+                acked.failures.append(f"read of {guid}/{tract} returned wrong bytes")
+
+
 async def verify_all(url: str, acked: Acked) -> None:
     """Every acknowledged tract reads back byte for byte."""
     async with Client(url) as fds:

@@ -12,7 +12,14 @@ import time
 import httpx
 import pytest
 
-from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+from tests.fault.replication import (
+    Acked,
+    assert_fully_replicated,
+    read_load,
+    verify_all,
+    wait_healthy,
+    write_load,
+)
 
 
 @pytest.mark.parametrize("seed", [11])
@@ -134,3 +141,42 @@ def test_server_declared_dead_comes_back_empty_of_old_rows(make_cluster) -> None
     me = next(s for s in status["servers"] if s["id"] == victim)
     assert me["state"] == "active" and me["alive"]
     asyncio.run(verify_all(cluster.metaserver_url, acked))
+
+
+def test_metaserver_down_clients_go_on_and_recovery_waits(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Kill the metaserver under load, then a tract server while it is down.
+
+    Interleaving: with no metaserver nobody can declare the tract server
+    dead, so the table stays as it was: reads fail over to the other two
+    replicas, writes to the dead server's rows wait (retrying). When the
+    metaserver is back, the tract server's heartbeat has long timed out (it
+    gives every member one full timeout of grace after its own restart),
+    it is declared dead, and recovery runs. Nothing is lost.
+    """
+    cluster = make_cluster(tractservers=5, replicas=3)
+    ms = cluster.metaserver_url
+    acked = Acked()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loads = [asyncio.create_task(write_load(ms, acked, stop, seed=31 + i, verify_reads=False))
+                 for i in range(2)]
+        loads.append(asyncio.create_task(read_load(ms, acked, stop, seed=33)))
+        await asyncio.sleep(2.0)
+        cluster.kill("metaserver", signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        reads_before = acked.reads
+        cluster.kill("ts3", signal.SIGKILL)
+        await asyncio.sleep(4.0)
+        assert acked.reads > reads_before, "reads stopped while the metaserver was down"
+        cluster.restart("metaserver")
+        await asyncio.sleep(6.0)
+        stop.set()
+        await asyncio.gather(*loads)
+
+    asyncio.run(main())
+    assert acked.failures == [], acked.failures[:5]
+    status = wait_healthy(cluster)
+    assert {s["id"]: s["state"] for s in status["servers"]}[cluster.server_id("ts3")] == "dead"
+    assert_fully_replicated(cluster, acked)
+    asyncio.run(verify_all(ms, acked))

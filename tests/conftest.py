@@ -60,5 +60,5 @@ def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--thrash-seconds", type=float, default=100.0,
-                     help="how long the thrash test kills, restarts, adds and removes servers (default 100)")
+    parser.addoption("--thrash-seconds", type=float, default=90.0,
+                     help="how long the thrash test kills, restarts, adds and removes servers (default 90)")

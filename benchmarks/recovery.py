@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp"), help="where the clusters keep data")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size; the run with the median repair "
+                                                               "time is reported")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -125,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
           "survivors helping | busiest copier share (even) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in args.servers:
-        r = run_one(n, args.gb, Path(args.dir), args.timeout, args.seed)
+        runs = sorted((run_one(n, args.gb, Path(args.dir), args.timeout, args.seed + i) for i in range(args.repeat)),
+                      key=lambda x: x["repair_seconds"])
+        r = {**runs[len(runs) // 2], "repair_seconds_all": [x["repair_seconds"] for x in runs]}
         results.append(r)
         print(f"| {n} | {r['written_bytes'] / 1e9:.2f} | {r['lost_bytes'] / 1e9:.2f} | {r['detect_seconds']} | "
               f"{r['repair_seconds']} | {r['repair_mb_s']} | {r['per_survivor_mb_s']} | "
               f"{r['survivors_taking_part']}/{r['survivors']} | {r['busiest_copier_share']} "
               f"({r['even_share']}) |", flush=True)
+        if args.repeat > 1:
+            print(f"|   | repair seconds of all {args.repeat} runs: {r['repair_seconds_all']} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -59,9 +59,9 @@ class Layout:
         """A new table model with this layout at ``version``."""
         row_versions = [version if r in self.changed else v for r, v in enumerate(model.row_versions)]
         return model.model_copy(update={
-            "version": version, "rows": self.rows, "row_versions": row_versions,
-            "filling": {r: v for r, v in self.filling.items() if v},
-            "leaving": {r: v for r, v in self.leaving.items() if v}})
+            "version": version, "rows": [list(row) for row in self.rows], "row_versions": row_versions,
+            "filling": {r: list(v) for r, v in self.filling.items() if v},
+            "leaving": {r: list(v) for r, v in self.leaving.items() if v}})
 
     # -- views -------------------------------------------------------------
     def loads(self) -> list[int]:
@@ -125,13 +125,20 @@ class Layout:
                 group[r].remove(server)
                 if not group[r]:
                     del group[r]
+        # Complete holders first: if the primary went, the next complete holder leads, never a filling one.
+        filling = self.filling.get(r, ())
+        self.rows[r] = [i for i in self.rows[r] if i not in filling] + [i for i in self.rows[r] if i in filling]
         self.changed.add(r)
 
     def _restore(self, r: int, eligible: Collection[int], load: list[int], rng: random.Random) -> None:
         """Bring row ``r`` back to k staying holders: first call back a leaving one (it has every
         tract), then append replacements."""
-        while len(self.staying(r)) < self.replicas and self.leaving.get(r):
-            back = self.leaving[r].pop()
+        for back in list(self.leaving.get(r, ())):
+            if len(self.staying(r)) >= self.replicas:
+                break
+            if self.domains[back] in {self.domains[i] for i in self.staying(r)}:
+                continue  # its replacement is in its own domain: calling it back would double the domain
+            self.leaving[r].remove(back)
             load[back] += 1
             if not self.leaving[r]:
                 del self.leaving[r]

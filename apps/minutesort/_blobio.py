@@ -15,6 +15,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 import numpy as np
 
 from apps.minutesort._gensort import generate_into
+from apps.minutesort._valsort import checksum
 from fds.buffers import uninitialized
 from fds.client import Blob, Client
 
@@ -29,19 +30,23 @@ def records_per_tract(tract_size: int) -> int:
     return tract_size // RECORD
 
 
-def _generate_tract(start: int, count: int, ascii: bool, skew: bool) -> bytearray:
+def _generate_tract(start: int, count: int, ascii: bool, skew: bool, with_checksum: bool) -> tuple[bytearray, int]:
     buf = uninitialized(count * RECORD)
-    generate_into(np.frombuffer(buf, np.uint8).reshape(count, RECORD), start, ascii=ascii, skew=skew)
-    return buf
+    records = np.frombuffer(buf, np.uint8).reshape(count, RECORD)
+    generate_into(records, start, ascii=ascii, skew=skew)
+    return buf, checksum(records) if with_checksum else 0
 
 
 async def generate_blob(client: Client, count: int, *, start: int = 0, ascii: bool = False, skew: bool = False,
                         guid: str | None = None, workers: int = 2,
-                        progress: Callable[[int], None] | None = None) -> Blob:
+                        progress: Callable[[int], None] | None = None,
+                        checksums: list[int] | None = None) -> Blob:
     """Write records ``start .. start+count-1`` of gensort's sequence into a new blob.
 
     Tracts are generated in ``workers`` processes (generation is CPU work)
     while earlier tracts are being written, with a bounded number waiting.
+    With ``checksums``, each tract's valsort checksum is appended to it (the
+    generator computes it while the records are in cache).
     """
     if count < 0:
         raise ValueError(f"record count must be 0 or more, not {count}")
@@ -55,17 +60,21 @@ async def generate_blob(client: Client, count: int, *, start: int = 0, ascii: bo
     executor: Executor = ProcessPoolExecutor(max_workers=max(1, workers))
 
     async def items() -> AsyncIterator[tuple[int, bytearray]]:
-        pending: deque[tuple[int, asyncio.Future[bytearray]]] = deque()
+        pending: deque[tuple[int, asyncio.Future[tuple[bytearray, int]]]] = deque()
         next_tract = 0
         while next_tract < tracts or pending:
             while next_tract < tracts and len(pending) < 2 * max(1, workers):
                 first = next_tract * per_tract
                 n = min(per_tract, count - first)
-                future = loop.run_in_executor(executor, _generate_tract, start + first, n, ascii, skew)
+                future = loop.run_in_executor(executor, _generate_tract, start + first, n, ascii, skew,
+                                              checksums is not None)
                 pending.append((next_tract, future))
                 next_tract += 1
             index, future = pending.popleft()
-            yield index, await future
+            data, crc = await future
+            if checksums is not None:
+                checksums.append(crc)
+            yield index, data
 
     try:
         await blob.write_tracts(items(), progress=progress)

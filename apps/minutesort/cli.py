@@ -1,8 +1,11 @@
 """``fds-minutesort``: the MinuteSort benchmark on fds.
 
-Built so far: ``gen`` (gensort-compatible input written into a blob, generated
-in parallel). ``sort``, ``validate`` and ``run`` are the rest of the
-MinuteSort issue and are not offered until they work.
+- ``gen``: gensort-compatible records written into a blob, generated in parallel.
+- ``sort``: a head and N worker processes sort a record blob into one output
+  blob per key range, and write a manifest listing them in key order.
+- ``validate``: valsort over output blobs in order (or a plain file).
+- ``run``: gen, sort and validate, with a report (``--local`` starts a cluster).
+- ``worker``: a sort worker, for running workers on other hosts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import time
 
 from apps.minutesort._blobio import RECORD, generate_blob
+from apps.minutesort._commands import add_commands
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
 
@@ -83,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     p.add_argument("--metaserver", help="metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)")
     p.set_defaults(run=_gen)
+    add_commands(sub, parse_size)
     return parser
 
 

@@ -193,14 +193,20 @@ class MetaState:
         return live is not None and live.last_seen is not None and now - live.last_seen < self.config.heartbeat_timeout
 
     def _eligible(self, now: float) -> list[int]:
-        """Servers that may take rows: active, alive, and clean of every row they left."""
+        """Servers that may take rows: active, alive, clean of every row they left, and not full."""
         assert self.table is not None
         out = []
+        room = 8 * self.table.tract_size
         for i, ref in enumerate(self.table.servers):
             member = self.members.get(ref.id)
-            if (member is not None and member.state == "active" and self._alive(ref.id, now)
-                    and self.live[ref.id].beat.clean_version >= member.removed_at):
-                out.append(i)
+            if member is None or member.state != "active" or not self._alive(ref.id, now):
+                continue
+            beat = self.live[ref.id].beat
+            if beat.clean_version < member.removed_at:
+                continue  # still holds stale copies of rows it left
+            if beat.capacity_bytes and beat.disk_free < room:
+                continue  # a full disk cannot take a row's tracts
+            out.append(i)
         return out
 
     # -- table -----------------------------------------------------------

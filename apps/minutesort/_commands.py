@@ -1,0 +1,279 @@
+"""``fds-minutesort sort | validate | run | worker``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from apps.minutesort._blobio import RECORD, generate_blob
+from apps.minutesort._check import blob_checksum, validate_blobs, validate_path
+from apps.minutesort._head import SortFailed, SortOptions, SortResult, run_sort
+from apps.minutesort._valsort import Summary
+from apps.minutesort._worker import run_worker
+from fds.cli.discover import NoCluster, find_metaserver
+from fds.client import Client, FDSError, Unavailable
+
+__all__ = ["add_commands"]
+
+_MASK128 = (1 << 128) - 1
+
+
+def _err(message: object, code: int = 1) -> int:
+    print(f"fds-minutesort: {message}", file=sys.stderr)
+    return code
+
+
+def _options(args: argparse.Namespace) -> SortOptions:
+    slow_worker, slow_factor = None, 1.0
+    if args.slow_worker:
+        index, _, factor = args.slow_worker.partition(":")
+        slow_worker, slow_factor = int(index), float(factor or 3.0)
+    return SortOptions(workers=args.workers, daytona=args.daytona, static=args.static,
+                       unit_tracts=args.unit_tracts, slow_worker=slow_worker, slow_factor=slow_factor,
+                       spawn=not args.remote_workers, host=args.host, port=args.port)
+
+
+def _write_manifest(path: Path, result: SortResult, summary: Summary | None = None) -> None:
+    manifest: dict[str, Any] = {
+        "input_blob": result.input_blob, "output_blobs": result.output_blobs, "records": result.records,
+        "bytes": result.bytes, "bucket_records": result.bucket_records, "mode": result.mode,
+        "sort_seconds": round(result.seconds, 3),
+    }
+    if summary is not None:
+        manifest["checksum"] = summary.checksum_hex
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _progress_printer(quiet: bool) -> Any:
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tracts"),
+                   TimeElapsedColumn(), transient=True)
+    bar.start()
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task("read + shuffle", total=total)
+        bar.update(tasks[phase], completed=done)
+
+    update.stop = bar.stop  # type: ignore[attr-defined]
+    return update
+
+
+async def _sort_and_report(metaserver: str, guid: str, options: SortOptions, quiet: bool) -> SortResult:
+    progress = _progress_printer(quiet)
+    try:
+        return await run_sort(metaserver, guid, options, progress=progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _sort(args: argparse.Namespace) -> int:
+    try:
+        metaserver = find_metaserver(args.metaserver)
+    except NoCluster as exc:
+        return _err(exc, 3)
+    if args.workers < 1:
+        return _err("--workers must be at least 1", 2)
+    try:
+        result = asyncio.run(_sort_and_report(metaserver, args.input, _options(args), args.quiet))
+    except (SortFailed, FDSError) as exc:
+        return _err(exc, 3 if isinstance(exc, Unavailable) else 1)
+    manifest = Path(args.manifest or f"minutesort-{result.input_blob[:8]}.json")
+    _write_manifest(manifest, result)
+    print(f"sorted {result.records:,} records ({result.bytes / 1e9:.3f} GB) in {result.seconds:.2f} s "
+          f"({result.bytes / 1e9 / result.seconds:.2f} GB/s) into {len(result.output_blobs)} blobs; "
+          f"manifest {manifest}", file=sys.stderr)
+    print(json.dumps({"records": result.records, "bytes": result.bytes, "sort_seconds": round(result.seconds, 3),
+                      "input_blob": result.input_blob, "output_blobs": result.output_blobs,
+                      "manifest": str(manifest), "phases": {k: round(v, 3) for k, v in result.phases.items()}}))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.file:
+        summary = validate_path(args.file)
+        expected = int(args.checksum, 16) if args.checksum else None
+    else:
+        try:
+            metaserver = find_metaserver(args.metaserver)
+        except NoCluster as exc:
+            return _err(exc, 3)
+        guids = list(args.blobs or [])
+        expected = int(args.checksum, 16) if args.checksum else None
+        input_blob = args.input
+        if args.manifest:
+            manifest = json.loads(Path(args.manifest).read_text())
+            guids = manifest["output_blobs"]
+            input_blob = input_blob or manifest.get("input_blob")
+        if not guids:
+            return _err("give --manifest FILE, --blobs GUID..., or --file PATH", 2)
+        try:
+            summary = asyncio.run(validate_blobs(metaserver, guids))
+            if expected is None and input_blob:
+                expected = asyncio.run(blob_checksum(metaserver, input_blob))
+        except FDSError as exc:
+            return _err(exc)
+    report = {**summary.to_json(), "valid": summary.valid and (expected is None or expected == summary.checksum)}
+    if expected is not None:
+        report["expected_checksum"] = f"{expected:x}"
+    print(f"records {summary.records:,}, duplicate keys {summary.duplicates:,}, checksum {summary.checksum_hex}"
+          + (f" (input {expected:x})" if expected is not None else "")
+          + (", SUCCESS - all records are in order" if report["valid"] else
+             f", FAILURE: {summary.unordered} records out of order"
+             + (", checksum differs from the input's" if expected is not None and expected != summary.checksum
+                else "")), file=sys.stderr)
+    print(json.dumps(report))
+    return 0 if report["valid"] else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fds.cli._local import LocalCluster
+
+    if args.workers < 1:
+        return _err("--workers must be at least 1", 2)
+    count = args.records if args.records is not None else (args.size // RECORD if args.size else None)
+    if not count:
+        return _err("give --size SIZE (e.g. 1GB) or --records N", 2)
+    cluster = None
+    try:
+        if args.local:
+            cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
+                                   port=0, gateway=False)
+            for warning in cluster.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(f"starting a local cluster in {cluster.dir} ({cluster.tractservers} tract servers, "
+                  f"k={cluster.replicas})", file=sys.stderr)
+            cluster.start()
+            metaserver = cluster.metaserver_url
+        else:
+            metaserver = find_metaserver(args.metaserver)
+        report = asyncio.run(_run_phases(metaserver, count, args))
+    except NoCluster as exc:
+        return _err(exc, 3)
+    except (SortFailed, FDSError, RuntimeError, TimeoutError) as exc:
+        return _err(exc)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    gb = report["bytes"] / 1e9
+    print(f"\nfds-minutesort run: {report['records']:,} records, {gb:.3f} GB, {report['mode']}, "
+          f"{args.workers} workers", file=sys.stderr)
+    for name, seconds in report["phases"].items():
+        print(f"  {name:<14} {seconds:8.2f} s", file=sys.stderr)
+    print(f"  sort time      {report['sort_seconds']:8.2f} s  ({gb / report['sort_seconds']:.2f} GB/s)\n"
+          f"  checksum       {report['checksum']}\n"
+          f"  verdict        {'VALID' if report['valid'] else 'INVALID'}", file=sys.stderr)
+    print(json.dumps(report))
+    return 0 if report["valid"] else 1
+
+
+async def _run_phases(metaserver: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
+    phases: dict[str, float] = {}
+    checksums: list[int] = []
+    t0 = time.perf_counter()
+    async with Client(metaserver) as fds:
+        blob = await generate_blob(fds, count, skew=args.skew, workers=2, checksums=checksums)
+    phases["gen"] = time.perf_counter() - t0
+    input_checksum = sum(checksums) & _MASK128
+    result = await _sort_and_report(metaserver, blob.guid, _options(args), args.quiet)
+    phases.update({f"sort: {k}": v for k, v in result.phases.items()})
+    t1 = time.perf_counter()
+    summary = await validate_blobs(metaserver, result.output_blobs)
+    phases["validate"] = time.perf_counter() - t1
+    valid = summary.valid and summary.checksum == input_checksum and summary.records == count
+    if args.manifest:
+        _write_manifest(Path(args.manifest), result, summary)
+    if not args.keep:
+        async with Client(metaserver) as fds:
+            for guid in [blob.guid, *result.output_blobs]:
+                await fds.delete_blob(guid)
+    rss = [w["peak_rss_bytes"] for w in result.workers]
+    return {
+        "records": count, "bytes": count * RECORD, "sort_seconds": round(result.seconds, 3),
+        "gb_per_s": round(count * RECORD / 1e9 / result.seconds, 3), "checksum": summary.checksum_hex,
+        "input_checksum": f"{input_checksum:x}", "duplicates": summary.duplicates, "valid": valid,
+        "input_blob": blob.guid, "output_blobs": result.output_blobs, "mode": result.mode,
+        "workers": args.workers, "phases": {k: round(v, 3) for k, v in phases.items()},
+        "bucket_records": result.bucket_records,
+        "tracts_per_worker": [w["tracts_given"] for w in result.workers],
+        "peak_rss_per_worker_bytes": rss,
+        "peak_rss_per_worker_vs_share": round(max(rss) / (count * RECORD / args.workers), 2) if rss else None,
+        "kept": bool(args.keep),
+    }
+
+
+def _worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return asyncio.run(run_worker(args.head, host=args.host, advertise=args.advertise_url or "",
+                                      throttle=args.throttle))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _sort_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=2, help="sort workers, one process each (default 2)")
+    p.add_argument("--daytona", action="store_true", help="sample the input to pick bucket boundaries (default: "
+                                                          "Indy, uniform boundaries)")
+    p.add_argument("--static", action="store_true", help="split the input into fixed equal ranges up front "
+                                                         "instead of handing it out on demand (for comparison)")
+    p.add_argument("--unit-tracts", dest="unit_tracts", type=int, default=2, help="tracts per unit of work")
+    p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]",
+                   help="make worker I read FACTOR times slower (default 3), for the straggler experiment")
+    p.add_argument("--remote-workers", dest="remote_workers", action="store_true",
+                   help="start no workers: wait for --workers of them to register (`fds-minutesort worker`)")
+    p.add_argument("--host", default="127.0.0.1", help="address the head listens on")
+    p.add_argument("--port", type=int, default=0, help="port the head listens on (0: any)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--metaserver", help="metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)")
+
+
+def add_commands(sub: Any, parse_size: Any) -> None:
+    p = sub.add_parser("sort", help="sort a record blob into one output blob per key range")
+    p.add_argument("input", metavar="INPUT_BLOB", help="GUID of a blob written by `fds-minutesort gen`")
+    p.add_argument("--manifest", help="where to write the manifest (default ./minutesort-<input>.json)")
+    _sort_flags(p)
+    p.set_defaults(run=_sort)
+
+    p = sub.add_parser("validate", help="check sorted output like valsort: order, count, duplicates, checksum")
+    p.add_argument("--manifest", help="a manifest written by `sort` (output blobs in key order)")
+    p.add_argument("--blobs", nargs="+", metavar="GUID", help="output blobs, in key order")
+    p.add_argument("--file", help="a plain file of records instead of blobs")
+    p.add_argument("--input", metavar="GUID", help="input blob whose checksum the output must match")
+    p.add_argument("--checksum", help="expected checksum (hex), e.g. from valsort -s or `gen`")
+    p.add_argument("--metaserver", help="metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)")
+    p.set_defaults(run=_validate)
+
+    p = sub.add_parser("run", help="gen, sort and validate, with a report")
+    p.add_argument("--size", type=parse_size, help="how much data, e.g. 1GB")
+    p.add_argument("--records", type=int, help="how many records")
+    p.add_argument("--skew", action="store_true", help="skewed keys (use with --daytona)")
+    p.add_argument("--local", action="store_true", help="start a local cluster in --dir first (as `fds local up`)")
+    p.add_argument("--dir", default="./.fds", help="the local cluster's data directory (default ./.fds)")
+    p.add_argument("--tractservers", type=int, help="tract servers of a new local cluster (default 4)")
+    p.add_argument("--replicas", type=int, help="replication of a new local cluster")
+    p.add_argument("--keep", action="store_true", help="keep the input and output blobs (fetch them later with "
+                                                       "`fds get`, after `fds local up`)")
+    p.add_argument("--manifest", help="also write the manifest here")
+    _sort_flags(p)
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("worker", help="run one sort worker for a head (for workers on other hosts)")
+    p.add_argument("--head", required=True, help="the head's URL")
+    p.add_argument("--host", default="127.0.0.1", help="address this worker listens on for bins")
+    p.add_argument("--advertise-url", dest="advertise_url", help="URL peers use to reach this worker")
+    p.add_argument("--throttle", type=float, default=1.0, help="read this many times slower (straggler tests)")
+    p.set_defaults(run=_worker)

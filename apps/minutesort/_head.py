@@ -1,0 +1,310 @@
+"""The sort's head: hands out input on demand, watches the workers, and collects the output.
+
+The head never touches records, except to sample keys for Daytona. It:
+
+1. checks the input (it exists, and its last tract is whole records) and
+   picks bucket boundaries: uniform over the key space (Indy), or from a
+   sample of keys read from random tracts (Daytona, ``--daytona``);
+2. starts the workers (or waits for remote ones), and once all have
+   registered, publishes the job;
+3. hands out **units** of a few tracts to whichever worker asks next, so a
+   slow worker simply takes fewer (``static=True`` splits the input into
+   fixed equal ranges up front instead, for comparison);
+4. fails the run with a clear message if a worker dies or goes silent,
+   rather than hang;
+5. collects each worker's output blobs and returns them in key order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
+from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
+from fds.client import Client
+from fds.errors import BadRequest, FDSError
+from fds.web import bind_socket, create_app, json_response, url_of
+
+__all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
+
+log = logging.getLogger("fds.minutesort")
+
+RECORD = 100
+
+
+class SortFailed(Exception):
+    """The sort could not finish; the message says why."""
+
+
+@dataclass
+class SortOptions:
+    workers: int = 2
+    daytona: bool = False
+    static: bool = False
+    unit_tracts: int = 2
+    bin_bytes: int = 4 << 20
+    bins_in_flight: int = 2
+    read_in_flight: int = 8
+    write_in_flight: int = 16
+    sample_tracts: int = 32
+    sample_per_tract: int = 4000
+    slow_worker: int | None = None
+    slow_factor: float = 1.0
+    spawn: bool = True
+    """Start the workers as child processes here; False waits for ``workers`` remote ones."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    silence_timeout: float = 15.0
+    seed: int = 1
+
+
+@dataclass
+class SortResult:
+    input_blob: str
+    output_blobs: list[str]
+    records: int
+    bytes: int
+    seconds: float
+    phases: dict[str, float]
+    workers: list[dict[str, Any]]
+    bucket_records: list[int]
+    mode: str
+
+
+@dataclass
+class _State:
+    job: Job | None = None
+    expected: int = 0
+    registered: list[Register] = field(default_factory=list)
+    next_tract: int = 0
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    """Static mode: each worker's [next, end) of tracts."""
+    tracts_given: list[int] = field(default_factory=list)
+    done: set[int] = field(default_factory=set)
+    finished: dict[int, Finished] = field(default_factory=dict)
+    last_seen: dict[int, float] = field(default_factory=dict)
+    abort: str | None = None
+    all_finished: asyncio.Event = field(default_factory=asyncio.Event)
+    shuffle_done_at: float | None = None
+
+
+def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool, unit: int) -> FastAPI:
+    app = create_app("fds-minutesort head", "Hands out input on demand and collects the sorted output.",
+                     role="minutesort-head")
+
+    @app.post("/v1/workers", tags=["sort"], summary="A worker registers.")
+    async def register(req: Register) -> Response:
+        if len(state.registered) >= state.expected:
+            raise BadRequest(f"this sort already has its {state.expected} workers")
+        state.registered.append(req)
+        index = len(state.registered) - 1
+        state.last_seen[index] = time.monotonic()
+        if len(state.registered) == state.expected:
+            state.job = make_job(state.registered)
+            state.tracts_given = [0] * state.expected
+            tracts = state.job.tracts
+            bounds = [tracts * i // state.expected for i in range(state.expected + 1)]
+            state.ranges = [(bounds[i], bounds[i + 1]) for i in range(state.expected)]
+        return json_response(Registered(index=index))
+
+    @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 before).")
+    async def job() -> Response:
+        if state.job is None:
+            return json_response({"error": {"code": "not_ready", "message": "waiting for workers"}}, status=503)
+        return json_response(state.job)
+
+    @app.post("/v1/work", tags=["sort"], summary="The next unit of input for this worker.")
+    async def work(req: WorkRequest) -> Response:
+        if state.abort:
+            return json_response(Unit(abort=state.abort))
+        assert state.job is not None
+        state.last_seen[req.worker] = time.monotonic()
+        if static:
+            start, end = state.ranges[req.worker]
+            count = min(unit, end - start)
+            state.ranges[req.worker] = (start + count, end)
+        else:
+            start = state.next_tract
+            count = min(unit, state.job.tracts - start)
+            state.next_tract += count
+        state.tracts_given[req.worker] += count
+        return json_response(Unit(first=start, count=count))
+
+    @app.post("/v1/workers/{index}/beat", tags=["sort"], summary="Liveness; says whether the run was aborted.")
+    async def beat(index: int) -> Response:
+        state.last_seen[index] = time.monotonic()
+        return json_response(Beat(abort=state.abort))
+
+    @app.post("/v1/workers/{index}/done", tags=["sort"], summary="This worker has read and sent its input.")
+    async def done(index: int) -> Response:
+        state.done.add(index)
+        if len(state.done) == state.expected:
+            state.shuffle_done_at = time.perf_counter()
+        return json_response({})
+
+    @app.post("/v1/workers/{index}/finished", tags=["sort"], summary="This worker's buckets are written.")
+    async def finished(index: int, report: Finished) -> Response:
+        state.finished[index] = report
+        if len(state.finished) == state.expected:
+            state.all_finished.set()
+        return json_response({})
+
+    @app.post("/v1/abort", tags=["sort"], summary="A worker saw a failure; the run stops with its reason.")
+    async def abort(request: Request) -> Response:
+        body = await request.json()
+        state.abort = state.abort or str(body.get("reason", "a worker aborted the run"))[:2000]
+        state.all_finished.set()
+        return json_response({})
+
+    return app
+
+
+async def _inspect_input(client: Client, guid: str) -> tuple[int, int, int]:
+    """(tracts, records, tract size) of a record blob; refuses what the sort cannot take."""
+    blob = await client.open_blob(guid)
+    info = await blob.stat()
+    table = await client.table()
+    if info.tracts == 0:
+        raise BadRequest(f"blob {guid} is empty: nothing to sort")
+    if info.length is not None and info.length % RECORD:
+        raise BadRequest(f"blob {guid} holds {info.length} bytes, not a whole number of {RECORD}-byte records")
+    last = await blob.read_tract(info.tracts - 1)
+    per_tract = table.tract_size // RECORD
+    if len(last) % RECORD:
+        raise BadRequest(f"blob {guid} is not a record blob: its last tract holds {len(last)} bytes, not a whole "
+                         f"number of {RECORD}-byte records (write sort inputs with `fds-minutesort gen`)")
+    return info.tracts, (info.tracts - 1) * per_tract + len(last) // RECORD, table.tract_size
+
+
+async def _sample(client: Client, guid: str, tracts: int, options: SortOptions) -> np.ndarray:
+    """Keys from ``sample_tracts`` random tracts (Daytona)."""
+    rng = random.Random(options.seed)
+    chosen = sorted(rng.sample(range(tracts), min(tracts, options.sample_tracts)))
+    blob = await client.open_blob(guid)
+    keys = []
+    async for _, data in blob.read_tracts(chosen):
+        records = as_records(data)
+        pick = np.random.default_rng(rng.randrange(1 << 30)).choice(
+            len(records), size=min(len(records), options.sample_per_tract), replace=False)
+        keys.append(np.ascontiguousarray(records[np.sort(pick), :10]))
+    return np.concatenate(keys)
+
+
+async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
+                   progress: Callable[[str, int, int], None] | None = None) -> SortResult:
+    """Sort ``input_blob`` with ``options.workers`` workers; returns the output blobs in key order."""
+    import uvicorn
+
+    if options.workers < 1:
+        raise BadRequest("a sort needs at least one worker")
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    async with Client(metaserver) as client:
+        tracts, records, tract_size = await _inspect_input(client, input_blob)
+        buckets = options.workers
+        if options.daytona:
+            sample = await _sample(client, input_blob, tracts, options)
+            boundaries = sample_boundaries(sample, buckets)
+        else:
+            boundaries = uniform_boundaries(buckets)
+    phases["plan"] = time.perf_counter() - started
+    prefix = os.urandom(12).hex()
+
+    def make_job(registered: list[Register]) -> Job:
+        return Job(metaserver=metaserver, input_blob=input_blob, tracts=tracts, tract_size=tract_size,
+                   boundaries=[b.hex() for b in boundaries], owners=list(range(buckets)),
+                   workers=[r.url for r in registered],
+                   expected_records=[-(-records // buckets)] * buckets, bin_bytes=options.bin_bytes,
+                   bins_in_flight=options.bins_in_flight, read_in_flight=options.read_in_flight,
+                   write_in_flight=options.write_in_flight, output_prefix=prefix)
+
+    state = _State(expected=options.workers)
+    app = _app(state, make_job, options.static, max(1, options.unit_tracts))
+    sock = bind_socket(options.host, options.port)
+    head_url = url_of(sock, options.host)
+    server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
+                                           log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if options.spawn:
+            for i in range(options.workers):
+                throttle = options.slow_factor if options.slow_worker == i else 1.0
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "apps.minutesort.cli", "worker", "--head", head_url,
+                     "--throttle", str(throttle), "--host", options.host],
+                    stdin=subprocess.DEVNULL, start_new_session=True))
+        else:
+            log.info("head at %s: waiting for %d workers (`fds-minutesort worker --head %s`)",
+                     head_url, options.workers, head_url)
+        shuffle_started = time.perf_counter()
+        while not state.all_finished.is_set():
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None and i not in state.finished and code != 0 and not state.abort:
+                    state.abort = f"worker process {child.pid} exited with status {code} before finishing"
+                elif code is not None and code != 0 and not state.abort:
+                    state.abort = f"worker process {child.pid} exited with status {code}"
+            if state.job is not None:
+                for i, seen in state.last_seen.items():
+                    if i not in state.finished and now - seen > options.silence_timeout and not state.abort:
+                        state.abort = f"worker {i} ({state.registered[i].url}) silent for {now - seen:.0f} s"
+            if state.abort:
+                break
+            if progress is not None and state.job is not None:
+                progress("read", state.next_tract if not options.static else sum(state.tracts_given), tracts)
+        if state.abort:
+            await asyncio.sleep(1.0)  # let the workers hear it from their next beat
+            raise SortFailed(f"sort failed: {state.abort}")
+        finished_at = time.perf_counter()
+        phases["read_shuffle"] = (state.shuffle_done_at or finished_at) - shuffle_started
+        phases["sort_write"] = finished_at - (state.shuffle_done_at or finished_at)
+        for child in children:
+            child.wait(30)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+    outputs: dict[int, str] = {}
+    bucket_records: dict[int, int] = {}
+    for report in state.finished.values():
+        outputs.update(report.buckets)
+        bucket_records.update(report.records)
+    ordered = [outputs[b] for b in range(buckets)]
+    total = sum(bucket_records.values())
+    if total != records:
+        raise SortFailed(f"sort lost records: read {records}, wrote {total}")
+    return SortResult(
+        input_blob=input_blob, output_blobs=ordered, records=records, bytes=records * RECORD,
+        seconds=time.perf_counter() - started, phases=phases,
+        workers=[{**r.model_dump(), "tracts_given": state.tracts_given[i]} for i, r in sorted(state.finished.items())],
+        bucket_records=[bucket_records[b] for b in range(buckets)],
+        mode=("daytona" if options.daytona else "indy") + (" static" if options.static else ""))
+
+
+def fds_error_text(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, FDSError) else str(exc)

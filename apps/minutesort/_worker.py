@@ -1,0 +1,389 @@
+"""A sort worker: read input on demand, deal records into bins, stream them to their owners, sort, write.
+
+One process per worker, with its own HTTP endpoint for the bins peers send
+it (FDS-REFERENCE §6):
+
+1. **Read and shuffle.** Ask the head for a unit of input (a few tracts),
+   asking for the next one as soon as the current one starts, so the slowest
+   worker finishes at most one unit after the rest. Read the unit's tracts
+   with many requests in flight, deal each tract's records into per-bucket
+   bins (:func:`apps.minutesort._records.partition`, vectorised), and send
+   each full bin to its bucket's owner while reading goes on. At most
+   ``bins_in_flight`` bins are in flight to any one receiver (the RTS/CTS
+   idea): a slow receiver slows its senders rather than flooding.
+2. **Barrier.** When the head has no input left, flush the bins and tell
+   every peer; a worker's buckets are complete once every sender said so.
+3. **Sort and write.** Sort each owned bucket in memory into a second
+   buffer and write it to its own output blob, many tracts in flight.
+
+Memory: each owned bucket is received straight into one buffer sized from
+the head's estimate (overflow goes to extra pieces), and sorted into a
+second one of the same size, so the peak is about twice the worker's share
+of the data plus the bins in flight. Both buffers are mapped with
+MAP_POPULATE: first-touch page faults on fresh memory cost more than the
+sort itself on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
+from apps.minutesort._records import Records, as_records, partition, sort_records
+from fds.auth import client_headers
+from fds.client import Client
+from fds.httpclient import HTTPPool
+from fds.web import bind_socket, create_app, json_response, url_of
+
+__all__ = ["run_worker", "Bucket"]
+
+log = logging.getLogger("fds.minutesort")
+
+RECORD = 100
+
+
+def populated(size: int) -> memoryview:
+    """``size`` bytes of anonymous memory with every page already mapped (no first-touch faults)."""
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return memoryview(mmap.mmap(-1, max(size, 1), flags=flags))[:size]
+
+
+class Bucket:
+    """One owned bucket: bins land in a preallocated buffer; overflow in extra pieces."""
+
+    def __init__(self, expected_records: int) -> None:
+        capacity = int(expected_records * 1.1) + 4096
+        self.buffer = populated(capacity * RECORD)
+        self.fill = 0
+        self.overflow: list[bytes] = []
+        self.records = 0
+
+    def reserve(self, nbytes: int) -> memoryview | None:
+        """Room for a bin of ``nbytes`` in the main buffer, or None (the caller keeps it as overflow)."""
+        if self.fill + nbytes > len(self.buffer):
+            return None
+        view = self.buffer[self.fill:self.fill + nbytes]
+        self.fill += nbytes
+        self.records += nbytes // RECORD
+        return view
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        view = self.reserve(len(data))
+        if view is None:
+            self.overflow.append(bytes(data))
+            self.records += len(data) // RECORD
+        else:
+            view[:] = data
+
+    def all_records(self) -> Records:
+        """Every record received, as one array (copies only if there was overflow)."""
+        main = as_records(self.buffer[:self.fill])
+        if not self.overflow:
+            return main
+        return np.concatenate([main, *(as_records(p) for p in self.overflow)])
+
+
+class _Receiver:
+    """The worker's inbox: owned buckets and which senders are done."""
+
+    def __init__(self, buckets: dict[int, int], senders: int) -> None:
+        self.buckets = {b: Bucket(n) for b, n in buckets.items()}
+        self.senders = senders
+        self.done: set[int] = set()
+        self.complete = asyncio.Event()
+        self.bytes_received = 0
+        if not senders:
+            self.complete.set()
+
+    def sender_done(self, sender: int) -> None:
+        self.done.add(sender)
+        if len(self.done) >= self.senders:
+            self.complete.set()
+
+    def bins_app(self) -> Callable[..., Awaitable[None]]:
+        """A bare ASGI app for ``PUT /v1/bins/{bucket}``: each body goes straight into the bucket's buffer."""
+
+        async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+            if scope["type"] != "http":
+                return
+
+            async def answer(status: int, message: str = "") -> None:
+                body = (b'{"error":{"code":"bad_bin","message":"%s"}}' % message.encode()) if message else b"{}"
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+            path = scope["path"].rstrip("/").rsplit("/", 1)[-1]
+            headers = dict(scope["headers"])
+            try:
+                bucket = self.buckets[int(path)]
+                length = int(headers[b"content-length"])
+            except (KeyError, ValueError):
+                await answer(400, f"no owned bucket {path[:20]!r} here, or no Content-Length")
+                return
+            if scope["method"] != "PUT" or length % RECORD:
+                await answer(400, "PUT whole 100-byte records")
+                return
+            view = bucket.reserve(length)
+            target = memoryview(bytearray(length)) if view is None else view
+            pos = 0
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                target[pos:pos + len(chunk)] = chunk
+                pos += len(chunk)
+                if not message.get("more_body"):
+                    break
+            if view is None:
+                bucket.overflow.append(bytes(target))
+                bucket.records += length // RECORD
+            self.bytes_received += length
+            await answer(200)
+
+        return app
+
+
+class _Shuffler:
+    """Deals records into bins and sends full bins to their owners, bounded per receiver."""
+
+    def __init__(self, job: Job, me: int, receiver: _Receiver, pool: HTTPPool) -> None:
+        self.job = job
+        self.me = me
+        self.receiver = receiver
+        self.pool = pool
+        self.boundaries = [bytes.fromhex(b) for b in job.boundaries]
+        self.pending: dict[int, list[Records]] = {b: [] for b in range(len(job.owners))}
+        self.pending_bytes = dict.fromkeys(self.pending, 0)
+        self.slots = {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))}
+        self.sends: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+        self.sent_bytes = 0
+
+    async def deal(self, data: bytes | bytearray | memoryview) -> None:
+        if self.failure is not None:
+            raise self.failure
+        for bucket, records in enumerate(partition(as_records(data), self.boundaries)):
+            if not len(records):
+                continue
+            self.pending[bucket].append(records)
+            self.pending_bytes[bucket] += records.nbytes
+            if self.pending_bytes[bucket] >= self.job.bin_bytes:
+                await self._flush(bucket)
+
+    async def _flush(self, bucket: int) -> None:
+        pieces = self.pending[bucket]
+        if not pieces:
+            return
+        self.pending[bucket], self.pending_bytes[bucket] = [], 0
+        owner = self.job.owners[bucket]
+        if owner == self.me:  # our own bucket: no network
+            for piece in pieces:
+                self.receiver.buckets[bucket].add(piece.reshape(-1).data)
+            return
+        body = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        await self.slots[owner].acquire()  # blocks dealing while this receiver has enough in flight
+        task = asyncio.create_task(self._send(owner, bucket, body))
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
+
+    async def _send(self, owner: int, bucket: int, body: Records) -> None:
+        try:
+            resp = await self.pool.request("PUT", f"{self.job.workers[owner]}/v1/bins/{bucket}?sender={self.me}",
+                                           body=body.reshape(-1).data)
+            if resp.status != 200:
+                raise RuntimeError(f"worker {owner} refused a bin: {resp.status} {bytes(resp.body)[:200]!r}")
+            self.sent_bytes += body.nbytes
+        except BaseException as exc:  # noqa: BLE001 - kept and raised by the dealing loop
+            if self.failure is None:
+                self.failure = RuntimeError(f"cannot send a bin to worker {owner} at {self.job.workers[owner]}: "
+                                            f"{exc}")
+        finally:
+            self.slots[owner].release()
+
+    async def finish(self) -> None:
+        for bucket in self.pending:
+            await self._flush(bucket)
+        while self.sends:
+            await asyncio.gather(*list(self.sends))
+        if self.failure is not None:
+            raise self.failure
+
+
+async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "", throttle: float = 1.0) -> int:
+    """Serve bins, register with the head at ``head``, and do the work. Returns an exit code."""
+    import uvicorn
+
+    receiver_box: dict[str, _Receiver] = {}
+    app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it owns.",
+                              role="minutesort-worker")
+
+    @app.post("/v1/senders/{sender}/done", tags=["sort"], summary="A sender has sent every bin it will send.")
+    async def sender_done(sender: int) -> Response:
+        receiver_box["r"].sender_done(sender)
+        return json_response({})
+
+    async def bins(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receiver_box["r"].bins_app()(scope, receive, send)
+
+    app.mount("/v1/bins", cast(Any, bins))
+    sock = bind_socket(host, 0)
+    url = advertise or url_of(sock, host)
+    server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
+                                           log_level="warning", timeout_keep_alive=120, limit_concurrency=None))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    http = httpx.AsyncClient(timeout=60.0, headers=client_headers())
+    pool = HTTPPool(timeout=120.0)
+    try:
+        return await _work(head, url, http, pool, receiver_box, throttle)
+    finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        await http.aclose()
+        await pool.aclose()
+
+
+async def _post(http: httpx.AsyncClient, url: str, model: Any = None) -> dict[str, Any]:
+    resp = await http.post(url, content=model.model_dump_json() if model is not None else b"",
+                           headers={"content-type": "application/json"})
+    if resp.status_code != 200:
+        raise RuntimeError(f"{url}: {resp.status_code} {resp.text[:300]}")
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+async def _work(head: str, url: str, http: httpx.AsyncClient, pool: HTTPPool, receiver_box: dict[str, _Receiver],
+                throttle: float) -> int:
+    me = Registered.model_validate(await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid()))).index
+    while True:  # the job is fixed once every worker has registered
+        resp = await http.get(f"{head}/v1/job")
+        if resp.status_code == 200:
+            job = Job.model_validate_json(resp.content)
+            break
+        await asyncio.sleep(0.05)
+    owned = {b: job.expected_records[b] for b, owner in enumerate(job.owners) if owner == me}
+    receiver = receiver_box["r"] = _Receiver(owned, senders=len(job.workers))
+    aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                answer = Beat.model_validate(await _post(http, f"{head}/v1/workers/{me}/beat"))
+            except (httpx.HTTPError, RuntimeError) as exc:
+                answer = Beat(abort=f"lost the head at {head}: {exc}")
+            if answer.abort and not aborted.done():
+                aborted.set_result(answer.abort)
+                return
+
+    beating = asyncio.create_task(beat())
+    main = asyncio.create_task(_sort(job, me, http, pool, receiver, head, throttle))
+    try:
+        waiting: set[asyncio.Future[Any]] = {main, aborted}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if aborted.done():
+            main.cancel()
+            log.error("worker %d: run aborted: %s", me, aborted.result())
+            return 1
+        try:
+            main.result()
+        except Exception as exc:  # noqa: BLE001 - every failure stops the run with its reason
+            reason = f"worker {me}: {type(exc).__name__}: {exc}"
+            log.error(reason)
+            try:
+                await http.post(f"{head}/v1/abort", json={"reason": reason})
+            except httpx.HTTPError:
+                pass
+            return 1
+        return 0
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, main, return_exceptions=True)
+
+
+async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, receiver: _Receiver, head: str,
+                throttle: float) -> None:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    shuffler = _Shuffler(job, me, receiver, pool)
+    tracts_read = 0
+    async with Client(job.metaserver, max_in_flight=job.write_in_flight) as fds:
+        blob = await fds.open_blob(job.input_blob)
+
+        async def next_unit() -> Unit:
+            return Unit.model_validate(await _post(http, f"{head}/v1/work", WorkRequest(worker=me)))
+
+        upcoming = asyncio.create_task(next_unit())
+        while True:
+            unit = await upcoming
+            if unit.abort:
+                raise RuntimeError(unit.abort)
+            if not unit.count:
+                break
+            upcoming = asyncio.create_task(next_unit())  # ask for the next while this one is read
+            unit_started = time.perf_counter()
+            async for index, data in blob.read_tracts(range(unit.first, unit.first + unit.count)):
+                if len(data) % RECORD:
+                    raise ValueError(f"input tract {index} holds {len(data)} bytes, not whole {RECORD}-byte "
+                                     "records: sort inputs written by `fds-minutesort gen` (each tract holds whole "
+                                     "records)")
+                await shuffler.deal(data)
+                tracts_read += 1
+            if throttle > 1.0:  # a deliberately slow worker, for the straggler experiment
+                await asyncio.sleep((throttle - 1.0) * (time.perf_counter() - unit_started))
+        await shuffler.finish()
+        for peer, peer_url in enumerate(job.workers):
+            if peer == me:
+                receiver.sender_done(me)
+            else:
+                resp = await http.post(f"{peer_url}/v1/senders/{me}/done")
+                if resp.status_code != 200:
+                    raise RuntimeError(f"worker {peer} did not take the end-of-bins notice: {resp.text[:200]}")
+        await _post(http, f"{head}/v1/workers/{me}/done")
+        times["read_shuffle"] = time.perf_counter() - started
+        await receiver.complete.wait()
+        times["barrier_wait"] = time.perf_counter() - started - times["read_shuffle"]
+
+        outputs: dict[int, str] = {}
+        records: dict[int, int] = {}
+        sort_seconds = write_seconds = 0.0
+        per_tract = job.tract_size // RECORD
+        for bucket_index, bucket in sorted(receiver.buckets.items()):
+            t0 = time.perf_counter()
+            received = bucket.all_records()
+            out = as_records(populated(received.nbytes)) if len(received) else received
+            if len(received):
+                await asyncio.get_running_loop().run_in_executor(None, sort_records, received, out)
+            t1 = time.perf_counter()
+            sort_seconds += t1 - t0
+            name = f"{job.output_prefix}{bucket_index:08x}" if job.output_prefix else None
+            output = await fds.create_blob(name)
+            flat = out.reshape(-1).data
+            tracts = -(-len(out) // per_tract)
+            if tracts:
+                await output.extend(tracts)
+                step = per_tract * RECORD
+                await output.write_tracts((t, flat[t * step:(t + 1) * step]) for t in range(tracts))
+            write_seconds += time.perf_counter() - t1
+            outputs[bucket_index] = output.guid
+            records[bucket_index] = len(out)
+            del received, out
+        times["sort"] = sort_seconds
+        times["write"] = write_seconds
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    await _post(http, f"{head}/v1/workers/{me}/finished", Finished(
+        worker=me, buckets=outputs, records=records, tracts_read=tracts_read,
+        bytes_received=receiver.bytes_received, peak_rss_bytes=peak, seconds=times))

@@ -37,7 +37,8 @@ def _options(args: argparse.Namespace) -> SortOptions:
         slow_worker, slow_factor = int(index), float(factor or 3.0)
     return SortOptions(workers=args.workers, daytona=args.daytona, static=args.static,
                        unit_tracts=args.unit_tracts, slow_worker=slow_worker, slow_factor=slow_factor,
-                       spawn=not args.remote_workers, host=args.host, port=args.port)
+                       spawn=not args.remote_workers, host=args.host, port=args.port,
+                       silence_timeout=args.silence_timeout)
 
 
 def _write_manifest(path: Path, result: SortResult, summary: Summary | None = None) -> None:
@@ -237,6 +238,8 @@ def _sort_flags(p: argparse.ArgumentParser) -> None:
                    help="start no workers: wait for --workers of them to register (`fds-minutesort worker`)")
     p.add_argument("--host", default="127.0.0.1", help="address the head listens on")
     p.add_argument("--port", type=int, default=0, help="port the head listens on (0: any)")
+    p.add_argument("--silence-timeout", dest="silence_timeout", type=float, default=15.0,
+                   help="fail the run when a worker is silent this many seconds (default 15)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--metaserver", help="metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)")
 

@@ -7,6 +7,7 @@ in :class:`fds.cli._local.LocalCluster`), whether the test passed or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     yield make
     for cluster in started:
         cluster.stop()
+        _drop_data(cluster)
+
+
+def _drop_data(cluster: LocalCluster) -> None:
+    """Remove a stopped cluster's data (fault tests write gigabytes); keep its logs for debugging."""
+    for child in cluster.children:
+        if child.dir:
+            shutil.rmtree(child.dir, ignore_errors=True)
 
 
 def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[LocalCluster]:
@@ -45,6 +54,7 @@ def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[
         yield cluster
     finally:
         cluster.stop()
+        _drop_data(cluster)
 
 
 @pytest.fixture(scope="module")

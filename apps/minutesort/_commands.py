@@ -98,7 +98,9 @@ def _sort(args: argparse.Namespace) -> int:
           f"manifest {manifest}", file=sys.stderr)
     print(json.dumps({"records": result.records, "bytes": result.bytes, "sort_seconds": round(result.seconds, 3),
                       "input_blob": result.input_blob, "output_blobs": result.output_blobs,
-                      "manifest": str(manifest), "phases": {k: round(v, 3) for k, v in result.phases.items()}}))
+                      "manifest": str(manifest), "phases": {k: round(v, 3) for k, v in result.phases.items()},
+                      "worker_seconds": [{k: round(v, 3) for k, v in w["seconds"].items()} for w in result.workers],
+                      "tracts_per_worker": [w["tracts_given"] for w in result.workers]}))
     return 0
 
 
@@ -209,6 +211,7 @@ async def _run_phases(metaserver: str, count: int, args: argparse.Namespace) -> 
         "workers": args.workers, "phases": {k: round(v, 3) for k, v in phases.items()},
         "bucket_records": result.bucket_records,
         "tracts_per_worker": [w["tracts_given"] for w in result.workers],
+        "worker_seconds": [{k: round(v, 3) for k, v in w["seconds"].items()} for w in result.workers],
         "peak_rss_per_worker_bytes": rss,
         "peak_rss_per_worker_vs_share": round(max(rss) / (count * RECORD / args.workers), 2) if rss else None,
         "kept": bool(args.keep),

@@ -13,15 +13,17 @@ it (FDS-REFERENCE §6):
    idea): a slow receiver slows its senders rather than flooding.
 2. **Barrier.** When the head has no input left, flush the bins and tell
    every peer; a worker's buckets are complete once every sender said so.
-3. **Sort and write.** Sort each owned bucket in memory into a second
-   buffer and write it to its own output blob, many tracts in flight.
+3. **Sort and write.** Compute the sorted order of each owned bucket
+   (:func:`apps.minutesort._records.argsort_records`: 8 bytes per record),
+   then move the rows into order one output tract at a time and write each
+   tract while the next is gathered, many tracts in flight.
 
 Memory: each owned bucket is received straight into one buffer sized from
-the head's estimate (overflow goes to extra pieces), and sorted into a
-second one of the same size, so the peak is about twice the worker's share
-of the data plus the bins in flight. Both buffers are mapped with
-MAP_POPULATE: first-touch page faults on fresh memory cost more than the
-sort itself on this machine.
+the head's estimate (overflow goes to extra pieces). The sort adds 8 bytes
+a record of order plus the output tracts in flight, not a second bucket:
+fresh memory is slow to fault in on this machine (0.25-0.3 GB/s), and a
+second bucket-sized buffer cost more than the sort itself. The peak is
+about 1.1x the worker's share of the data, plus the interpreter.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import mmap
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import httpx
@@ -41,8 +43,9 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
-from apps.minutesort._records import Records, as_records, partition, sort_records
+from apps.minutesort._records import Records, argsort_records, as_records, partition
 from fds.auth import client_headers
+from fds.buffers import uninitialized
 from fds.client import Client
 from fds.httpclient import HTTPPool
 from fds.web import bind_socket, create_app, json_response, url_of
@@ -54,10 +57,18 @@ log = logging.getLogger("fds.minutesort")
 RECORD = 100
 
 
-def populated(size: int) -> memoryview:
-    """``size`` bytes of anonymous memory with every page already mapped (no first-touch faults)."""
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-    return memoryview(mmap.mmap(-1, max(size, 1), flags=flags))[:size]
+def anonymous(size: int) -> memoryview:
+    """``size`` bytes of anonymous memory, mapped lazily: pages are faulted in as bins land, during the
+    read phase, instead of all at once before it."""
+    return memoryview(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))[:size]
+
+
+def gather_rows(records: Records, order: Any) -> bytearray:
+    """``records[order]`` as the bytes of one output tract (a fresh heap buffer glibc recycles)."""
+    out = uninitialized(len(order) * RECORD)
+    rows = records.reshape(-1).view(f"V{RECORD}")
+    np.take(rows, order, out=np.frombuffer(out, dtype=f"V{RECORD}"), mode="clip")
+    return out
 
 
 class Bucket:
@@ -65,7 +76,7 @@ class Bucket:
 
     def __init__(self, expected_records: int) -> None:
         capacity = int(expected_records * 1.1) + 4096
-        self.buffer = populated(capacity * RECORD)
+        self.buffer = anonymous(capacity * RECORD)
         self.fill = 0
         self.overflow: list[bytes] = []
         self.records = 0
@@ -361,28 +372,34 @@ async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, rece
         records: dict[int, int] = {}
         sort_seconds = write_seconds = 0.0
         per_tract = job.tract_size // RECORD
+        loop = asyncio.get_running_loop()
         for bucket_index, bucket in sorted(receiver.buckets.items()):
             t0 = time.perf_counter()
             received = bucket.all_records()
-            out = as_records(populated(received.nbytes)) if len(received) else received
-            if len(received):
-                await asyncio.get_running_loop().run_in_executor(None, sort_records, received, out)
+            order = await loop.run_in_executor(None, argsort_records, received)
             t1 = time.perf_counter()
             sort_seconds += t1 - t0
             name = f"{job.output_prefix}{bucket_index:08x}" if job.output_prefix else None
             output = await fds.create_blob(name)
-            flat = out.reshape(-1).data
-            tracts = -(-len(out) // per_tract)
+            tracts = -(-len(received) // per_tract)
+
+            async def gathered(rows: Records = received, order: Any = order,
+                               tracts: int = tracts) -> AsyncIterator[tuple[int, bytearray]]:
+                # Move the rows into sorted order one output tract at a time, while earlier tracts are
+                # written: no second bucket-sized buffer, and the gather overlaps the writes.
+                for t in range(tracts):
+                    piece = order[t * per_tract:(t + 1) * per_tract]
+                    yield t, await loop.run_in_executor(None, gather_rows, rows, piece)
+
             if tracts:
                 await output.extend(tracts)
-                step = per_tract * RECORD
-                await output.write_tracts((t, flat[t * step:(t + 1) * step]) for t in range(tracts))
+                await output.write_tracts(gathered())
             write_seconds += time.perf_counter() - t1
             outputs[bucket_index] = output.guid
-            records[bucket_index] = len(out)
-            del received, out
-        times["sort"] = sort_seconds
-        times["write"] = write_seconds
+            records[bucket_index] = len(received)
+            del received, order
+        times["sort"] = sort_seconds  # the argsort; the row moves are part of "write"
+        times["gather_write"] = write_seconds
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     await _post(http, f"{head}/v1/workers/{me}/finished", Finished(
         worker=me, buckets=outputs, records=records, tracts_read=tracts_read,

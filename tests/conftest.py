@@ -6,8 +6,8 @@ in :class:`fds.cli._local.LocalCluster`), whether the test passed or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 

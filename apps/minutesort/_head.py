@@ -69,6 +69,8 @@ class SortOptions:
     host: str = "127.0.0.1"
     port: int = 0
     silence_timeout: float = 15.0
+    register_timeout: float = 300.0
+    """Seconds to wait for every worker to register."""
     seed: int = 1
 
 
@@ -237,7 +239,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     sock = bind_socket(options.host, options.port)
     head_url = url_of(sock, options.host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                           log_level="warning"))
+                                           log_level="warning", timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -261,6 +263,9 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
                     state.abort = f"worker process {child.pid} exited with status {code} before finishing"
                 elif code is not None and code != 0 and not state.abort:
                     state.abort = f"worker process {child.pid} exited with status {code}"
+            if state.job is None and time.perf_counter() - shuffle_started > options.register_timeout:
+                state.abort = (f"only {len(state.registered)} of {options.workers} workers registered within "
+                               f"{options.register_timeout:.0f} s")
             if state.job is not None:
                 for i, seen in state.last_seen.items():
                     if i not in state.finished and now - seen > options.silence_timeout and not state.abort:

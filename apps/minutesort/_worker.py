@@ -254,7 +254,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     sock = bind_socket(host, 0)
     url = advertise or url_of(sock, host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                           log_level="warning", timeout_keep_alive=120, limit_concurrency=None))
+                                           log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     http = httpx.AsyncClient(timeout=60.0, headers=client_headers())
     pool = HTTPPool(timeout=120.0)
@@ -278,7 +278,16 @@ async def _post(http: httpx.AsyncClient, url: str, model: Any = None) -> dict[st
 
 async def _work(head: str, url: str, http: httpx.AsyncClient, pool: HTTPPool, receiver_box: dict[str, _Receiver],
                 throttle: float) -> int:
-    me = Registered.model_validate(await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid()))).index
+    deadline = time.monotonic() + 120
+    while True:  # the head may still be starting (remote workers are started independently)
+        try:
+            me = Registered.model_validate(
+                await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid()))).index
+            break
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach the head at {head}: {exc}") from None
+            await asyncio.sleep(0.2)
     while True:  # the job is fixed once every worker has registered
         resp = await http.get(f"{head}/v1/job")
         if resp.status_code == 200:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from apps.minutesort._gensort import generate
@@ -107,7 +108,8 @@ def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> N
     gen = _ms("gen", "--size", "30MB", "--metaserver", cluster_k1.metaserver_url)
     guid = _last_json(gen)["input_blob"]
     port = _free_port()
-    head = subprocess.Popen([sys.executable, "-m", "apps.minutesort.cli", "sort", guid, "--workers", "2",
+    head = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "apps.minutesort.cli", "sort", guid,
+                             "--workers", "2",
                              "--remote-workers", "--port", str(port), "--silence-timeout", "4", "--quiet",
                              "--unit-tracts", "1", "--metaserver", cluster_k1.metaserver_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -116,10 +118,25 @@ def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> N
                                  "--throttle", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(2)]
     try:
-        time.sleep(4.0)  # registered and reading (slowly)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both registered: the job is published
+            try:
+                if httpx.get(f"{url}/v1/job", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the workers did not register with the head")
+        time.sleep(1.0)  # and reading (slowly)
         assert head.poll() is None, head.communicate()
         workers[0].send_signal(signal.SIGKILL)
-        out, err = head.communicate(timeout=60)
+        try:
+            out, err = head.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
+            out, err = head.communicate(timeout=10)
+            raise AssertionError(f"the head hung after a worker died:\n{err[-5000:]}") from None
         assert head.returncode == 1
         assert "sort failed" in err and "worker" in err, err
     finally:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from apps.minutesort._aio import run_async
 from apps.minutesort._valsort import Summary, Validator, combine, validate_file
 from fds.client import Client
 
@@ -22,7 +23,7 @@ async def _summarise(metaserver: str, guid: str) -> Summary:
 
 
 def _summarise_in_process(metaserver: str, guid: str) -> dict[str, object]:
-    return asyncio.run(_summarise(metaserver, guid)).to_json()
+    return run_async(_summarise(metaserver, guid)).to_json()
 
 
 async def validate_blobs(metaserver: str, guids: Sequence[str], *, processes: int = 2) -> Summary:

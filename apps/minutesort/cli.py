@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 import time
 
+from apps.minutesort._aio import run_async
 from apps.minutesort._blobio import RECORD, generate_blob
 from apps.minutesort._commands import add_commands
 from fds.cli.discover import NoCluster, find_metaserver
@@ -60,7 +60,7 @@ def _gen(args: argparse.Namespace) -> int:
                     "ascii": args.ascii, "skew": args.skew, "gen_seconds": round(seconds, 3)}
 
     try:
-        report = asyncio.run(work())
+        report = run_async(work())
     except Unavailable as exc:
         print(f"fds-minutesort: {exc}", file=sys.stderr)
         return 3

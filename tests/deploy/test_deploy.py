@@ -11,7 +11,9 @@ into a temporary root, as the current user, twice. Its inventory sets what a tes
 this interpreter's venv: a pip install of fds and its dependencies into a new venv takes minutes,
 so the run packs and copies the source like a real one but leaves the venv alone. Everything else
 (configs, units, drop-ins, the config checker, their validation) is the real thing; then the
-servers are started from the command lines in the installed units and form a cluster.
+servers are started from the command lines in the installed units and form a cluster. A third run,
+with the service tasks, talks to a stand-in systemctl (a script keeping unit states in a file) to
+check which servers the play starts and which its handlers restart.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -188,6 +191,7 @@ class Deployment:
     venv: Path
     ports: dict[str, int]
     runs: list[subprocess.CompletedProcess[str]]
+    inventory: dict[str, Any]
 
     @property
     def config_dir(self) -> Path:
@@ -231,15 +235,33 @@ def _recap(output: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
+def _play(root: Path, inventory: dict[str, Any], *args: str,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run site.yml on this machine with ``inventory``; fail the test if the play fails."""
+    (root / "inventory.yml").write_text(json.dumps(inventory, indent=1))  # JSON is YAML
+    run = subprocess.run([_tool("ansible-playbook"), "-i", str(root / "inventory.yml"), "site.yml", *args],
+                         cwd=ANSIBLE, env=env or _ansible_env(root), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
+    return run
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    playbook = _tool("ansible-playbook")
+    _tool("ansible-playbook")
     root = tmp_path_factory.mktemp("deployroot")
     taken: set[int] = set()
     ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken),
              "tractserver": _free_ports(2, taken), "d1": _free_ports(2, taken)}
     for disk in ("d0", "d1"):
         (root / "disks" / disk).mkdir(parents=True)
+    # A snapshot of the source to pack: an edit to the work tree between the two runs would
+    # (rightly) make the second one reinstall.
+    source = root / "source"
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    for name in ("fds", "apps"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     here = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_host": "127.0.0.1"}
     inventory = {"all": {
         "vars": {
@@ -249,6 +271,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             "fds_prefix": f"{root}/opt/fds", "fds_config_dir": f"{root}/etc/fds",
             "fds_state_dir": f"{root}/var/lib/fds", "fds_unit_dir": f"{root}/etc/systemd/system",
             "fds_controller_cache": f"{root}/controller-cache",
+            "fds_source_dir": str(source),
             "fds_listen_host": "127.0.0.1", "fds_replicas": 1,
             "fds_metaserver_port": ports["metaserver"], "fds_gateway_port": ports["gateway"],
             "fds_tractserver_port": ports["tractserver"],
@@ -267,13 +290,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             }}},
         },
     }}
-    (root / "inventory.yml").write_text(json.dumps(inventory, indent=1))  # JSON is YAML
-    runs = []
-    for _ in range(2):
-        runs.append(subprocess.run([playbook, "-i", str(root / "inventory.yml"), "site.yml", "--skip-tags", "services"],
-                                   cwd=ANSIBLE, env=_ansible_env(root), capture_output=True, text=True, timeout=300))
-        assert runs[-1].returncode == 0, runs[-1].stdout[-5000:] + runs[-1].stderr[-3000:]
-    return Deployment(root, Path(sys.prefix), ports, runs)
+    runs = [_play(root, inventory, "--skip-tags", "services") for _ in range(2)]
+    return Deployment(root, Path(sys.prefix), ports, runs, inventory)
 
 
 def test_first_run_changes_things_second_run_nothing(deployed: Deployment) -> None:
@@ -448,3 +466,65 @@ def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list
     guid = httpx.post(f"{gateway}/v1/blobs", timeout=30).json()["guid"]
     assert httpx.put(f"{gateway}/v1/blobs/{guid}", content=b"deployed", timeout=30).status_code == 201
     assert httpx.get(f"{gateway}/v1/blobs/{guid}", timeout=30).content == b"deployed"
+
+
+# --- The service tasks and handlers, against a stand-in systemctl ------------------------------------
+
+FAKE_SYSTEMCTL = """\
+#!{python}
+# A stand-in for systemctl, enough for Ansible's systemd_service module: units in a JSON file.
+import json, os, sys
+path = os.environ["FAKE_SYSTEMCTL_STATE"]
+with open(path) as fh:
+    state = json.load(fh)
+args = [a for a in sys.argv[1:] if not a.startswith("-")]
+verb, unit = args[0], (args[1] if len(args) > 1 else "")
+units = state["units"]
+if verb == "show":
+    u = units.get(unit)
+    if u is None:
+        print(f"Id={{unit}}\\nLoadState=not-found\\nActiveState=inactive")
+    else:
+        print(f"Id={{unit}}\\nLoadState=loaded\\nActiveState={{'active' if u['active'] else 'inactive'}}")
+    sys.exit(0)
+if verb == "is-enabled":
+    enabled = units.get(unit, {{}}).get("enabled", False)
+    print("enabled" if enabled else "disabled")
+    sys.exit(0 if enabled else 1)
+if verb in ("start", "restart", "stop", "enable", "disable"):
+    u = units.setdefault(unit, {{"active": False, "enabled": False}})
+    if verb in ("start", "restart", "stop"):
+        u["active"] = verb != "stop"
+    else:
+        u["enabled"] = verb == "enable"
+    state["log"].append([verb, unit])
+    with open(path, "w") as fh:
+        json.dump(state, fh)
+    sys.exit(0)
+sys.exit(0 if verb in ("daemon-reload", "daemon-reexec") else 1)
+"""
+
+
+def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: Deployment) -> None:
+    """With the services tag, against a stand-in systemctl: a stopped disk's server is enabled and
+    started (and not restarted again by the handler), a running one whose config changed is
+    restarted, and servers whose files did not change are left alone. The worker is not started."""
+    root = deployed.root
+    fake = root / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "systemctl").write_text(FAKE_SYSTEMCTL.format(python=sys.executable))
+    (fake / "systemctl").chmod(0o755)
+    running = {"active": True, "enabled": True}
+    units = {"fds-metaserver.service": running, "fds-gateway.service": running,
+             "fds-tractserver@d0.service": {"active": False, "enabled": False},
+             "fds-tractserver@d1.service": running}
+    state = root / "systemctl.json"
+    state.write_text(json.dumps({"units": units, "log": []}))
+    inventory = json.loads(json.dumps(deployed.inventory))
+    inventory["all"]["vars"]["fds_tractserver_settings"]["fill_in_flight"] = 8  # both disks' configs change
+    env = _ansible_env(root) | {"FAKE_SYSTEMCTL_STATE": str(state)}
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+    _play(root, inventory, env=env)
+    log = sorted(tuple(entry) for entry in json.loads(state.read_text())["log"])
+    assert log == [("enable", "fds-tractserver@d0.service"), ("restart", "fds-tractserver@d1.service"),
+                   ("start", "fds-tractserver@d0.service")]

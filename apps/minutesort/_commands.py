@@ -201,12 +201,33 @@ def _running_cluster(directory: Path) -> str | None:
     return None
 
 
+def byte_bar(description: str, total: int, quiet: bool = False) -> Any:
+    """A rich progress bar over ``total`` bytes on a terminal (a context manager yielding a callback), or a no-op."""
+    import contextlib
+
+    if quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda n: progress.advance(task, n)
+
+    return bar()
+
+
 async def _run_phases(metaserver: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
     phases: dict[str, float] = {}
     checksums: list[int] = []
     t0 = time.perf_counter()
     async with Client(metaserver) as fds:
-        blob = await generate_blob(fds, count, skew=args.skew, workers=2, checksums=checksums)
+        with byte_bar("gen", count * RECORD, args.quiet) as advance:
+            blob = await generate_blob(fds, count, skew=args.skew, workers=2, checksums=checksums,
+                                       progress=advance)
     phases["gen"] = time.perf_counter() - t0
     input_checksum = sum(checksums) & _MASK128
     result = await _sort_and_report(metaserver, blob.guid, _options(args), args.quiet)

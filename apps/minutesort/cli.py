@@ -18,7 +18,7 @@ import time
 
 from apps.minutesort._aio import run_async
 from apps.minutesort._blobio import RECORD, generate_blob
-from apps.minutesort._commands import add_commands
+from apps.minutesort._commands import add_commands, byte_bar
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
 
@@ -53,8 +53,9 @@ def _gen(args: argparse.Namespace) -> int:
     async def work() -> dict[str, object]:
         async with Client(metaserver) as fds:
             started = time.perf_counter()
-            blob = await generate_blob(fds, count, start=args.start, ascii=args.ascii, skew=args.skew,
-                                       guid=args.blob, workers=args.workers)
+            with byte_bar("gen", count * RECORD) as advance:
+                blob = await generate_blob(fds, count, start=args.start, ascii=args.ascii, skew=args.skew,
+                                           guid=args.blob, workers=args.workers, progress=advance)
             seconds = time.perf_counter() - started
             return {"input_blob": blob.guid, "records": count, "bytes": count * RECORD, "start": args.start,
                     "ascii": args.ascii, "skew": args.skew, "gen_seconds": round(seconds, 3)}

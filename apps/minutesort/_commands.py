@@ -274,7 +274,8 @@ def _sort_flags(p: argparse.ArgumentParser) -> None:
                                                           "Indy, uniform boundaries)")
     p.add_argument("--static", action="store_true", help="split the input into fixed equal ranges up front "
                                                          "instead of handing it out on demand (for comparison)")
-    p.add_argument("--unit-tracts", dest="unit_tracts", type=int, default=2, help="tracts per unit of work")
+    p.add_argument("--unit-tracts", dest="unit_tracts", type=int, default=4,
+                   help="tracts per unit of work, read with that many requests in flight (default 4)")
     p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]",
                    help="make worker I read FACTOR times slower (default 3), for the straggler experiment")
     p.add_argument("--remote-workers", dest="remote_workers", action="store_true",

@@ -55,7 +55,7 @@ class SortOptions:
     workers: int = 2
     daytona: bool = False
     static: bool = False
-    unit_tracts: int = 2
+    unit_tracts: int = 4
     bin_bytes: int = 4 << 20
     bins_in_flight: int = 2
     read_in_flight: int = 8
@@ -104,7 +104,8 @@ class _State:
     shuffle_done_at: float | None = None
 
 
-def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool, unit: int) -> FastAPI:
+def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool, unit: int,
+         throttles: dict[int, float]) -> FastAPI:
     app = create_app("fds-minutesort head", "Hands out input on demand and collects the sorted output.",
                      role="minutesort-head")
 
@@ -121,7 +122,7 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
             tracts = state.job.tracts
             bounds = [tracts * i // state.expected for i in range(state.expected + 1)]
             state.ranges = [(bounds[i], bounds[i + 1]) for i in range(state.expected)]
-        return json_response(Registered(index=index))
+        return json_response(Registered(index=index, throttle=throttles.get(index, 1.0)))
 
     @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 before).")
     async def job() -> Response:
@@ -235,7 +236,9 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
                    write_in_flight=options.write_in_flight, output_prefix=prefix)
 
     state = _State(expected=options.workers)
-    app = _app(state, make_job, options.static, max(1, options.unit_tracts))
+    # The slow worker is chosen by registration index, so "worker 0" in reports is the slow one.
+    throttles = {options.slow_worker: options.slow_factor} if options.slow_worker is not None else {}
+    app = _app(state, make_job, options.static, max(1, options.unit_tracts), throttles)
     sock = bind_socket(options.host, options.port)
     head_url = url_of(sock, options.host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
@@ -244,11 +247,10 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     children: list[subprocess.Popen[bytes]] = []
     try:
         if options.spawn:
-            for i in range(options.workers):
-                throttle = options.slow_factor if options.slow_worker == i else 1.0
+            for _ in range(options.workers):
                 children.append(subprocess.Popen(
                     [sys.executable, "-m", "apps.minutesort.cli", "worker", "--head", head_url,
-                     "--throttle", str(throttle), "--host", options.host],
+                     "--host", options.host],
                     stdin=subprocess.DEVNULL, start_new_session=True))
         else:
             log.info("head at %s: waiting for %d workers (`fds-minutesort worker --head %s`)",

@@ -30,6 +30,7 @@ class Register(BaseModel):
 
 class Registered(BaseModel):
     index: int
+    throttle: float = Field(default=1.0, description="Straggler experiments: work this many times slower.")
 
 
 class Job(BaseModel):

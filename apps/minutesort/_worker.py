@@ -284,8 +284,9 @@ async def _work(head: str, url: str, http: httpx.AsyncClient, pool: HTTPPool, re
     deadline = time.monotonic() + 120
     while True:  # the head may still be starting (remote workers are started independently)
         try:
-            me = Registered.model_validate(
-                await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid()))).index
+            registered = Registered.model_validate(
+                await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid())))
+            me, throttle = registered.index, max(throttle, registered.throttle)
             break
         except httpx.TransportError as exc:
             if time.monotonic() > deadline:

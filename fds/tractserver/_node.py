@@ -321,16 +321,7 @@ class Node:
             raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
         table = self.table
         if table is None or version > table.version:
-            try:
-                await self.refresh_table()
-            except (httpx.HTTPError, FDSError):
-                pass
-            table = self.table
-            if table is None:
-                raise TableNotReady("this tract server has no table yet; retry shortly")
-            if version > table.version:
-                raise StaleVersion(f"table version {version} is newer than this server's {table.version}; "
-                                   "retry shortly", server_version=table.version)
+            table = await self.table_at_least(version)
         row = table.row_of(guid, tract)
         if version < table.row_versions[row]:
             raise StaleVersion(f"table version {version} is stale: row {row} changed at version "

@@ -190,14 +190,7 @@ class TractStore:
         """Remove every tract of one incarnation of a blob; returns how many."""
         removed = 0
         for key, value in list(self._iter_prefix(_TRACT + guid + incarnation.to_bytes(8, "big"))):
-            entry = TractEntry(*_ENTRY.unpack(value))
-            tract = int.from_bytes(key[25:33], "big")
-            self._db.delete(key, self._sync)
-            self.cache.drop(key)
-            self._unlink(self._path(guid, tract, entry.generation, incarnation))
-            with self._lock:
-                self.tracts -= 1
-                self.bytes_used -= entry.length
+            self._remove(key, TractEntry(*_ENTRY.unpack(value)), guid, int.from_bytes(key[25:33], "big"), incarnation)
             removed += 1
         return removed
 
@@ -206,14 +199,17 @@ class TractStore:
         raw = self._db.get(key)
         if raw is None:
             return False
-        entry = TractEntry(*_ENTRY.unpack(raw))
+        self._remove(key, TractEntry(*_ENTRY.unpack(raw)), guid, tract, incarnation)
+        return True
+
+    def _remove(self, key: bytes, entry: TractEntry, guid: bytes, tract: int, incarnation: int) -> None:
+        """Drop one tract: its index entry (synced), any cached copy, its file, and its share of the totals."""
         self._db.delete(key, self._sync)
         self.cache.drop(key)
         self._unlink(self._path(guid, tract, entry.generation, incarnation))
         with self._lock:
             self.tracts -= 1
             self.bytes_used -= entry.length
-        return True
 
     def tracts_where(self, keep: Callable[[bytes, int], bool]) -> list[tuple[bytes, int, int, TractEntry]]:
         """``(guid, incarnation, tract, entry)`` of every tract for which ``keep(guid, tract)`` is true."""

@@ -64,6 +64,20 @@ async def write_load(url: str, acked: Acked, stop: asyncio.Event, *, seed: int, 
             await asyncio.sleep(0)
 
 
+def fill_cluster(cluster: LocalCluster, acked: Acked, tracts: int, *, seed: int) -> None:
+    """Write blobs until at least ``tracts`` tracts are acknowledged."""
+
+    async def fill() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=seed, verify_reads=False))
+        while sum(len(t) for t in acked.tracts.values()) < tracts and not task.done():
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+
+    asyncio.run(fill())
+
+
 async def read_load(url: str, acked: Acked, stop: asyncio.Event, *, seed: int) -> None:
     """Read random acknowledged tracts until ``stop``; wrong bytes and failures are recorded."""
     rng = random.Random(seed)

@@ -15,6 +15,7 @@ import pytest
 from tests.fault.replication import (
     Acked,
     assert_fully_replicated,
+    fill_cluster,
     read_load,
     verify_all,
     wait_healthy,
@@ -62,15 +63,7 @@ def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> No
     cluster = make_cluster(tractservers=6, replicas=3)
     acked = Acked()
 
-    async def fill() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=5, verify_reads=False))
-        while sum(len(t) for t in acked.tracts.values()) < 90:
-            await asyncio.sleep(0.1)
-        stop.set()
-        await task
-
-    asyncio.run(fill())
+    fill_cluster(cluster, acked, 90, seed=5)
     ms = cluster.metaserver_url
     assert httpx.get(f"{ms}/v1/cluster").json()["healthy"] is True
     victim = cluster.server_id("ts0")
@@ -107,15 +100,7 @@ def test_server_declared_dead_comes_back_empty_of_old_rows(make_cluster) -> None
     cluster = make_cluster(tractservers=5, replicas=3)
     acked = Acked()
 
-    async def fill() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(write_load(cluster.metaserver_url, acked, stop, seed=9, verify_reads=False))
-        while sum(len(t) for t in acked.tracts.values()) < 60:
-            await asyncio.sleep(0.1)
-        stop.set()
-        await task
-
-    asyncio.run(fill())
+    fill_cluster(cluster, acked, 60, seed=9)
     ts1 = next(c for c in cluster.tract_children if c.name == "ts1")
     held_before = httpx.get(f"{ts1.url}/v1/stats").json()["tracts"]
     assert held_before > 0

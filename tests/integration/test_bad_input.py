@@ -147,3 +147,29 @@ def test_metaserver_bad_input(cluster_k1: LocalCluster) -> None:
     _error(httpx.post(f"{ms}/v1/servers/nobody/heartbeat",
                       json={"tracts": 0, "bytes_used": 0, "disk_free": 0, "capacity_bytes": 0, "table_version": 0}),
            404, "unknown_server")
+
+
+def test_replication_endpoints_refuse_bad_input(cluster_k3: LocalCluster) -> None:
+    """The recovery and membership routes answer malformed or unknown input with a 4xx that says why."""
+    ms = cluster_k3.metaserver_url
+    table = TableModel.model_validate(httpx.get(f"{ms}/v1/table").json())
+    ts = cluster_k3.tract_children[0].url
+    me = httpx.get(f"{ts}/v1/stats").json()["id"]
+    index = next(i for i, s in enumerate(table.servers) if s.id == me)
+    not_mine = next(r for r, row in enumerate(table.rows) if index not in row)
+
+    resp = httpx.post(f"{ts}/v1/internal/rows", json={"rows": [len(table.rows) + 5], "version": table.version})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "bad_row"
+    resp = httpx.post(f"{ts}/v1/internal/rows", json={"rows": [not_mine], "version": table.version})
+    assert resp.status_code == 409 and "ask another holder" in resp.json()["error"]["message"]
+    resp = httpx.post(f"{ts}/v1/internal/rows", json={"rows": "all"})
+    assert resp.status_code == 400 and "rows" in resp.json()["error"]["message"]
+    resp = httpx.post(f"{ts}/v1/admin/scrub", params={"rate": -1})
+    assert resp.status_code == 400 and "rate" in resp.json()["error"]["message"]
+
+    resp = httpx.post(f"{ms}/v1/servers/ts-nosuchserver/filled", json={"rows": [0], "version": 1})
+    assert resp.status_code == 404 and "not in the table" in resp.json()["error"]["message"]
+    resp = httpx.post(f"{ms}/v1/servers/{me}/filled", json={"rows": "x"})
+    assert resp.status_code == 400
+    resp = httpx.post(f"{ms}/v1/servers/ts-nosuchserver/decommission")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_server"

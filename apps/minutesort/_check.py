@@ -1,4 +1,4 @@
-"""``validate``: valsort over output blobs in key order (or a plain file), in parallel per blob."""
+"""``validate``: valsort over output blobs in key order, in parallel per blob."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from apps.minutesort._aio import run_async
-from apps.minutesort._valsort import Summary, Validator, combine, validate_file
+from apps.minutesort._valsort import Summary, Validator, combine
 from fds.client import Client
 
-__all__ = ["validate_blobs", "validate_path", "blob_checksum"]
+__all__ = ["validate_blobs", "blob_checksum"]
 
 
 async def _summarise(metaserver: str, guid: str) -> Summary:
@@ -40,7 +40,3 @@ async def validate_blobs(metaserver: str, guids: Sequence[str], *, processes: in
 async def blob_checksum(metaserver: str, guid: str, *, processes: int = 2) -> int:
     """valsort's checksum of one blob's records (order does not matter)."""
     return (await validate_blobs(metaserver, [guid], processes=processes)).checksum
-
-
-def validate_path(path: str) -> Summary:
-    return validate_file(path)

@@ -13,9 +13,9 @@ from typing import Any
 
 from apps.minutesort._aio import run_async
 from apps.minutesort._blobio import RECORD, generate_blob
-from apps.minutesort._check import blob_checksum, validate_blobs, validate_path
+from apps.minutesort._check import blob_checksum, validate_blobs
 from apps.minutesort._head import SortFailed, SortOptions, SortResult, run_sort
-from apps.minutesort._valsort import Summary
+from apps.minutesort._valsort import Summary, validate_file
 from apps.minutesort._worker import run_worker
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
@@ -106,7 +106,7 @@ def _sort(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     if args.file:
-        summary = validate_path(args.file)
+        summary = validate_file(args.file)
         expected = int(args.checksum, 16) if args.checksum else None
     else:
         try:

@@ -36,7 +36,7 @@ from fastapi.responses import Response
 from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
 from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
 from fds.client import Client
-from fds.errors import BadRequest, FDSError
+from fds.errors import BadRequest
 from fds.web import bind_socket, create_app, json_response, url_of
 
 __all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
@@ -311,7 +311,3 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
         workers=[{**r.model_dump(), "tracts_given": state.tracts_given[i]} for i, r in sorted(state.finished.items())],
         bucket_records=[bucket_records[b] for b in range(buckets)],
         mode=("daytona" if options.daytona else "indy") + (" static" if options.static else ""))
-
-
-def fds_error_text(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, FDSError) else str(exc)

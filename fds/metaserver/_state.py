@@ -352,17 +352,18 @@ class MetaState:
                 log.info("server %s is decommissioned: it holds no rows and may be stopped", member.req.id)
 
     # -- status ----------------------------------------------------------
+    def _short_rows(self, now: float) -> int:
+        """Rows with fewer than k live holders that hold every tract."""
+        table = self.table
+        if table is None:
+            return 0
+        ok = {i for i, s in enumerate(table.servers) if self._alive(s.id, now)}
+        return sum(1 for r, row in enumerate(table.rows)
+                   if sum(1 for i in row if i in ok and i not in table.filling.get(r, ())) < table.replicas)
+
     def _healthy(self, now: float) -> bool:
         """Every row has k live holders that hold every tract."""
-        if self.table is None:
-            return False
-        ok = {s.id for s in self.table.servers if self._alive(s.id, now)}
-        servers = self.table.servers
-        for r, row in enumerate(self.table.rows):
-            filling = self.table.filling.get(r, ())
-            if sum(1 for i in row if i not in filling and servers[i].id in ok) < self.table.replicas:
-                return False
-        return True
+        return self.table is not None and self._short_rows(now) == 0
 
     def _track_repair(self, now: float) -> None:
         healthy = self._healthy(now)
@@ -406,15 +407,10 @@ class MetaState:
             ))
             for name in ("tracts_done", "tracts_total", "bytes_done", "bytes_total"):
                 setattr(total, name, getattr(total, name) + getattr(fill, name))
-        healthy = self._healthy(now)
+        short = self._short_rows(now)
+        healthy = table is not None and short == 0
         recovery = None
         if table is not None:
-            short = 0
-            ok = {s.id for s in table.servers if self._alive(s.id, now)}
-            for r, row in enumerate(table.rows):
-                filling = table.filling.get(r, ())
-                if sum(1 for i in row if i not in filling and table.servers[i].id in ok) < table.replicas:
-                    short += 1
             recovery = RecoveryStatus(
                 rows_filling=len(table.filling), rows_under_replicated=short,
                 tracts_done=total.tracts_done, tracts_total=total.tracts_total,

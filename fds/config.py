@@ -19,6 +19,7 @@ __all__ = [
     "MetaserverConfig",
     "TractServerConfig",
     "GatewayConfig",
+    "SecurityConfig",
     "load_config",
     "ConfigError",
 ]
@@ -32,7 +33,23 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class MetaserverConfig:
+class SecurityConfig:
+    """Settings every server shares: the cluster secret, and TLS."""
+
+    secret_file: str = ""
+    """File holding the cluster secret (``fds secret new FILE``). Required unless ``insecure = 1``."""
+    insecure: int = 0
+    """1: check no credentials at all (a lab on a trusted network only); 0: every request needs a token."""
+    tls_cert: str = ""
+    """PEM certificate chain this server presents; set with ``tls_key`` to serve HTTPS."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    tls_ca: str = ""
+    """PEM bundle to verify other servers' certificates by (self-signed clusters); empty: the system's CAs."""
+
+
+@dataclass
+class MetaserverConfig(SecurityConfig):
     dir: str = "./.fds/metaserver"
     host: str = "127.0.0.1"
     port: int = 7000
@@ -52,7 +69,7 @@ class MetaserverConfig:
 
 
 @dataclass
-class TractServerConfig:
+class TractServerConfig(SecurityConfig):
     dir: str = "./.fds/ts0"
     metaserver: str = "http://127.0.0.1:7000"
     host: str = "127.0.0.1"
@@ -87,7 +104,7 @@ class TractServerConfig:
 
 
 @dataclass
-class GatewayConfig:
+class GatewayConfig(SecurityConfig):
     metaserver: str = "http://127.0.0.1:7000"
     host: str = "127.0.0.1"
     port: int = 7080

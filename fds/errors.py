@@ -5,7 +5,8 @@
     FDSError                      base of everything fds raises
      ├── BadRequest          400  the request is malformed; the message says what to fix
      │    └── TractTooLarge  413  a tract body longer than the cluster's tract size
-     ├── Unauthorized        401  missing or invalid credentials
+     ├── Unauthorized        401  missing, malformed, expired or foreign credentials
+     ├── Forbidden           403  valid credentials whose scope does not allow this (a read-only token)
      ├── NotFound            404
      │    ├── BlobNotFound   404  no blob with this GUID
      │    └── TractNotFound  404  the tract was never written
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "TractTooLarge",
     "Unauthorized",
+    "Forbidden",
     "NotFound",
     "BlobNotFound",
     "TractNotFound",
@@ -80,6 +82,11 @@ class TractTooLarge(BadRequest):
 class Unauthorized(FDSError):
     status = 401
     default_code = "unauthorized"
+
+
+class Forbidden(FDSError):
+    status = 403
+    default_code = "forbidden"
 
 
 class NotFound(FDSError):
@@ -136,13 +143,13 @@ class TableNotReady(Unavailable):
 _BY_CODE: dict[str, type[FDSError]] = {
     cls.default_code: cls
     for cls in (
-        BadRequest, TractTooLarge, Unauthorized, NotFound, BlobNotFound, TractNotFound,
+        BadRequest, TractTooLarge, Unauthorized, Forbidden, NotFound, BlobNotFound, TractNotFound,
         Conflict, BlobExists, StaleVersion, PastEnd, DiskFull, Unavailable,
         ChecksumMismatch, TableNotReady,
     )
 }
 _BY_STATUS: dict[int, type[FDSError]] = {
-    400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict, 413: TractTooLarge,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TractTooLarge,
     416: PastEnd, 503: Unavailable, 507: DiskFull,
 }
 

@@ -1,7 +1,8 @@
 """The HTTP plumbing every fds server shares: app factory, errors, serving.
 
-- :func:`create_app` gives a FastAPI app with the auth dependency on every
-  route, ``/healthz``, and error handlers that turn every failure into the
+- :func:`create_app` gives a FastAPI app whose every request passes
+  :class:`fds.auth.AuthMiddleware` (docs and unknown routes included),
+  ``/healthz``, and error handlers that turn every failure into the
   ``{"error": {"code", "message"}}`` body of :mod:`fds.errors`: bad input is
   a 4xx that says what to fix, and nothing ever answers with a traceback.
 - :func:`serve` runs an app under uvicorn (uvloop + httptools) on a socket it
@@ -21,17 +22,19 @@ import sys
 from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fds import __version__
-from fds.auth import require_auth
+from fds.auth import AuthError, AuthMiddleware, configure, load_secret
+from fds.config import SecurityConfig
 from fds.errors import BadRequest, FDSError
 from fds.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 
-__all__ = ["create_app", "serve", "bind_socket", "url_of", "json_response", "tune_allocator", "error_response"]
+__all__ = ["create_app", "secure", "serve", "bind_socket", "url_of", "json_response", "tune_allocator",
+           "error_response"]
 
 log = logging.getLogger("fds")
 
@@ -72,14 +75,14 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
-    """A FastAPI app wired the fds way: auth on every route, errors as JSON, /healthz, /metrics.
+    """A FastAPI app wired the fds way: auth on every request, errors as JSON, /healthz, /metrics.
 
     ``app.state.metrics`` is the process's :class:`fds.metrics.Metrics`; roles add gauges to it.
     """
-    app = FastAPI(title=title, description=description, version=__version__,
-                  dependencies=[Depends(require_auth)])
+    app = FastAPI(title=title, description=description, version=__version__)
     metrics = Metrics(role)
     app.state.metrics = metrics
+    app.add_middleware(AuthMiddleware)  # inside the metrics, so refused requests are counted too
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(FDSError)
@@ -116,6 +119,26 @@ def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def secure(config: SecurityConfig, role: str) -> None:
+    """Set this server process's credentials from its config, or exit saying what is missing.
+
+    Secure by default: a server without ``secret_file`` refuses to start
+    unless its config says ``insecure = 1``.
+    """
+    if config.secret_file:
+        try:
+            configure(secret=load_secret(config.secret_file), scope="cluster")
+        except AuthError as exc:
+            raise SystemExit(f"fds {role}: {exc}") from None
+    elif config.insecure:
+        log.warning("fds %s: insecure = 1: every request is admitted without credentials", role)
+        configure(insecure=True)
+    else:
+        raise SystemExit(f"fds {role}: no cluster secret: set secret_file in the config (or --secret-file); "
+                         "make one with `fds secret new FILE`, or set insecure = 1 to run without "
+                         "authentication on a trusted network")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 
 from fds.cli._local import LocalCluster
+from tests import credentials
 
 SMALL_TRACT = 1024 * 1024
 """Tests use 1 MiB tracts: the same code paths as 8 MiB, eight times less I/O."""
+
+SECRET_FILE = credentials.SECRET_FILE
+AUTH = credentials.AUTH
 
 
 @pytest.fixture
@@ -26,7 +30,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
 
     def make(name: str = "cluster", **kwargs: Any) -> LocalCluster:
         options: dict[str, Any] = {"tractservers": 4, "replicas": 1, "tract_size": SMALL_TRACT, "port": 0,
-                                   "gateway": False, "heartbeat_interval": 0.2}
+                                   "gateway": False, "heartbeat_interval": 0.2, "secret_file": SECRET_FILE}
         options.update(kwargs)
         cluster = LocalCluster(tmp_path / name, **options)
         started.append(cluster)
@@ -48,7 +52,7 @@ def _drop_data(cluster: LocalCluster) -> None:
 
 def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[LocalCluster]:
     cluster = LocalCluster(factory.mktemp(f"k{replicas}"), tractservers=4, replicas=replicas, tract_size=SMALL_TRACT,
-                           port=0, gateway=False, heartbeat_interval=0.2)
+                           port=0, gateway=False, heartbeat_interval=0.2, secret_file=SECRET_FILE)
     cluster.start()
     try:
         yield cluster
@@ -67,6 +71,10 @@ def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluste
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=1 cluster of 4 tract servers, shared by a test module."""
     yield from _shared_cluster(tmp_path_factory, 1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(credentials.SECRET_DIR, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

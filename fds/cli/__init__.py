@@ -20,7 +20,7 @@ EXIT_UNREACHABLE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fds.cli import _blobs, _local, _servers
+    from fds.cli import _auth, _blobs, _local, _servers
 
     parser = argparse.ArgumentParser(prog="fds", description="Flat Datacenter Storage.")
     parser.add_argument("--version", action="version", version=f"fds {__version__}")
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _servers.add_parsers(sub)
     _local.add_parsers(sub)
     _blobs.add_parsers(sub)
+    _auth.add_parsers(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from fds.auth import client_headers
+from fds.auth import Credentials, HttpxAuth
 from fds.cli import EXIT_OK
 from fds.cli._blobs import _command, _run
 from fds.client import Client
@@ -20,7 +20,9 @@ __all__ = ["add_parsers"]
 @_command
 def _decommission(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
-        async with httpx.AsyncClient(timeout=30.0, headers=client_headers()) as http:
+        creds = client.credentials
+        admin = Credentials(secret=creds.secret, token=creds.token, scope="cluster")  # a token must be cluster-scoped
+        async with httpx.AsyncClient(timeout=30.0, auth=HttpxAuth(admin)) as http:
             try:
                 resp = await http.post(f"{client.metaserver}/v1/servers/{args.server}/decommission")
             except httpx.HTTPError as exc:

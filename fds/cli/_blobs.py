@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from fds.auth import AuthError
 from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Progress, Unavailable
@@ -65,6 +66,8 @@ def _run(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> 
 
     try:
         return _arun(main())
+    except AuthError as exc:  # the secret file named by FDS_SECRET_FILE or ./.fds is unusable
+        return _fail(exc)
     except ChecksumMismatch as exc:  # an Unavailable, but about the data, not the cluster
         return _fail(exc)
     except Unavailable as exc:

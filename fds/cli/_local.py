@@ -4,7 +4,8 @@
 the cluster a user starts is the cluster the tests exercise.
 
 ``DIR/cluster.json`` lists every child (role, name, URL, data dir, PID) and
-the cluster's settings. Started again on a directory that holds a cluster,
+the cluster's settings and where its secret is (``DIR/secret``, readable
+by its owner only; local ``fds`` commands pick it up). Started again on a directory that holds a cluster,
 the stored settings win over flags that disagree (with a warning), and the
 servers come back with all their data.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from fds.auth import Scope, load_secret, mint, write_secret
 from fds.config import DEFAULT_TRACT_SIZE
 from fds.durable import ensure_dir, write_durably
 
@@ -74,6 +76,8 @@ class LocalCluster:
     capacity_bytes: int | None = None
     cache_bytes: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    secret_file: Path | None = None
+    """The cluster secret; default ``DIR/secret``, created (owner-only) on first start."""
     children: list[Child] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -105,6 +109,23 @@ class LocalCluster:
     def settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SETTINGS}
 
+    def _ensure_secret(self) -> Path:
+        if self.secret_file is None:
+            stored = self._read_file().get("secret_file")
+            self.secret_file = Path(stored) if isinstance(stored, str) and stored else self.dir / "secret"
+        self.secret_file = Path(self.secret_file).resolve()
+        if not self.secret_file.exists():
+            write_secret(self.secret_file)
+        return self.secret_file
+
+    def token(self, scope: Scope = "cluster", ttl: float = 3600.0) -> str:
+        """A token for this cluster (``cluster`` scope may do anything)."""
+        return mint(load_secret(self._ensure_secret()), scope, ttl)
+
+    def headers(self, scope: Scope = "cluster") -> dict[str, str]:
+        """The ``Authorization`` header for raw HTTP calls to this cluster's servers."""
+        return {"authorization": f"Bearer {self.token(scope)}"}
+
     def _read_file(self) -> dict[str, Any]:
         try:
             return dict(json.loads((self.dir / CLUSTER_FILE).read_text()))
@@ -133,6 +154,7 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> None:
         """Start every server and wait until the table is built and every tract server is alive."""
         ensure_dir(self.dir / "logs")
+        self._ensure_secret()
         ms_port = self.port
         self.children = [Child("metaserver", "metaserver", str(self.dir / "metaserver"), [
             "metaserver", "--dir", str(self.dir / "metaserver"), "--port", str(ms_port),
@@ -193,7 +215,8 @@ class LocalCluster:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(child.log, "ab") as log:
             child.proc = subprocess.Popen(
-                [sys.executable, "-m", "fds", *child.args, "--ready-file", str(ready)],
+                [sys.executable, "-m", "fds", *child.args, "--ready-file", str(ready),
+                 "--secret-file", str(self._ensure_secret())],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)
 
@@ -214,10 +237,11 @@ class LocalCluster:
         """Wait until the cluster is healthy (every row has k live, complete holders) and every tract
         server that is not dead or decommissioned is alive and uses the current table."""
         deadline = time.monotonic() + timeout
+        headers = self.headers("read")
         last: Any = None
         while time.monotonic() < deadline:
             try:
-                status = httpx.get(f"{self.metaserver_url}/v1/cluster", timeout=5).json()
+                status = httpx.get(f"{self.metaserver_url}/v1/cluster", headers=headers, timeout=5).json()
                 last = status
                 servers = status["servers"]
                 if (status["state"] == "ready" and status["healthy"] and len(servers) >= (self.tractservers or 0)
@@ -270,6 +294,7 @@ class LocalCluster:
 
     def write_file(self) -> None:
         payload = {"metaserver": self.metaserver_url, "gateway": self.gateway_url, "settings": self.settings(),
+                   "secret_file": str(self._ensure_secret()),
                    "children": [c.describe() for c in self.children]}
         write_durably(self.dir / CLUSTER_FILE, json.dumps(payload, indent=2).encode())
 

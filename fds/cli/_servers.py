@@ -11,18 +11,26 @@ from fds.errors import FDSError
 
 __all__ = ["add_parsers"]
 
+_SHARED = ["host", "port", "secret_file", "insecure", "tls_cert", "tls_key", "tls_ca"]
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with a table for this role")
     p.add_argument("--host", help="address to listen on")
     p.add_argument("--port", type=int, help="port to listen on (0 picks a free one)")
     p.add_argument("--ready-file", help="write the server's URL here once it accepts connections")
+    p.add_argument("--secret-file", dest="secret_file", help="file holding the cluster secret (fds secret new FILE)")
+    p.add_argument("--insecure", action="store_const", const=1, default=None,
+                   help="check no credentials (a trusted lab network only)")
+    p.add_argument("--tls-cert", dest="tls_cert", help="PEM certificate chain: serve HTTPS")
+    p.add_argument("--tls-key", dest="tls_key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", dest="tls_ca", help="PEM bundle to verify other servers' certificates by")
 
 
 def _load(cls: type[Any], section: str, args: argparse.Namespace, names: list[str]) -> Any:
     try:
         return load_config(cls, section, file=args.config,
-                           overrides={n: getattr(args, n, None) for n in ["host", "port", *names]})
+                           overrides={n: getattr(args, n, None) for n in [*_SHARED, *names]})
     except ConfigError as exc:
         raise SystemExit(f"fds {section}: {exc}") from None
 

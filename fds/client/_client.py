@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from fds.auth import client_headers
+from fds.auth import Credentials
 from fds.client._blob import Blob
 from fds.client._table import TableCache
 from fds.errors import (
@@ -58,15 +58,23 @@ class Client:
     fails over to the others. When a server says the table is stale it
     refetches the table and retries. At most ``max_in_flight`` tract requests
     are outstanding at once across the client.
+
+    Credentials: ``token`` (a token from ``fds token``), ``secret_file`` (the
+    cluster secret: the client mints and renews its own tokens), or
+    ``credentials``; with none given, :meth:`fds.auth.Credentials.discover`
+    looks at ``$FDS_TOKEN``, ``$FDS_SECRET_FILE`` and ``./.fds``.
     """
 
     def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT,
                  per_server: int = DEFAULT_PER_SERVER, timeout: float = 60.0,
-                 attempts: int = 8, retry_for: float = 120.0, rng: random.Random | None = None) -> None:
+                 attempts: int = 8, retry_for: float = 120.0, rng: random.Random | None = None,
+                 token: str | None = None, secret_file: str | None = None,
+                 credentials: Credentials | None = None) -> None:
         if max_in_flight < 1:
             raise BadRequest("max_in_flight must be at least 1")
         tune_allocator()
-        self.tables = TableCache(metaserver)
+        self.credentials = credentials or Credentials.discover(token=token, secret_file=secret_file)
+        self.tables = TableCache(metaserver, credentials=self.credentials)
         self.metaserver = self.tables.metaserver
         self.max_in_flight = max_in_flight
         self._pool = HTTPPool(timeout=timeout)
@@ -78,7 +86,6 @@ class Client:
         self._attempts = attempts
         self._retry_for = retry_for
         self._rng = rng or random.Random()
-        self._headers = client_headers()
 
     async def __aenter__(self) -> Client:
         return self
@@ -159,7 +166,9 @@ class Client:
 
     async def _send(self, method: str, url: str, body: bytes | bytearray | memoryview | None = None,
                     headers: dict[str, str] | None = None) -> HTTPResponse:
-        hdrs = {**self._headers, **(headers or {})}
+        hdrs = self.credentials.headers()
+        if headers:
+            hdrs.update(headers)
         return await self._pool.request(method, url, body=body, headers=hdrs)
 
     async def _send_tract(self, method: str, base: str, path: str,

@@ -45,11 +45,13 @@ class _LoopThread:
 class SyncClient:
     """Blocking client: ``with SyncClient(url) as fds: fds.create_blob().write_from("f")``."""
 
-    def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT, timeout: float = 60.0) -> None:
+    def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT, timeout: float = 60.0,
+                 token: str | None = None, secret_file: str | None = None) -> None:
         self._loop = _LoopThread()
 
         async def make() -> Client:
-            return Client(metaserver, max_in_flight=max_in_flight, timeout=timeout)
+            return Client(metaserver, max_in_flight=max_in_flight, timeout=timeout, token=token,
+                          secret_file=secret_file)
 
         self._client = self._loop.run(make())
 

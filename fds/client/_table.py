@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from fds.auth import client_headers
+from fds.auth import Credentials, HttpxAuth
 from fds.errors import Unavailable, error_from_response
 from fds.models import ClusterStatus, TableModel
 from fds.tlt import Table
@@ -20,9 +20,9 @@ class TableCache:
     Concurrent callers that all find the table stale share one fetch.
     """
 
-    def __init__(self, metaserver: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, metaserver: str, *, timeout: float = 30.0, credentials: Credentials | None = None) -> None:
         self.metaserver = metaserver.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=timeout, headers=client_headers())
+        self._http = httpx.AsyncClient(timeout=timeout, auth=HttpxAuth(credentials))
         self._table: Table | None = None
         self._fetch: asyncio.Task[Table] | None = None
 

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from fds.auth import process_credentials
 from fds.client import DEFAULT_IN_FLIGHT, Blob, BlobExists, BlobInfo, BlobNotFound, Client, FDSError
 from fds.config import GatewayConfig
 from fds.errors import BadRequest, Conflict, PastEnd
@@ -141,7 +142,8 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = client is None
         app.state.client = client or Client(config.metaserver,
-                                            max_in_flight=max(DEFAULT_IN_FLIGHT, config.max_in_flight))
+                                            max_in_flight=max(DEFAULT_IN_FLIGHT, config.max_in_flight),
+                                            credentials=process_credentials())
         try:
             yield
         finally:

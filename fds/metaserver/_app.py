@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from fds.auth import client_headers
+from fds.auth import HttpxAuth
 from fds.metaserver._state import MetaState, TickResult
 from fds.models import ClusterStatus, FilledRequest, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
 from fds.web import create_app as create_base_app
@@ -57,7 +57,7 @@ def create_app(state: MetaState, *, detect: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal http
-        http = httpx.AsyncClient(timeout=5.0, headers=client_headers())
+        http = httpx.AsyncClient(timeout=5.0, auth=HttpxAuth())
         task = asyncio.create_task(detector(), name="detector") if detect else None
         yield
         if task is not None:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from fds.auth import authenticate_headers
+from fds.auth import check as check_auth
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
 from fds.http1 import HeadBuffer, HeadTooLarge
@@ -199,7 +199,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         try:
             if error is not None:
                 raise error
-            await authenticate_headers(req.headers)
+            check_auth(req.method, req.path, req.headers)
             await self._route(req, body)
         except FDSError as exc:
             self._respond_error(exc, close=close)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fds.config import TractServerConfig
 from fds.tractserver._app import create_app
 from fds.tractserver._node import Node
-from fds.web import bind_socket, serve, url_of
+from fds.web import bind_socket, secure, serve, url_of
 
 __all__ = ["run"]
 
 
 def run(config: TractServerConfig, *, ready_file: str | None = None) -> None:
     """Bind, open the store, and serve until SIGTERM."""
+    secure(config, "tractserver")
     sock = bind_socket(config.host, config.port)
     url = config.advertise_url or url_of(sock, config.host)
     data_sock = bind_socket(config.host, config.data_port) if config.data_port >= 0 else None

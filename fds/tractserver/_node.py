@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from fds.auth import client_headers
+from fds.auth import HttpxAuth, client_headers
 from fds.config import TractServerConfig
 from fds.durable import ensure_dir, write_durably
 from fds.errors import (
@@ -109,9 +109,13 @@ class Node:
         self._clean_needed = True  # a restart may follow rows being taken away while down
         self._cleaning: asyncio.Task[int] | None = None
         self.fill_progress = FillProgress()
-        self.auth_headers = client_headers()
         self.on_table: list[Callable[[Table], None]] = []
         """Called with each newer table (the filler listens)."""
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """Credentials for one server-to-server request (a fresh token when due)."""
+        return client_headers()
 
     # -- lifecycle ---------------------------------------------------------
     def spawn(self, coro: Any, name: str) -> None:
@@ -119,7 +123,7 @@ class Node:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def start(self) -> None:
-        self.http = httpx.AsyncClient(timeout=10.0, headers=client_headers())
+        self.http = httpx.AsyncClient(timeout=10.0, auth=HttpxAuth())
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         if self.config.collector_interval > 0:
             self._tasks.append(asyncio.create_task(self._collector_loop(), name="collector"))

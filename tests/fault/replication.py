@@ -15,7 +15,7 @@ from fds.client import Client
 from fds.guid import format_guid
 from fds.models import TableModel
 from fds.tlt import Table
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT
 
 
 def payload(seed: int, tract: int, version: int = 0) -> bytes:
@@ -118,7 +118,7 @@ def wait_healthy(cluster: LocalCluster, timeout: float = 120.0, settle: float = 
     version = -1
     while time.monotonic() < deadline:
         try:
-            status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", timeout=10).json()
+            status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", timeout=10, headers=AUTH).json()
         except httpx.HTTPError:
             time.sleep(0.2)
             continue
@@ -135,8 +135,8 @@ def wait_healthy(cluster: LocalCluster, timeout: float = 120.0, settle: float = 
 
 def assert_fully_replicated(cluster: LocalCluster, acked: Acked) -> None:
     """Every row has k live holders, none filling, and each holds every acknowledged tract with the same bytes."""
-    table = Table(TableModel.model_validate_json(httpx.get(f"{cluster.metaserver_url}/v1/table").content))
-    status = httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()
+    table = Table(TableModel.model_validate_json(httpx.get(f"{cluster.metaserver_url}/v1/table", headers=AUTH).content))
+    status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", headers=AUTH).json()
     alive = {s["id"] for s in status["servers"] if s["alive"]}
     assert not table.filling, f"rows still filling: {table.filling}"
     for r, row in enumerate(table.rows):
@@ -144,7 +144,7 @@ def assert_fully_replicated(cluster: LocalCluster, acked: Acked) -> None:
         assert len(ids) == table.replicas, f"row {r} has {len(ids)} holders"
         assert all(i in alive for i in ids), f"row {r} has a dead holder: {ids}"
         assert len({table.servers[i].domain for i in row}) == len(row), f"row {r} repeats a failure domain"
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=AUTH) as http:
         for guid, tracts in acked.tracts.items():
             raw = bytes.fromhex(guid.replace("-", ""))
             info = http.get(f"{table.holders(raw, -1)[0].url}/v1/meta/{guid}",

@@ -12,7 +12,7 @@ import signal
 import httpx
 
 from fds.client import Client, FDSError
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT
 
 
 def _payload(tract: int, version: int) -> bytes:
@@ -77,8 +77,8 @@ def test_sigkill_tractserver_during_writes(make_cluster) -> None:  # type: ignor
 def test_metaserver_restart_keeps_table_and_membership(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(tractservers=4, replicas=3)
     ms = cluster.metaserver_url
-    table_before = httpx.get(f"{ms}/v1/table").json()
-    members_before = sorted(s["id"] for s in httpx.get(f"{ms}/v1/cluster").json()["servers"])
+    table_before = httpx.get(f"{ms}/v1/table", headers=AUTH).json()
+    members_before = sorted(s["id"] for s in httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()["servers"])
 
     async def write_and_read(tag: int) -> None:
         async with Client(ms, attempts=3) as fds:
@@ -102,6 +102,6 @@ def test_metaserver_restart_keeps_table_and_membership(make_cluster) -> None:  #
     asyncio.run(write_and_read(1))
     asyncio.run(while_down())
     cluster.wait_healthy()
-    assert httpx.get(f"{ms}/v1/table").json() == table_before
-    assert sorted(s["id"] for s in httpx.get(f"{ms}/v1/cluster").json()["servers"]) == members_before
+    assert httpx.get(f"{ms}/v1/table", headers=AUTH).json() == table_before
+    assert sorted(s["id"] for s in httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()["servers"]) == members_before
     asyncio.run(write_and_read(2))

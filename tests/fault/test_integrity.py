@@ -12,7 +12,7 @@ import pytest
 from fds.client import Client, DiskFull
 from fds.models import TableModel
 from fds.placement import tract_row
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT
 
 
 def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -29,7 +29,7 @@ def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_clus
 
     guid = asyncio.run(write())
     raw = bytes.fromhex(guid.replace("-", ""))
-    table = TableModel.model_validate(httpx.get(f"{cluster.metaserver_url}/v1/table").json())
+    table = TableModel.model_validate(httpx.get(f"{cluster.metaserver_url}/v1/table", headers=AUTH).json())
     holders = [table.servers[i] for i in table.rows[tract_row(raw, 0, len(table.rows))]]
     dirs = {c.url: Path(c.dir) for c in cluster.tract_children}
     # Corrupt two of the three copies.
@@ -38,7 +38,8 @@ def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_clus
         buf = bytearray(path.read_bytes())
         buf[12345] ^= 0x01
         path.write_bytes(bytes(buf))
-        resp = httpx.get(f"{server.url}/v1/tracts/{guid}/0", params={"incarnation": 1, "version": table.version})
+        resp = httpx.get(f"{server.url}/v1/tracts/{guid}/0", params={"incarnation": 1, "version": table.version},
+                         headers=AUTH)
         assert resp.status_code == 503
         assert resp.json()["error"]["code"] == "checksum_mismatch"
 
@@ -52,13 +53,14 @@ def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_clus
     # One scrub pass on each corrupt holder re-reads every tract, finds the bad copy and repairs it
     # from the good replica; a second pass finds nothing.
     for server in holders[:2]:
-        report = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+        report = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60, headers=AUTH).json()
         assert report["bad"] == 1 and report["repaired"] == 1, report
-        resp = httpx.get(f"{server.url}/v1/tracts/{guid}/0", params={"incarnation": 1, "version": table.version})
+        resp = httpx.get(f"{server.url}/v1/tracts/{guid}/0", params={"incarnation": 1, "version": table.version},
+                         headers=AUTH)
         assert resp.status_code == 200 and resp.content == data
-        again = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+        again = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60, headers=AUTH).json()
         assert again["bad"] == 0 and again["checked"] >= 1
-    metrics = httpx.get(f"{holders[0].url}/metrics").text
+    metrics = httpx.get(f"{holders[0].url}/metrics", headers=AUTH).text
     (line,) = [m for m in metrics.splitlines() if m.startswith("fds_checksum_failures ")]
     assert float(line.split()[1]) >= 2  # the refused read and the scrub both counted it
 
@@ -78,7 +80,7 @@ def test_scrub_copies_a_missing_copy_and_collects_moved_rows(make_cluster) -> No
 
     guid, incarnation = asyncio.run(write())
     raw = bytes.fromhex(guid.replace("-", ""))
-    table = TableModel.model_validate(httpx.get(f"{cluster.metaserver_url}/v1/table").json())
+    table = TableModel.model_validate(httpx.get(f"{cluster.metaserver_url}/v1/table", headers=AUTH).json())
     holder = table.servers[table.rows[tract_row(raw, 2, len(table.rows))][1]]
     child = next(c for c in cluster.tract_children if c.url == holder.url)
     cluster.kill(child.name, signal.SIGTERM)
@@ -89,11 +91,11 @@ def test_scrub_copies_a_missing_copy_and_collects_moved_rows(make_cluster) -> No
     cluster.wait_healthy()
     url = cluster.child(child.name).url
     params = {"incarnation": incarnation, "version": table.version}
-    assert httpx.get(f"{url}/v1/tracts/{guid}/2", params=params).status_code == 404
-    report = httpx.post(f"{url}/v1/admin/scrub", params={"rate": 0}, timeout=60).json()
+    assert httpx.get(f"{url}/v1/tracts/{guid}/2", params=params, headers=AUTH).status_code == 404
+    report = httpx.post(f"{url}/v1/admin/scrub", params={"rate": 0}, timeout=60, headers=AUTH).json()
     assert report["missing_copied"] == 1, report
-    version = httpx.get(f"{cluster.metaserver_url}/v1/table").json()["version"]
-    resp = httpx.get(f"{url}/v1/tracts/{guid}/2", params={**params, "version": version})
+    version = httpx.get(f"{cluster.metaserver_url}/v1/table", headers=AUTH).json()["version"]
+    resp = httpx.get(f"{url}/v1/tracts/{guid}/2", params={**params, "version": version}, headers=AUTH)
     assert resp.status_code == 200 and resp.content == bytes([3]) * 5000
 
 
@@ -120,7 +122,7 @@ def test_disk_full_is_507_and_nothing_partial(make_cluster) -> None:  # type: ig
 
     asyncio.run(main())
     for child in cluster.tract_children:
-        stats = httpx.get(f"{child.url}/v1/stats").json()
+        stats = httpx.get(f"{child.url}/v1/stats", headers=AUTH).json()
         assert stats["bytes_used"] <= 3 * SMALL_TRACT
         files = [p for p in (Path(child.dir) / "tracts").rglob("*") if p.is_file()]
         assert len(files) == stats["tracts"]  # no partial or temp files left behind
@@ -142,9 +144,10 @@ def test_collector_removes_tracts_of_deleted_blobs(make_cluster, k: int) -> None
             return gone.guid, kept.guid
 
     gone, kept = asyncio.run(main())
-    removed = sum(httpx.post(f"{c.url}/v1/admin/collect").json()["removed"] for c in cluster.tract_children)
+    removed = sum(httpx.post(f"{c.url}/v1/admin/collect",
+                             headers=AUTH).json()["removed"] for c in cluster.tract_children)
     assert removed == 8 * k
-    total = sum(httpx.get(f"{c.url}/v1/stats").json()["tracts"] for c in cluster.tract_children)
+    total = sum(httpx.get(f"{c.url}/v1/stats", headers=AUTH).json()["tracts"] for c in cluster.tract_children)
     assert total == 4 * k
 
     async def check() -> None:
@@ -182,7 +185,8 @@ def test_recreated_blob_never_sees_old_tracts(make_cluster) -> None:  # type: ig
                 await stale.write_tract(4, b"stale handle")
 
     asyncio.run(main())
-    removed = sum(httpx.post(f"{c.url}/v1/admin/collect").json()["removed"] for c in cluster.tract_children)
+    removed = sum(httpx.post(f"{c.url}/v1/admin/collect",
+                             headers=AUTH).json()["removed"] for c in cluster.tract_children)
     assert removed == 3 * 3  # the old incarnation's three tracts, three replicas each
-    total = sum(httpx.get(f"{c.url}/v1/stats").json()["tracts"] for c in cluster.tract_children)
+    total = sum(httpx.get(f"{c.url}/v1/stats", headers=AUTH).json()["tracts"] for c in cluster.tract_children)
     assert total == 3  # new0 on its three replicas

@@ -12,11 +12,12 @@ import time
 
 import httpx
 
+from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
 
 
 def _rows_per_server(ms: str) -> dict[str, int]:
-    table = httpx.get(f"{ms}/v1/table").json()
+    table = httpx.get(f"{ms}/v1/table", headers=AUTH).json()
     counts = {s["id"]: 0 for s in table["servers"]}
     for row in table["rows"]:
         for i in row:
@@ -39,7 +40,7 @@ def test_add_two_servers_and_decommission_one_under_load(make_cluster) -> None: 
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             counts = _rows_per_server(ms)
-            status = httpx.get(f"{ms}/v1/cluster").json()
+            status = httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()
             if all(counts[i] > 0 for i in new_ids) and status["healthy"] and not status["recovery"]["rows_filling"]:
                 break
             await asyncio.sleep(0.2)
@@ -48,12 +49,12 @@ def test_add_two_servers_and_decommission_one_under_load(make_cluster) -> None: 
         assert max(counts.values()) - min(counts.values()) <= 4, f"rows not spread evenly: {counts}"
         # Decommission one of the original servers, still under load.
         leaving = cluster.server_id("ts0")
-        resp = httpx.post(f"{ms}/v1/servers/{leaving}/decommission")
+        resp = httpx.post(f"{ms}/v1/servers/{leaving}/decommission", headers=AUTH)
         assert resp.status_code == 200, resp.text
         assert resp.json()["rows_moving"] > 0
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            states = {s["id"]: s["state"] for s in httpx.get(f"{ms}/v1/cluster").json()["servers"]}
+            states = {s["id"]: s["state"] for s in httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()["servers"]}
             if states[leaving] == "decommissioned":
                 break
             await asyncio.sleep(0.2)
@@ -70,6 +71,6 @@ def test_add_two_servers_and_decommission_one_under_load(make_cluster) -> None: 
     # The decommissioned server removes its copies.
     ts0 = cluster.child("ts0")
     deadline = time.monotonic() + 30
-    while httpx.get(f"{ts0.url}/v1/stats").json()["tracts"] and time.monotonic() < deadline:
+    while httpx.get(f"{ts0.url}/v1/stats", headers=AUTH).json()["tracts"] and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert httpx.get(f"{ts0.url}/v1/stats").json()["tracts"] == 0
+    assert httpx.get(f"{ts0.url}/v1/stats", headers=AUTH).json()["tracts"] == 0

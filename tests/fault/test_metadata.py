@@ -21,6 +21,7 @@ from fds.client import Client
 from fds.guid import parse_guid
 from fds.models import TableModel
 from fds.tlt import Table
+from tests.conftest import AUTH
 
 
 def test_kill_metadata_primary_during_concurrent_extends(make_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -32,7 +33,7 @@ def test_kill_metadata_primary_during_concurrent_extends(make_cluster) -> None: 
     async def main() -> str:
         async with Client(ms) as fds:
             blob = await fds.create_blob()
-        table = Table(TableModel.model_validate_json(httpx.get(f"{ms}/v1/table").content))
+        table = Table(TableModel.model_validate_json(httpx.get(f"{ms}/v1/table", headers=AUTH).content))
         primary = table.holders(parse_guid(blob.guid), -1)[0].id
         victim = next(c.name for c in cluster.tract_children if cluster.server_id(c.name) == primary)
         stop = asyncio.Event()
@@ -80,22 +81,22 @@ def test_retried_create_and_extend_are_answered_not_repeated(cluster_k3) -> None
     from fds.guid import format_guid, new_guid
 
     ms = cluster_k3.metaserver_url
-    table = Table(TableModel.model_validate_json(httpx.get(f"{ms}/v1/table").content))
+    table = Table(TableModel.model_validate_json(httpx.get(f"{ms}/v1/table", headers=AUTH).content))
     raw = new_guid()
     primary = table.holders(raw, -1)[0].url
     guid = format_guid(raw)
     params = {"version": table.version, "op": "create-1"}
-    first = httpx.post(f"{primary}/v1/meta/{guid}", params=params)
-    again = httpx.post(f"{primary}/v1/meta/{guid}", params=params)
+    first = httpx.post(f"{primary}/v1/meta/{guid}", params=params, headers=AUTH)
+    again = httpx.post(f"{primary}/v1/meta/{guid}", params=params, headers=AUTH)
     assert first.status_code == again.status_code == 201
     assert first.json()["incarnation"] == again.json()["incarnation"]
-    other = httpx.post(f"{primary}/v1/meta/{guid}", params={"version": table.version, "op": "create-2"})
+    other = httpx.post(f"{primary}/v1/meta/{guid}", params={"version": table.version, "op": "create-2"}, headers=AUTH)
     assert other.status_code == 409  # a different operation: the blob exists
     ext = {"version": table.version, "op": "extend-1"}
-    a = httpx.post(f"{primary}/v1/meta/{guid}/extend", params=ext, json={"count": 5}).json()
-    b = httpx.post(f"{primary}/v1/meta/{guid}/extend", params=ext, json={"count": 5}).json()
+    a = httpx.post(f"{primary}/v1/meta/{guid}/extend", params=ext, json={"count": 5}, headers=AUTH).json()
+    b = httpx.post(f"{primary}/v1/meta/{guid}/extend", params=ext, json={"count": 5}, headers=AUTH).json()
     assert a["first"] == b["first"] == 0
-    assert httpx.get(f"{primary}/v1/meta/{guid}", params={"version": table.version}).json()["tracts"] == 5
+    assert httpx.get(f"{primary}/v1/meta/{guid}", params={"version": table.version}, headers=AUTH).json()["tracts"] == 5
     bad = httpx.post(f"{primary}/v1/meta/{guid}/extend", params={"version": table.version, "op": "../x"},
-                     json={"count": 1})
+                     json={"count": 1}, headers=AUTH)
     assert bad.status_code == 400

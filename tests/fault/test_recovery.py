@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import AUTH
 from tests.fault.replication import (
     Acked,
     assert_fully_replicated,
@@ -65,14 +66,14 @@ def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> No
 
     fill_cluster(cluster, acked, 90, seed=5)
     ms = cluster.metaserver_url
-    assert httpx.get(f"{ms}/v1/cluster").json()["healthy"] is True
+    assert httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()["healthy"] is True
     victim = cluster.server_id("ts0")
-    table_before = httpx.get(f"{ms}/v1/table").json()
+    table_before = httpx.get(f"{ms}/v1/table", headers=AUTH).json()
     cluster.kill("ts0", signal.SIGKILL)
     seen_unhealthy = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        status = httpx.get(f"{ms}/v1/cluster").json()
+        status = httpx.get(f"{ms}/v1/cluster", headers=AUTH).json()
         if not status["healthy"]:
             seen_unhealthy = True
         elif seen_unhealthy:
@@ -82,7 +83,7 @@ def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> No
     status = wait_healthy(cluster)
     # Every survivor took some of the victim's rows: recovery is spread over all of them.
     survivors = {s["id"] for s in status["servers"] if s["id"] != victim}
-    table = httpx.get(f"{ms}/v1/table").json()
+    table = httpx.get(f"{ms}/v1/table", headers=AUTH).json()
     assert table["version"] > table_before["version"]
     index = {s["id"]: i for i, s in enumerate(table["servers"])}
     # The new holder of each of the victim's rows is whoever joined that row: every survivor must be one.
@@ -101,13 +102,14 @@ def test_server_declared_dead_comes_back_empty_of_old_rows(make_cluster) -> None
 
     fill_cluster(cluster, acked, 60, seed=9)
     ts1 = next(c for c in cluster.tract_children if c.name == "ts1")
-    held_before = httpx.get(f"{ts1.url}/v1/stats").json()["tracts"]
+    held_before = httpx.get(f"{ts1.url}/v1/stats", headers=AUTH).json()["tracts"]
     assert held_before > 0
     victim = cluster.server_id("ts1")
     cluster.kill("ts1", signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        states = {s["id"]: s["state"] for s in httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()["servers"]}
+        states = {s["id"]: s["state"] for s in httpx.get(f"{cluster.metaserver_url}/v1/cluster",
+                                                         headers=AUTH).json()["servers"]}
         if states[victim] == "dead":
             break
         time.sleep(0.1)
@@ -116,12 +118,12 @@ def test_server_declared_dead_comes_back_empty_of_old_rows(make_cluster) -> None
     cluster.restart("ts1")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        stats = httpx.get(f"{ts1.url}/v1/stats").json()
+        stats = httpx.get(f"{ts1.url}/v1/stats", headers=AUTH).json()
         if stats["tracts"] == 0:
             break
         time.sleep(0.1)
     assert stats["tracts"] == 0, "the returning server kept tracts of rows it no longer holds"
-    status = httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()
+    status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", headers=AUTH).json()
     me = next(s for s in status["servers"] if s["id"] == victim)
     assert me["state"] == "active" and me["alive"]
     asyncio.run(verify_all(cluster.metaserver_url, acked))

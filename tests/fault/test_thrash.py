@@ -20,6 +20,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
 
 SEED = 20261121
@@ -44,13 +45,13 @@ def test_thrash(make_cluster, request: pytest.FixtureRequest) -> None:  # type: 
 
     def healthy() -> bool:
         try:
-            status = httpx.get(f"{ms}/v1/cluster", timeout=5).json()
+            status = httpx.get(f"{ms}/v1/cluster", timeout=5, headers=AUTH).json()
         except httpx.HTTPError:
             return False
         return bool(status["healthy"]) and not status["recovery"]["rows_filling"]
 
     def active() -> list[str]:
-        status = httpx.get(f"{ms}/v1/cluster", timeout=5).json()
+        status = httpx.get(f"{ms}/v1/cluster", timeout=5, headers=AUTH).json()
         ids = {s["id"] for s in status["servers"] if s["state"] == "active" and s["alive"]}
         return [c.name for c in cluster.tract_children if c.alive() and cluster.server_id(c.name) in ids]
 
@@ -77,7 +78,8 @@ def test_thrash(make_cluster, request: pytest.FixtureRequest) -> None:  # type: 
                 live = active()
                 if len(live) > 5:
                     name = rng.choice(live)
-                    resp = httpx.post(f"{ms}/v1/servers/{cluster.server_id(name)}/decommission", timeout=10)
+                    resp = httpx.post(f"{ms}/v1/servers/{cluster.server_id(name)}/decommission", timeout=10,
+                                      headers=AUTH)
                     assert resp.status_code == 200, resp.text
                     log.append(f"decommission {name}")
             elif action == "metaserver":

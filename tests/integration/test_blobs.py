@@ -11,7 +11,7 @@ import pytest
 
 from fds.cli._local import LocalCluster
 from fds.client import BlobExists, BlobNotFound, Client, PastEnd, SyncClient, TractTooLarge
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT
 
 
 def _sizes(rng: random.Random) -> list[int]:
@@ -119,9 +119,9 @@ def test_tracts_spread_over_all_servers(cluster_k1: LocalCluster) -> None:
             await blob.extend(n)
             await blob.write_tracts((i, b"x" * 10) for i in range(n))
 
-    before = {c.name: httpx.get(f"{c.url}/v1/stats").json()["tracts"] for c in cluster_k1.tract_children}
+    before = {c.name: httpx.get(f"{c.url}/v1/stats", headers=AUTH).json()["tracts"] for c in cluster_k1.tract_children}
     asyncio.run(main())
-    after = {c.name: httpx.get(f"{c.url}/v1/stats").json()["tracts"] for c in cluster_k1.tract_children}
+    after = {c.name: httpx.get(f"{c.url}/v1/stats", headers=AUTH).json()["tracts"] for c in cluster_k1.tract_children}
     added = [after[name] - before[name] for name in before]
     # 80 rows = 20 permutations of 4 servers: one full pass gives each server exactly 20.
     assert added == [20, 20, 20, 20]

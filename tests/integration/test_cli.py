@@ -73,23 +73,42 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
 
 def test_put_get_round_trip_with_flag(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
     src, data = payload
-    put = fds("put", str(src), "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    token = {"FDS_TOKEN": cluster.token("write")}  # a token, not the secret: what a remote user holds
+    put = fds("put", str(src), "--metaserver", cluster.metaserver_url, cwd=elsewhere, env=token)
     assert put.returncode == 0, put.stderr
     guid = put.stdout.decode()
     assert GUID.fullmatch(guid.strip()) and guid.endswith("\n") and guid.count("\n") == 1
     guid = guid.strip()
     out = elsewhere / "out.bin"
-    get = fds("get", guid, str(out), "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    get = fds("get", guid, str(out), "--metaserver", cluster.metaserver_url, cwd=elsewhere, env=token)
     assert get.returncode == 0, get.stderr
     assert out.read_bytes() == data
     assert [p.name for p in elsewhere.iterdir()] == ["out.bin"]  # no temporary file left behind
-    to_stdout = fds("get", guid, "-", "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    to_stdout = fds("get", guid, "-", "--metaserver", cluster.metaserver_url, cwd=elsewhere, env=token)
     assert to_stdout.returncode == 0 and to_stdout.stdout == data
+
+
+def test_credentials_missing_or_read_only(cluster: LocalCluster, elsewhere: Path,
+                                         payload: tuple[Path, bytes]) -> None:
+    """No credentials: exit 1 saying how to get some. A read-only token reads but may not write."""
+    src, data = payload
+    bare = fds("status", "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    assert bare.returncode == 1 and "fds token" in _message(bare) and "FDS_SECRET_FILE" in _message(bare)
+    guid = fds("put", str(src), "--metaserver", cluster.metaserver_url, cwd=elsewhere,
+               env={"FDS_TOKEN": cluster.token("write")}).stdout.decode().strip()
+    read_only = {"FDS_TOKEN": cluster.token("read")}
+    got = fds("get", guid, "-", "--metaserver", cluster.metaserver_url, cwd=elsewhere, env=read_only)
+    assert got.returncode == 0 and got.stdout == data
+    put = fds("put", str(src), "--metaserver", cluster.metaserver_url, cwd=elsewhere, env=read_only)
+    assert put.returncode == 1 and "'read' token may not" in _message(put)
+    forged = cluster.token("write")[:-4] + "AAAA"
+    bad = fds("get", guid, "-", "--metaserver", cluster.metaserver_url, cwd=elsewhere, env={"FDS_TOKEN": forged})
+    assert bad.returncode == 1 and "not signed with this cluster's secret" in _message(bad)
 
 
 def test_put_get_via_environment(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
     src, data = payload
-    env = {"FDS_METASERVER": cluster.metaserver_url}
+    env = {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
     put = fds("put", str(src), cwd=elsewhere, env=env)
     assert put.returncode == 0, put.stderr
     get = fds("get", put.stdout.decode().strip(), "-", cwd=elsewhere, env=env)
@@ -111,7 +130,7 @@ def test_discovery_from_cluster_file(project: tuple[Path, LocalCluster], payload
 
 def test_stat_human(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path, bytes]) -> None:
     src, data = payload
-    env = {"FDS_METASERVER": cluster.metaserver_url}
+    env = {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
     guid = fds("put", str(src), cwd=elsewhere, env=env).stdout.decode().strip()
     stat = fds("stat", guid, cwd=elsewhere, env=env)
     assert stat.returncode == 0, stat.stderr
@@ -121,7 +140,7 @@ def test_stat_human(cluster: LocalCluster, elsewhere: Path, payload: tuple[Path,
 
 
 def test_put_from_stdin_and_overwrite(cluster: LocalCluster, elsewhere: Path) -> None:
-    env = {"FDS_METASERVER": cluster.metaserver_url}
+    env = {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
     first = os.urandom(3 * SMALL_TRACT)
     put = fds("put", "-", cwd=elsewhere, env=env, stdin=first)
     assert put.returncode == 0, put.stderr
@@ -137,7 +156,7 @@ def test_put_from_stdin_and_overwrite(cluster: LocalCluster, elsewhere: Path) ->
 
 
 def test_rm_then_get_fails(cluster: LocalCluster, elsewhere: Path) -> None:
-    env = {"FDS_METASERVER": cluster.metaserver_url}
+    env = {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
     src = elsewhere / "small.bin"
     src.write_bytes(b"hello")
     guid = fds("put", str(src), cwd=elsewhere, env=env).stdout.decode().strip()
@@ -152,9 +171,9 @@ def test_rm_then_get_fails(cluster: LocalCluster, elsewhere: Path) -> None:
 
 
 def test_status(cluster: LocalCluster, elsewhere: Path) -> None:
-    truth = httpx.get(f"{cluster.metaserver_url}/v1/cluster").json()
-    table = httpx.get(f"{cluster.metaserver_url}/v1/table").json()
-    env = {"FDS_METASERVER": cluster.metaserver_url}
+    truth = httpx.get(f"{cluster.metaserver_url}/v1/cluster", headers=cluster.headers()).json()
+    table = httpx.get(f"{cluster.metaserver_url}/v1/table", headers=cluster.headers()).json()
+    env = {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
     human = fds("status", cwd=elsewhere, env=env)
     assert human.returncode == 0, human.stderr
     text = human.stdout.decode()
@@ -174,7 +193,8 @@ def test_status(cluster: LocalCluster, elsewhere: Path) -> None:
 
 
 def test_decommission_unknown_server_says_so(cluster: LocalCluster, elsewhere: Path) -> None:
-    proc = fds("decommission", "ts-nosuchserver", "--metaserver", cluster.metaserver_url, cwd=elsewhere)
+    proc = fds("decommission", "ts-nosuchserver", "--metaserver", cluster.metaserver_url, cwd=elsewhere,
+               env={"FDS_SECRET_FILE": str(cluster.secret_file)})
     assert proc.returncode == 1
     assert "ts-nosuchserver" in _message(proc) and "not in the table" in _message(proc)
 

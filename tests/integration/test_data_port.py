@@ -12,17 +12,19 @@ from fds.cli._local import LocalCluster
 from fds.guid import format_guid
 from fds.models import TableModel
 from fds.placement import tract_row
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT
 
 
 @pytest.fixture(scope="module")
 def env(cluster_k1: LocalCluster) -> dict[str, object]:
-    table = TableModel.model_validate(httpx.get(f"{cluster_k1.metaserver_url}/v1/table").json())
+    table = TableModel.model_validate(httpx.get(f"{cluster_k1.metaserver_url}/v1/table", headers=AUTH).json())
     assert all(s.data_url and s.data_url != s.url for s in table.servers)
     guid = uuid.uuid4().bytes
     meta = table.servers[table.rows[tract_row(guid, -1, len(table.rows))][0]].url
-    assert httpx.post(f"{meta}/v1/meta/{format_guid(guid)}", params={"version": table.version}).status_code == 201
-    r = httpx.post(f"{meta}/v1/meta/{format_guid(guid)}/extend", params={"version": table.version}, json={"count": 2})
+    assert httpx.post(f"{meta}/v1/meta/{format_guid(guid)}", params={"version": table.version},
+                      headers=AUTH).status_code == 201
+    r = httpx.post(f"{meta}/v1/meta/{format_guid(guid)}/extend", params={"version": table.version}, json={"count": 2},
+                   headers=AUTH)
     assert r.status_code == 200
 
     def data_url(tract: int) -> str:
@@ -42,34 +44,35 @@ def _error(resp: httpx.Response, status: int, code: str) -> str:
 def test_round_trip_and_head(env: dict) -> None:
     url = f"{env['data']}/v1/tracts/{env['guid']}/0"
     data = bytes(range(256)) * 1000
-    r = httpx.put(url, params=env["q"], content=data)
+    r = httpx.put(url, params=env["q"], content=data, headers=AUTH)
     assert r.status_code == 200 and r.json()["length"] == len(data)
-    r = httpx.get(url, params=env["q"])
+    r = httpx.get(url, params=env["q"], headers=AUTH)
     assert r.status_code == 200 and r.content == data and len(r.headers["x-fds-checksum"]) == 16
-    r = httpx.head(url, params=env["q"])
+    r = httpx.head(url, params=env["q"], headers=AUTH)
     assert r.status_code == 200 and r.headers["content-length"] == str(len(data))
 
 
 def test_bad_requests(env: dict) -> None:
     base, guid, q = env["data"], env["guid"], env["q"]
-    assert "32 hex digits" in _error(httpx.get(f"{base}/v1/tracts/nope/0", params=q), 400, "bad_guid")
-    _error(httpx.get(f"{base}/v1/tracts/{guid}/-1", params=q), 400, "bad_tract")
-    _error(httpx.get(f"{base}/v1/tracts/{guid}/x", params=q), 400, "bad_tract")
-    _error(httpx.get(f"{base}/v1/tracts/{guid}/0"), 400, "bad_request")
-    _error(httpx.get(f"{base}/v1/tracts/{guid}/0", params={**q, "version": "abc"}), 400, "bad_request")
-    _error(httpx.get(f"{base}/v1/tracts/{guid}/0", params={**q, "version": 0}), 409, "stale_version")
-    assert "extend" in _error(httpx.get(f"{env['data_url'](9)}/v1/tracts/{guid}/9", params=q), 416, "past_end")
-    _error(httpx.get(f"{env['data_url'](1)}/v1/tracts/{guid}/1", params=q), 404, "tract_not_found")
+    assert "32 hex digits" in _error(httpx.get(f"{base}/v1/tracts/nope/0", params=q, headers=AUTH), 400, "bad_guid")
+    _error(httpx.get(f"{base}/v1/tracts/{guid}/-1", params=q, headers=AUTH), 400, "bad_tract")
+    _error(httpx.get(f"{base}/v1/tracts/{guid}/x", params=q, headers=AUTH), 400, "bad_tract")
+    _error(httpx.get(f"{base}/v1/tracts/{guid}/0", headers=AUTH), 400, "bad_request")
+    _error(httpx.get(f"{base}/v1/tracts/{guid}/0", params={**q, "version": "abc"}, headers=AUTH), 400, "bad_request")
+    _error(httpx.get(f"{base}/v1/tracts/{guid}/0", params={**q, "version": 0}, headers=AUTH), 409, "stale_version")
+    assert "extend" in _error(httpx.get(f"{env['data_url'](9)}/v1/tracts/{guid}/9", params=q,
+                                        headers=AUTH), 416, "past_end")
+    _error(httpx.get(f"{env['data_url'](1)}/v1/tracts/{guid}/1", params=q, headers=AUTH), 404, "tract_not_found")
     other = format_guid(uuid.uuid4().bytes)
-    _error(httpx.put(f"{base}/v1/tracts/{guid}/0", params={**q, "incarnation": 99}, content=b"x"),
+    _error(httpx.put(f"{base}/v1/tracts/{guid}/0", params={**q, "incarnation": 99}, content=b"x", headers=AUTH),
            404, "blob_not_found")
-    assert "API port" in _error(httpx.get(f"{base}/v1/meta/{other}", params=q), 404, "no_such_route")
-    _error(httpx.post(f"{base}/v1/tracts/{guid}/0", params=q, content=b"x"), 405, "method_not_allowed")
+    assert "API port" in _error(httpx.get(f"{base}/v1/meta/{other}", params=q, headers=AUTH), 404, "no_such_route")
+    _error(httpx.post(f"{base}/v1/tracts/{guid}/0", params=q, content=b"x", headers=AUTH), 405, "method_not_allowed")
 
 
 def test_oversize_tract_and_connection_survives(env: dict) -> None:
     url = f"{env['data']}/v1/tracts/{env['guid']}/0"
-    with httpx.Client() as client:
+    with httpx.Client(headers=AUTH) as client:
         _error(client.put(url, params=env["q"], content=b"x" * (SMALL_TRACT + 1)), 413, "tract_too_large")
         assert client.get(url, params=env["q"]).status_code == 200  # same keep-alive connection still works
 

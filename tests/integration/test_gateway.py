@@ -15,7 +15,7 @@ import pytest
 
 from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
 
 T = SMALL_TRACT
 
@@ -24,7 +24,7 @@ T = SMALL_TRACT
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A k=3 cluster of 4 tract servers with a gateway, shared by this module and always stopped."""
     cluster = LocalCluster(Path(tmp_path_factory.mktemp("gateway")), tractservers=4, replicas=3, tract_size=T,
-                           port=0, gateway=True, heartbeat_interval=0.2)
+                           port=0, gateway=True, heartbeat_interval=0.2, secret_file=SECRET_FILE)
     try:
         cluster.start()
         yield cluster
@@ -34,7 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def gw(cluster: LocalCluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.gateway_url, timeout=60) as http:
+    with httpx.Client(base_url=cluster.gateway_url, timeout=60, headers=AUTH) as http:
         yield http
 
 
@@ -230,7 +230,8 @@ def test_client_hanging_up_mid_upload_leaves_no_blob(cluster: LocalCluster, gw: 
     guid = _guid()
     host, port = cluster.gateway_url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(f"PUT /v1/blobs/{guid} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {3 * T}\r\n\r\n".encode())
+        sock.sendall(f"PUT /v1/blobs/{guid} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {3 * T}\r\n"
+                     f"Authorization: {AUTH['authorization']}\r\n\r\n".encode())
         sock.sendall(b"p" * (T + T // 2))
         deadline = time.monotonic() + 30
         while gw.head(f"/v1/blobs/{guid}").status_code != 200:  # created and extended, upload under way

@@ -15,12 +15,12 @@ import httpx
 
 from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import SMALL_TRACT
+from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
 
 
-def _roundtrip(metaserver: str, data: bytes, guid: str | None = None) -> str:
+def _roundtrip(metaserver: str, data: bytes, guid: str | None = None, secret_file: str | None = None) -> str:
     async def main() -> str:
-        async with Client(metaserver) as fds:
+        async with Client(metaserver, secret_file=secret_file) as fds:
             if guid is None:
                 blob = await fds.create_blob()
                 await blob.extend(2)
@@ -37,10 +37,10 @@ def _roundtrip(metaserver: str, data: bytes, guid: str | None = None) -> str:
 def test_restart_on_same_dir_keeps_data_and_stored_settings(tmp_path: Path) -> None:
     data = os.urandom(SMALL_TRACT)
     first = LocalCluster(tmp_path / "c", tractservers=3, replicas=3, tract_size=SMALL_TRACT, port=0,
-                         gateway=False, heartbeat_interval=0.2)
+                         gateway=False, heartbeat_interval=0.2, secret_file=SECRET_FILE)
     with first:
         guid = _roundtrip(first.metaserver_url, data)
-        table = httpx.get(f"{first.metaserver_url}/v1/table").json()
+        table = httpx.get(f"{first.metaserver_url}/v1/table", headers=AUTH).json()
     again = LocalCluster(tmp_path / "c", tractservers=5, replicas=1, port=0, gateway=False, heartbeat_interval=0.2)
     assert again.settings() == {"tractservers": 3, "replicas": 3, "tract_size": SMALL_TRACT}
     assert any("--tractservers 5 ignored" in w for w in again.warnings)
@@ -48,7 +48,7 @@ def test_restart_on_same_dir_keeps_data_and_stored_settings(tmp_path: Path) -> N
     with again:
         _roundtrip(again.metaserver_url, data, guid)
         # Same servers, same rows; only addresses moved (new ports), which bumps the table version.
-        now = httpx.get(f"{again.metaserver_url}/v1/table").json()
+        now = httpx.get(f"{again.metaserver_url}/v1/table", headers=AUTH).json()
         assert now["rows"] == table["rows"] and now["row_versions"] == table["row_versions"]
         assert [s["id"] for s in now["servers"]] == [s["id"] for s in table["servers"]]
 
@@ -78,8 +78,11 @@ def test_fds_local_up_command(tmp_path: Path) -> None:
         for pid in children:
             os.kill(pid, 0)  # alive
         assert info["metaserver"] in out and info["gateway"] in out
-        assert httpx.get(f"{info['gateway']}/healthz").status_code == 200
-        _roundtrip(info["metaserver"], os.urandom(1000))
+        assert httpx.get(f"{info['gateway']}/healthz").status_code == 200  # the one open route
+        secret = Path(info["secret_file"])  # secure by default: a fresh secret, for its owner only
+        assert secret == (tmp_path / "d" / "secret").resolve() and secret.stat().st_mode & 0o777 == 0o600
+        assert httpx.get(f"{info['metaserver']}/v1/table").status_code == 401
+        _roundtrip(info["metaserver"], os.urandom(1000), secret_file=str(secret))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         for pid in children:

@@ -9,10 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fds.cli._local import LocalCluster
 from fds.client import Client
+from tests.conftest import AUTH
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    resp = httpx.get(f"{url}/metrics")
+    resp = httpx.get(f"{url}/metrics", headers=AUTH)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     out = {}
     for family in text_string_to_metric_families(resp.text):

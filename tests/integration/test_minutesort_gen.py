@@ -14,13 +14,15 @@ from apps.minutesort._blobio import iter_record_tracts
 from apps.minutesort._gensort import generate
 from fds.cli._local import LocalCluster
 from fds.client import Client
+from tests.conftest import SECRET_FILE
 
 
 def _gen(metaserver: str | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "apps.minutesort.cli", "gen", *args]
     if metaserver:
         command += ["--metaserver", metaserver]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+    return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "FDS_SECRET_FILE": str(SECRET_FILE)},
                           cwd=cwd)
 
 

@@ -17,6 +17,7 @@ import pytest
 from apps.minutesort._gensort import generate
 from fds.cli._local import LocalCluster
 from fds.client import Client
+from tests.conftest import AUTH
 
 
 def _ms(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -121,7 +122,7 @@ def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> N
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # both registered: the job is published
             try:
-                if httpx.get(f"{url}/v1/job", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/v1/job", timeout=2, headers=AUTH).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -163,7 +163,9 @@ class Verifier:
 
     def _parse(self, token: str) -> tuple[Scope, int]:
         parts = token.split(".")
-        if len(parts) != 5 or parts[0] != _PREFIX or parts[1] not in _RANK or not parts[2].isdigit():
+        # Tokens are ASCII; hmac.compare_digest raises TypeError on other text (a 500, not a 401).
+        if (not token.isascii() or len(parts) != 5 or parts[0] != _PREFIX or parts[1] not in _RANK
+                or not parts[2].isdigit()):
             raise Unauthorized(f"malformed token (want fds1.SCOPE.EXPIRES.NONCE.MAC); {_HOW}", code="bad_token")
         if self.secret is not None:
             good = hmac.compare_digest(_mac(self.secret, ".".join(parts[:4])), parts[4])

@@ -32,6 +32,10 @@ __all__ = ["HTTPPool", "HTTPResponse", "ConnectError", "ProtocolError"]
 _HEADER_LIMIT: Final = 64 * 1024
 _IDLE_SECONDS: Final = 20.0  # below the servers' keep-alive timeout
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_SILENT_PEER_SECONDS: Final = 5
+"""A server that acknowledges nothing for this long, not even TCP keepalive probes, is gone: its host
+crashed or was cut off. Connecting is bounded by it too. A busy server still acknowledges at the TCP
+level, so this never cuts short a slow answer; the request ``timeout`` does that."""
 
 
 class ConnectError(OSError):
@@ -73,6 +77,7 @@ class _Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _detect_silent_peer(sock)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -182,6 +187,19 @@ class _Connection(asyncio.BufferedProtocol):
         return await self._waiter
 
 
+def _detect_silent_peer(sock: socket.socket) -> None:
+    """Make the kernel drop the connection (ETIMEDOUT) once the peer has been silent for
+    ``_SILENT_PEER_SECONDS``: data unacknowledged that long (TCP_USER_TIMEOUT), or, while we wait
+    for an answer, keepalive probes unanswered. Without it a partitioned server holds each request
+    for the whole request timeout, and the client neither retries nor reads another replica."""
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return  # not Linux: the request timeout alone bounds the wait
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _SILENT_PEER_SECONDS * 1000)
+
+
 class HTTPPool:
     """Keep-alive connections to many servers, addressed by base URL.
 
@@ -257,11 +275,14 @@ class HTTPPool:
         loop = asyncio.get_running_loop()
         host, port, tls = key
         try:
-            _, protocol = await loop.create_connection(
-                _Connection, host, port, ssl=(self._ssl or True) if tls else None
-            )
+            async with asyncio.timeout(_SILENT_PEER_SECONDS):
+                _, protocol = await loop.create_connection(
+                    _Connection, host, port, ssl=(self._ssl or True) if tls else None
+                )
         except OSError as exc:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        except TimeoutError:
+            raise ConnectError(f"cannot connect to {host}:{port}: no answer in {_SILENT_PEER_SECONDS} s") from None
         assert isinstance(protocol, _Connection)
         return protocol
 

@@ -6,7 +6,12 @@ show up in each server's OpenAPI page (``/docs``).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
     "ServerRef",
@@ -32,6 +37,24 @@ __all__ = [
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_COUNT = 2**63 - 1
+"""The bound of every count, size, version and sequence number a request carries: servers keep and send
+them as 64-bit integers (orjson refuses larger ones), so a larger one is refused on the way in."""
+_URL_TEXT = re.compile(r"https?://[!-~]+")
+
+
+def _check_url(url: str) -> str:
+    """``url`` if it is an http(s) URL every fds client can reach (printable ASCII, a host, a valid port)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number, or out of range, raises ValueError
+        httpx.URL(url)
+        ok = bool(_URL_TEXT.fullmatch(url) and parts.hostname)
+    except (ValueError, httpx.InvalidURL):
+        ok = False
+    if not ok:
+        raise ValueError(f"not an http:// or https:// URL with a host: {url[:80]!r}; e.g. http://10.0.0.5:7100")
+    return url
 
 
 class ServerRef(BaseModel):
@@ -69,27 +92,33 @@ class RegisterRequest(BaseModel):
     data_url: str = Field(default="", max_length=300)
     disk: str = Field(default="", max_length=4096, description="The data directory, for operators.")
     domain: str = Field(min_length=1, max_length=128)
-    capacity_bytes: int = Field(ge=0)
+    capacity_bytes: int = Field(ge=0, le=_COUNT)
+
+    @field_validator("url", "data_url")
+    @classmethod
+    def _reachable(cls, url: str) -> str:
+        return _check_url(url) if url else url
 
 
 class FillProgress(BaseModel):
     """How far a tract server is with copying the rows it was handed (recovery or a hand-over)."""
 
-    rows: int = Field(default=0, ge=0, description="Rows still filling on this server.")
-    tracts_done: int = Field(default=0, ge=0)
-    tracts_total: int = Field(default=0, ge=0, description="Tracts to copy, as far as listed so far.")
-    bytes_done: int = Field(default=0, ge=0)
-    bytes_total: int = Field(default=0, ge=0)
+    rows: int = Field(default=0, ge=0, le=_COUNT, description="Rows still filling on this server.")
+    tracts_done: int = Field(default=0, ge=0, le=_COUNT)
+    tracts_total: int = Field(default=0, ge=0, le=_COUNT, description="Tracts to copy, as far as listed so far.")
+    bytes_done: int = Field(default=0, ge=0, le=_COUNT)
+    bytes_total: int = Field(default=0, ge=0, le=_COUNT)
 
 
 class Heartbeat(BaseModel):
-    tracts: int = Field(ge=0)
-    bytes_used: int = Field(ge=0)
-    disk_free: int = Field(ge=0)
-    capacity_bytes: int = Field(ge=0)
-    table_version: int = Field(ge=0, description="The table version the server is using.")
-    clean_version: int = Field(default=0, ge=0, description="The table version at which the server last removed "
-                                                            "the tracts of every row it no longer holds.")
+    tracts: int = Field(ge=0, le=_COUNT)
+    bytes_used: int = Field(ge=0, le=_COUNT)
+    disk_free: int = Field(ge=0, le=_COUNT)
+    capacity_bytes: int = Field(ge=0, le=_COUNT)
+    table_version: int = Field(ge=0, le=_COUNT, description="The table version the server is using.")
+    clean_version: int = Field(default=0, ge=0, le=_COUNT,
+                               description="The table version at which the server last removed "
+                                           "the tracts of every row it no longer holds.")
     fill: FillProgress = Field(default_factory=FillProgress)
 
 
@@ -97,7 +126,7 @@ class FilledRequest(BaseModel):
     """A tract server reports rows it has finished copying."""
 
     rows: list[int] = Field(max_length=1_000_000)
-    version: int = Field(ge=0, description="The table version the server filled under.")
+    version: int = Field(ge=0, le=_COUNT, description="The table version the server filled under.")
 
 
 class HeartbeatReply(BaseModel):
@@ -174,24 +203,25 @@ class ExtendResult(BaseModel):
 
 
 class SetLengthRequest(BaseModel):
-    length: int = Field(ge=0, description="The blob's byte length, recorded by stream writers.")
+    length: int = Field(ge=0, le=_COUNT, description="The blob's byte length, recorded by stream writers.")
 
 
 class MetaRecord(BaseModel):
     """A blob's metadata tract (-1) as replicated between row-mates."""
 
     guid: str
-    tracts: int = Field(ge=0)
-    length: int | None = None
-    created: float
-    seq: int = Field(ge=0, description="Bumped by every change.")
-    epoch: int = Field(default=0, ge=0, description="The row version under which the primary made this change; "
-                                                    "a replica keeps the record with the highest (epoch, seq).")
-    incarnation: int = Field(default=0, ge=0, description="The seq at which this blob was created.")
+    tracts: int = Field(ge=0, le=_COUNT)
+    length: int | None = Field(default=None, ge=0, le=_COUNT)
+    created: float = Field(allow_inf_nan=False)
+    seq: int = Field(ge=0, le=_COUNT, description="Bumped by every change.")
+    epoch: int = Field(default=0, ge=0, le=_COUNT,
+                       description="The row version under which the primary made this change; "
+                                   "a replica keeps the record with the highest (epoch, seq).")
+    incarnation: int = Field(default=0, ge=0, le=_COUNT, description="The seq at which this blob was created.")
     deleted: bool = False
-    ops: dict[str, int] = Field(default_factory=dict, description="Recent client operation ids and their results "
-                                                                  "(an extend's first tract), so a retried "
-                                                                  "operation is answered, not applied twice.")
+    ops: dict[str, Annotated[int, Field(ge=-_COUNT, le=_COUNT)]] = Field(
+        default_factory=dict, description="Recent client operation ids and their results (an extend's first "
+                                          "tract), so a retried operation is answered, not applied twice.")
 
 
 class RowListing(BaseModel):
@@ -204,7 +234,7 @@ class RowListing(BaseModel):
 
 class RowsRequest(BaseModel):
     rows: list[int] = Field(max_length=1_000_000)
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=_COUNT)
 
 
 class TractWritten(BaseModel):

@@ -78,9 +78,14 @@ def _parse_head(raw: bytes) -> _Request:
         raise BadRequest("send the tract with a Content-Length header (chunked bodies are not accepted)",
                          code="length_required")
     declared = headers.get("content-length", "0")
-    if not declared.isdigit():
-        raise BadRequest(f"bad Content-Length {declared[:20]!r}")
-    parts = urlsplit(target)
+    # isdigit() alone admits digits int() refuses ('²'), and int() refuses over 4300 digits: the
+    # ValueError would escape buffer_updated, and asyncio drops the connection without an answer.
+    if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
+        raise BadRequest(f"bad Content-Length {declared[:20]!r}: want a byte count in ASCII digits")
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. an unclosed '[' in an absolute-form target
+        raise BadRequest(f"malformed request target {target[:60]!r}") from None
     return _Request(method, parts.path, parse_qs(parts.query), headers, int(declared))
 
 

@@ -43,6 +43,8 @@ _RAW_BODY = {"requestBody": {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     "required": True}}
 _DRAIN_LIMIT_TRACTS = 4
+_MIN_SCRUB_RATE = 1 << 20
+"""An explicit scrub rate below this would hold the request, and the scrub lock, for days."""
 
 
 async def _read_body(request: Request, tracts: TractService) -> memoryview:
@@ -229,8 +231,12 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
 
     @app.post("/v1/admin/scrub", tags=["ops"],
               summary="Run one scrub pass now: verify every tract, repair bad or missing copies, collect orphans.")
-    async def scrub(rate: int | None = Query(default=None, ge=0, description="Bytes a second; 0: unthrottled.")
+    async def scrub(rate: int | None = Query(default=None, ge=0, description="Bytes a second (at least 1 MiB); "
+                                                                          "0: unthrottled.")
                     ) -> Response:
+        if rate is not None and 0 < rate < _MIN_SCRUB_RATE:
+            raise BadRequest(f"scrub rate {rate} is under the minimum of {_MIN_SCRUB_RATE} bytes a second; use 0 "
+                             "for unthrottled (the pass holds this request and the scrubber until it ends)")
         return json_response((await scrubber.scrub_once(rate)).as_dict())
 
     return app

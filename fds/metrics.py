@@ -1,11 +1,17 @@
 """Prometheus metrics: one registry per server process, served at ``/metrics``.
 
 Every server built by :func:`fds.web.create_app` counts its requests, body
-bytes and latency by operation (method and route template) and status. Roles
-add gauges of their own (tracts and bytes stored, disk free, checksum
-failures, heartbeat ages, ...) with :meth:`Metrics.gauge`, whose values are
-read at scrape time, so nothing is updated on the hot path but the request
-counters.
+bytes and latency by operation (method and route template) and status, and
+says which role and version it is (``fds_build_info``). The tract servers'
+data port, which bypasses the framework, records into the same families with
+operations prefixed ``data``.
+
+Roles add figures of their own (tracts and bytes stored, disk free, checksum
+failures, heartbeat ages, recovery progress, ...) as a collector
+(``prometheus_client.registry.Collector``) registered on
+:attr:`Metrics.registry`, which reads them at scrape time. So the only work
+on the hot path is :meth:`Metrics.observe`: a dict lookup and a few
+additions.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from fds import __version__
+from fds.models import Traffic
 
 __all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
@@ -27,6 +36,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+class _Series:
+    """The children of the request families for one (operation, status), looked up once."""
+
+    __slots__ = ("requests", "latency", "bytes_in", "bytes_out")
+
+    def __init__(self, metrics: Metrics, operation: str, status: str) -> None:
+        self.requests = metrics.requests.labels(operation, status)
+        self.latency = metrics.latency.labels(operation, status)
+        self.bytes_in = metrics.body_bytes.labels(operation, status, "in")
+        self.bytes_out = metrics.body_bytes.labels(operation, status, "out")
+
+
 class Metrics:
     """The metrics of one server process."""
 
@@ -35,39 +56,38 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("fds_requests", "Requests handled, by operation and HTTP status.",
                                 ["operation", "status"], registry=self.registry)
-        self.body_bytes = Counter("fds_body_bytes", "Request and response body bytes, by operation.",
-                                  ["operation", "direction"], registry=self.registry)
-        self.latency = Histogram("fds_request_seconds", "Time from request to response, by operation.",
-                                 ["operation"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self._refreshers: list[Callable[[], None]] = []
+        self.body_bytes = Counter("fds_body_bytes", "Request (in) and response (out) body bytes, by operation "
+                                  "and HTTP status.", ["operation", "status", "direction"], registry=self.registry)
+        self.latency = Histogram("fds_request_seconds", "Time from request to response, by operation and HTTP "
+                                 "status.", ["operation", "status"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        Gauge("fds_build_info", "Always 1; the labels say which role and version this process is.",
+              ["role", "version"], registry=self.registry).labels(role, __version__).set(1)
+        self._series: dict[tuple[str, int], _Series] = {}
+        self._requests_total = 0
+        self._bytes_in_total = 0
+        self._bytes_out_total = 0
 
     def observe(self, operation: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(seconds)
+        """Record one answered request. ``operation`` must come from a small set (route templates)."""
+        series = self._series.get((operation, status))
+        if series is None:
+            series = self._series[(operation, status)] = _Series(self, operation, str(status))
+        series.requests.inc()
+        series.latency.observe(seconds)
         if bytes_in:
-            self.body_bytes.labels(operation, "in").inc(bytes_in)
+            series.bytes_in.inc(bytes_in)
         if bytes_out:
-            self.body_bytes.labels(operation, "out").inc(bytes_out)
+            series.bytes_out.inc(bytes_out)
+        self._requests_total += 1
+        self._bytes_in_total += bytes_in
+        self._bytes_out_total += bytes_out
 
-    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """A gauge whose value is read when Prometheus scrapes."""
-        Gauge(name, documentation, registry=self.registry).set_function(read)
-
-    def labelled_gauge(self, name: str, documentation: str, label: str,
-                       read: Callable[[], dict[str, float]]) -> None:
-        """A gauge with one label, all of whose values are read when Prometheus scrapes."""
-        gauge = Gauge(name, documentation, [label], registry=self.registry)
-
-        def refresh() -> None:
-            gauge.clear()
-            for key, value in read().items():
-                gauge.labels(key).set(value)
-
-        self._refreshers.append(refresh)
+    def traffic(self) -> Traffic:
+        """Requests and body bytes since start, over every operation: what heartbeats carry."""
+        return Traffic(requests=self._requests_total, bytes_in=self._bytes_in_total, bytes_out=self._bytes_out_total)
 
     def render(self) -> bytes:
-        for refresh in self._refreshers:
-            refresh()
+        """The text exposition of every metric, collectors read now."""
         return generate_latest(self.registry)
 
 

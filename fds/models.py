@@ -30,6 +30,7 @@ __all__ = [
     "TractServerStats",
     "CreatedBlob",
     "FillProgress",
+    "Traffic",
     "FilledRequest",
     "RecoveryStatus",
     "RowListing",
@@ -110,6 +111,18 @@ class FillProgress(BaseModel):
     bytes_total: int = Field(default=0, ge=0, le=_COUNT)
 
 
+class Traffic(BaseModel):
+    """Requests a server has answered since it started, and their body bytes (every port and route).
+
+    Counters: they only grow, and start again from 0 when the server restarts. The metaserver's
+    status page turns two of them into a rate.
+    """
+
+    requests: int = Field(default=0, ge=0, le=_COUNT)
+    bytes_in: int = Field(default=0, ge=0, le=_COUNT, description="Request body bytes received (mostly tract writes).")
+    bytes_out: int = Field(default=0, ge=0, le=_COUNT, description="Response body bytes sent (mostly tract reads).")
+
+
 class Heartbeat(BaseModel):
     tracts: int = Field(ge=0, le=_COUNT)
     bytes_used: int = Field(ge=0, le=_COUNT)
@@ -120,6 +133,7 @@ class Heartbeat(BaseModel):
                                description="The table version at which the server last removed "
                                            "the tracts of every row it no longer holds.")
     fill: FillProgress = Field(default_factory=FillProgress)
+    traffic: Traffic = Field(default_factory=Traffic)
 
 
 class FilledRequest(BaseModel):
@@ -151,6 +165,7 @@ class ServerStatus(BaseModel):
     rows: int = Field(default=0, description="Rows this server holds (filling ones included).")
     filling_rows: int = Field(default=0, description="Rows this server is still copying.")
     fill: FillProgress = Field(default_factory=FillProgress)
+    traffic: Traffic = Field(default_factory=Traffic, description="As of its last heartbeat (`heartbeat_age` ago).")
 
 
 class RecoveryStatus(BaseModel):

@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from fds.auth import HttpxAuth
+from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState, TickResult
+from fds.metaserver._status_page import router as status_page
 from fds.models import ClusterStatus, FilledRequest, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
 from fds.web import create_app as create_base_app
 from fds.web import json_response
@@ -72,23 +74,8 @@ def create_app(state: MetaState, *, detect: bool = True) -> FastAPI:
     )
     app.router.lifespan_context = lifespan
     app.state.meta = state
-    metrics = app.state.metrics
-    metrics.gauge("fds_table_version", "Current tract locator table version (0: not built yet).",
-                  lambda: state.table.version if state.table else 0)
-    metrics.gauge("fds_servers_registered", "Tract servers that have registered.", lambda: len(state.members))
-    metrics.gauge("fds_servers_alive", "Tract servers whose last heartbeat is recent.",
-                  lambda: sum(s.alive for s in state.status().servers))
-    metrics.gauge("fds_cluster_healthy", "1 when every row has k live holders with every tract.",
-                  lambda: int(state.status().healthy))
-    metrics.gauge("fds_rows_filling", "Rows whose new holders are still copying.",
-                  lambda: len(state.table.filling) if state.table else 0)
-    metrics.gauge("fds_recovery_bytes_done", "Bytes copied by the repair under way.",
-                  lambda: sum(s.fill.bytes_done for s in state.status().servers))
-    metrics.gauge("fds_recovery_bytes_total", "Bytes the repair under way has to copy, as listed so far.",
-                  lambda: sum(s.fill.bytes_total for s in state.status().servers))
-    metrics.labelled_gauge("fds_heartbeat_age_seconds", "Seconds since each tract server's last heartbeat.",
-                           "server", lambda: {s.id: s.heartbeat_age for s in state.status().servers
-                                              if s.heartbeat_age is not None})
+    register_metaserver_metrics(app.state.metrics, state)
+    app.include_router(status_page)
 
     @app.post("/v1/servers", response_model=HeartbeatReply, tags=["membership"],
               summary="Register (or re-register) a tract server. A new server joins the table and is "

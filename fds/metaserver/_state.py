@@ -404,6 +404,7 @@ class MetaState:
                 disk_free=live.beat.disk_free, in_table=i >= 0,
                 table_version=live.beat.table_version, state=member.state,
                 rows=rows_of.get(i, 0), filling_rows=filling_of.get(i, 0), fill=fill,
+                traffic=live.beat.traffic,
             ))
             for name in ("tracts_done", "tracts_total", "bytes_done", "bytes_total"):
                 setattr(total, name, getattr(total, name) + getattr(fill, name))

@@ -27,6 +27,7 @@ from fds.placement import METADATA_TRACT
 from fds.tractserver._fastpath import serve_data_port
 from fds.tractserver._fill import Filler
 from fds.tractserver._meta import MetaService
+from fds.tractserver._metrics import register_tractserver_metrics
 from fds.tractserver._node import Node
 from fds.tractserver._scrub import Scrubber
 from fds.tractserver._tracts import TractService
@@ -101,16 +102,7 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     )
     app.router.lifespan_context = lifespan
     app.state.node = node
-    metrics = app.state.metrics
-    store = node.store
-    metrics.gauge("fds_tracts_stored", "Tracts stored on this server's disk.", lambda: store.tracts)
-    metrics.gauge("fds_bytes_stored", "Tract bytes stored on this server's disk.", lambda: store.bytes_used)
-    metrics.gauge("fds_capacity_bytes", "Bytes this server may store.", lambda: store.capacity_bytes)
-    metrics.gauge("fds_disk_free_bytes", "Bytes this server can still store.", store.disk_free)
-    metrics.gauge("fds_checksum_failures", "Tract reads refused because the copy failed its checksum.",
-                  lambda: store.checksum_failures)
-    metrics.gauge("fds_table_version", "The table version this server uses.",
-                  lambda: node.table.version if node.table else 0)
+    register_tractserver_metrics(app.state.metrics, node)
 
     # -- tracts ------------------------------------------------------------
     @app.put("/v1/tracts/{guid}/{tract}", response_model=TractWritten, tags=["tracts"], openapi_extra=_RAW_BODY,

@@ -40,6 +40,8 @@ log = logging.getLogger("fds.tractserver")
 _HEAD_LIMIT: Final = 16 * 1024
 _DRAIN_LIMIT_TRACTS: Final = 4
 _PREFIX: Final = "/v1/tracts/"
+_ROUTE: Final = "/v1/tracts/{guid}/{tract}"
+_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _REASONS: Final = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 413: "Content Too Large", 416: "Range Not Satisfiable", 500: "Internal Server Error",
@@ -164,6 +166,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         except FDSError as exc:
             self._respond_error(exc, close=True)
             return
+        self._begin(req)
         if len(rest) > req.length:
             self._respond_error(BadRequest("pipelined requests are not supported on the data port"), close=True)
             return
@@ -172,6 +175,7 @@ class DataProtocol(asyncio.BufferedProtocol):
                 self.tracts.check_length(req.length)
             except FDSError as exc:
                 if isinstance(exc, TractTooLarge) and req.length > _DRAIN_LIMIT_TRACTS * self.tracts.tract_size():
+                    self._bytes_in = len(rest)
                     self._respond_error(exc, close=True)
                     return
                 self._error = exc  # answer once the body is drained, so the connection stays usable
@@ -189,6 +193,14 @@ class DataProtocol(asyncio.BufferedProtocol):
         self._dispatch()
 
     # -- handling --------------------------------------------------------------
+    def _begin(self, req: _Request) -> None:
+        """Start timing a request, from its head on, as the API port's middleware does."""
+        self._started = time.perf_counter()
+        method = req.method if req.method in _METHODS else "other"  # the label set stays bounded
+        route = _ROUTE if req.path.startswith(_PREFIX) and req.path.count("/") == 4 else "unmatched"
+        self._operation = f"data {method} {route}"
+        self._bytes_in = req.length
+
     def _dispatch(self) -> None:
         assert self.transport is not None and self._req is not None
         self.transport.pause_reading()
@@ -198,9 +210,6 @@ class DataProtocol(asyncio.BufferedProtocol):
 
     async def _handle(self, req: _Request, body: memoryview | None, error: FDSError | None) -> None:
         close = req.headers.get("connection", "").lower() == "close"
-        self._started = time.perf_counter()
-        self._operation = f"data {req.method} /v1/tracts/{{guid}}/{{tract}}"
-        self._bytes_in = req.length
         try:
             if error is not None:
                 raise error
@@ -250,7 +259,9 @@ class DataProtocol(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         size = len(body) if length is None else length
-        if self.metrics is not None and self._started:
+        if self.metrics is not None:
+            if not self._started:  # the request head could not be parsed
+                self._operation, self._started, self._bytes_in = "data malformed", time.perf_counter(), 0
             self.metrics.observe(self._operation, status, time.perf_counter() - self._started, self._bytes_in,
                                  0 if head_only else len(body))
             self._started = 0.0

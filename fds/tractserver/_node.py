@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
@@ -42,7 +43,7 @@ from fds.errors import (
     error_from_response,
 )
 from fds.guid import format_guid, parse_guid
-from fds.models import BlobInfo, FillProgress, Heartbeat, RegisterRequest, TableModel
+from fds.models import BlobInfo, FillProgress, Heartbeat, RegisterRequest, TableModel, Traffic
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
@@ -109,6 +110,10 @@ class Node:
         self._clean_needed = True  # a restart may follow rows being taken away while down
         self._cleaning: asyncio.Task[int] | None = None
         self.fill_progress = FillProgress()
+        self.traffic: Callable[[], Traffic] = Traffic
+        """What heartbeats report of this server's requests (the app hands in its metrics' counts)."""
+        self.heartbeat_acked: float | None = None
+        """``time.monotonic()`` when the metaserver last accepted a heartbeat; None before the first."""
         self.on_table: list[Callable[[Table], None]] = []
         """Called with each newer table (the filler listens)."""
 
@@ -167,7 +172,7 @@ class Node:
                          disk_free=await self.run_io(self.store.disk_free),
                          capacity_bytes=self.store.capacity_bytes,
                          table_version=self.table.version if self.table else 0,
-                         clean_version=self.clean_version, fill=self.fill_progress)
+                         clean_version=self.clean_version, fill=self.fill_progress, traffic=self.traffic())
         resp = await self.http.post(f"{self.config.metaserver}/v1/servers/{self.id}/heartbeat",
                                     content=beat.model_dump_json(), headers={"content-type": "application/json"})
         if resp.status_code == 404:
@@ -176,6 +181,7 @@ class Node:
             return
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content, where="heartbeat")
+        self.heartbeat_acked = time.monotonic()
         current = resp.json()["table_version"]
         if current and (self.table is None or current > self.table.version):
             await self.refresh_table()

@@ -61,7 +61,7 @@ def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_clus
         again = httpx.post(f"{server.url}/v1/admin/scrub", params={"rate": 0}, timeout=60, headers=AUTH).json()
         assert again["bad"] == 0 and again["checked"] >= 1
     metrics = httpx.get(f"{holders[0].url}/metrics", headers=AUTH).text
-    (line,) = [m for m in metrics.splitlines() if m.startswith("fds_checksum_failures ")]
+    (line,) = [m for m in metrics.splitlines() if m.startswith("fds_checksum_failures_total{")]
     assert float(line.split()[1]) >= 2  # the refused read and the scrub both counted it
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fds.auth import load_secret, mint
 from fds.config import GatewayConfig, MetaserverConfig, TractServerConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -447,15 +448,19 @@ def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list
     failure domain and advertised URLs as configured), and a gateway that stores a blob."""
     meta = deployed.metaserver_url
     gateway = f"http://127.0.0.1:{deployed.ports['gateway']}"
+    secret = deployed.config_dir / "secret"  # made by the play, the same on every host
+    assert secret.stat().st_mode & 0o777 == 0o640
+    auth = {"authorization": f"Bearer {mint(load_secret(secret), 'write')}"}
 
     def cluster_ready() -> bool:
         assert all(p.poll() is None for p in started), "a server exited; see the logs in " + str(deployed.root)
-        status = httpx.get(f"{meta}/v1/cluster", timeout=5).json()
+        status = httpx.get(f"{meta}/v1/cluster", headers=auth, timeout=5).json()
         return status["state"] == "ready" and sum(s["alive"] for s in status["servers"]) == 2
 
     _wait("two tract servers to register", cluster_ready)
+    assert httpx.get(f"{meta}/v1/cluster", timeout=5).status_code == 401  # secure by default
     run = subprocess.run([str(deployed.venv / "bin" / "fds"), "status", "--metaserver", meta, "--json"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "FDS_SECRET_FILE": str(secret)})
     assert run.returncode == 0, run.stderr
     status = json.loads(run.stdout)
     ports = {deployed.ports["tractserver"], deployed.ports["d1"]}
@@ -463,9 +468,9 @@ def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list
     assert {s["domain"] for s in status["servers"]} == {"host0"}
 
     _wait("the gateway", lambda: httpx.get(f"{gateway}/healthz", timeout=5).status_code == 200)
-    guid = httpx.post(f"{gateway}/v1/blobs", timeout=30).json()["guid"]
-    assert httpx.put(f"{gateway}/v1/blobs/{guid}", content=b"deployed", timeout=30).status_code == 201
-    assert httpx.get(f"{gateway}/v1/blobs/{guid}", timeout=30).content == b"deployed"
+    guid = httpx.post(f"{gateway}/v1/blobs", headers=auth, timeout=30).json()["guid"]
+    assert httpx.put(f"{gateway}/v1/blobs/{guid}", content=b"deployed", headers=auth, timeout=30).status_code == 201
+    assert httpx.get(f"{gateway}/v1/blobs/{guid}", headers=auth, timeout=30).content == b"deployed"
 
 
 # --- The service tasks and handlers, against a stand-in systemctl ------------------------------------

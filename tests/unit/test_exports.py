@@ -9,7 +9,8 @@ import fds.errors
 def test_client_public_names() -> None:
     assert sorted(fds.client.__all__) == sorted([
         "Client", "Blob", "SyncClient", "SyncBlob", "BlobInfo", "ClusterStatus", "Progress", "DEFAULT_IN_FLIGHT",
-        "FDSError", "BadRequest", "TractTooLarge", "Unauthorized", "NotFound", "BlobNotFound", "TractNotFound",
+        "FDSError", "BadRequest", "TractTooLarge", "Unauthorized", "Forbidden", "NotFound", "BlobNotFound",
+        "TractNotFound",
         "Conflict", "BlobExists", "StaleVersion", "PastEnd", "DiskFull", "Unavailable", "ChecksumMismatch",
         "TableNotReady",
     ])

@@ -6,12 +6,14 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from apps.minutesort._aio import run_async
+from apps.minutesort._auth import auth_headers, insecure_process
 from apps.minutesort._blobio import RECORD, generate_blob
 from apps.minutesort._check import blob_checksum, validate_blobs
 from apps.minutesort._head import SortFailed, SortOptions, SortResult, run_sort
@@ -30,6 +32,39 @@ def _err(message: object, code: int = 1) -> int:
     return code
 
 
+def _worker_urls(args: argparse.Namespace) -> list[str]:
+    """Standing workers from ``--worker-urls`` and ``--worker-urls-file`` (one URL a line, # comments)."""
+    urls = [u.strip() for u in (args.worker_urls or "").split(",") if u.strip()]
+    if args.worker_urls_file:
+        text = Path(args.worker_urls_file).read_text()
+        urls += [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"worker URL {url!r}: give http://HOST:PORT of a `fds-minutesort worker --serve`")
+    if len(set(urls)) != len(urls):
+        raise ValueError("a standing worker is listed twice: it runs one sort process at a time")
+    return urls
+
+
+def _resolve_workers(args: argparse.Namespace) -> str | None:
+    """Fill in ``args.workers`` and ``args.urls``; the reason the flags do not fit together, if they do not."""
+    try:
+        args.urls = _worker_urls(args)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if args.urls:
+        if args.workers is not None and args.workers != len(args.urls):
+            return f"--workers {args.workers} but {len(args.urls)} standing workers listed: leave out --workers"
+        if args.remote_workers:
+            return "--remote-workers waits for workers to register; with --worker-urls the head invites them"
+        args.workers = len(args.urls)
+    elif args.workers is None:
+        args.workers = 2
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    return None
+
+
 def _options(args: argparse.Namespace) -> SortOptions:
     slow_worker, slow_factor = None, 1.0
     if args.slow_worker:
@@ -37,8 +72,8 @@ def _options(args: argparse.Namespace) -> SortOptions:
         slow_worker, slow_factor = int(index), float(factor or 3.0)
     return SortOptions(workers=args.workers, daytona=args.daytona, static=args.static,
                        unit_tracts=args.unit_tracts, slow_worker=slow_worker, slow_factor=slow_factor,
-                       spawn=not args.remote_workers, host=args.host, port=args.port,
-                       silence_timeout=args.silence_timeout)
+                       spawn=not args.remote_workers, worker_urls=args.urls, host=args.host, port=args.port,
+                       advertise_url=args.advertise_url or "", silence_timeout=args.silence_timeout)
 
 
 def _write_manifest(path: Path, result: SortResult, summary: Summary | None = None) -> None:
@@ -85,8 +120,9 @@ def _sort(args: argparse.Namespace) -> int:
         metaserver = find_metaserver(args.metaserver)
     except NoCluster as exc:
         return _err(exc, 3)
-    if args.workers < 1:
-        return _err("--workers must be at least 1", 2)
+    problem = _resolve_workers(args)
+    if problem:
+        return _err(problem, 2)
     try:
         result = run_async(_sort_and_report(metaserver, args.input, _options(args), args.quiet))
     except (SortFailed, FDSError) as exc:
@@ -144,8 +180,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fds.cli._local import LocalCluster
 
-    if args.workers < 1:
-        return _err("--workers must be at least 1", 2)
+    problem = _resolve_workers(args)
+    if problem:
+        return _err(problem, 2)
     count = args.records if args.records is not None else (args.size // RECORD if args.size else None)
     if not count:
         return _err("give --size SIZE (e.g. 1GB) or --records N", 2)
@@ -194,7 +231,7 @@ def _running_cluster(directory: Path) -> str | None:
 
     try:
         url = json.loads((directory / CLUSTER_FILE).read_text())["metaserver"]
-        if httpx.get(f"{url}/v1/cluster", timeout=2).status_code == 200:
+        if httpx.get(f"{url}/v1/cluster", timeout=2, headers=auth_headers()).status_code == 200:
             return str(url)
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         pass
@@ -259,17 +296,49 @@ async def _run_phases(metaserver: str, count: int, args: argparse.Namespace) -> 
 
 
 def _worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve = args.serve or bool(args.config) or bool(args.ready_file)
+    if serve == bool(args.head):
+        return _err("worker: give --head URL (one sort) or --serve (a standing worker), not both", 2)
+    logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "INFO" if serve else "WARNING").upper(),
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if serve:
+        return _serve_worker(args)
+    if args.insecure:
+        insecure_process()
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     try:
-        return run_async(run_worker(args.head, host=args.host, advertise=args.advertise_url or "",
-                                      throttle=args.throttle))
+        return run_async(run_worker(args.head, host=args.host or "127.0.0.1", advertise=args.advertise_url or "",
+                                    throttle=args.throttle, job=args.job or "", sock=sock,
+                                    service_pid=args.service_pid, service_url=args.service_url or ""))
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - a crash, told apart from a failure the head knows of (status 1)
+        logging.getLogger("fds.minutesort").exception("worker crashed")
+        return 70
+
+
+def _serve_worker(args: argparse.Namespace) -> int:
+    from apps.minutesort._config import check_worker_config, load_worker_config
+    from apps.minutesort._service import run_service
+    from fds.config import ConfigError
+
+    overrides = {"host": args.host, "port": args.port, "data_port": args.data_port,
+                 "advertise_url": args.advertise_url, "advertise_data_url": args.advertise_data_url,
+                 "secret_file": args.secret_file}
+    try:
+        config = load_worker_config(args.config, overrides)
+        check_worker_config(config)
+    except ConfigError as exc:
+        return _err(exc, 2)
+    try:
+        return run_async(run_service(config, ready_file=args.ready_file))
     except KeyboardInterrupt:
         return 130
 
 
 def _sort_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2, help="sort workers, one process each (default 2)")
+    p.add_argument("--workers", type=int, help="sort workers, one process each (default 2, or one per "
+                                                "--worker-urls)")
     p.add_argument("--daytona", action="store_true", help="sample the input to pick bucket boundaries (default: "
                                                           "Indy, uniform boundaries)")
     p.add_argument("--static", action="store_true", help="split the input into fixed equal ranges up front "
@@ -279,9 +348,15 @@ def _sort_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]",
                    help="make worker I read FACTOR times slower (default 3), for the straggler experiment")
     p.add_argument("--remote-workers", dest="remote_workers", action="store_true",
-                   help="start no workers: wait for --workers of them to register (`fds-minutesort worker`)")
+                   help="start no workers: wait for --workers of them to register (`fds-minutesort worker --head`)")
+    p.add_argument("--worker-urls", dest="worker_urls", metavar="URL[,URL...]",
+                   help="invite these standing workers (`fds-minutesort worker --serve`), one worker each")
+    p.add_argument("--worker-urls-file", dest="worker_urls_file", metavar="FILE",
+                   help="standing workers' URLs, one a line (# comments), added to --worker-urls")
     p.add_argument("--host", default="127.0.0.1", help="address the head listens on")
     p.add_argument("--port", type=int, default=0, help="port the head listens on (0: any)")
+    p.add_argument("--advertise-url", dest="advertise_url",
+                   help="URL workers reach the head at (default http://HOST:PORT; set it with --host 0.0.0.0)")
     p.add_argument("--silence-timeout", dest="silence_timeout", type=float, default=15.0,
                    help="fail the run when a worker is silent this many seconds (default 15)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -318,9 +393,27 @@ def add_commands(sub: Any, parse_size: Any) -> None:
     _sort_flags(p)
     p.set_defaults(run=_run)
 
-    p = sub.add_parser("worker", help="run one sort worker for a head (for workers on other hosts)")
-    p.add_argument("--head", required=True, help="the head's URL")
-    p.add_argument("--host", default="127.0.0.1", help="address this worker listens on for bins")
-    p.add_argument("--advertise-url", dest="advertise_url", help="URL peers use to reach this worker")
+    p = sub.add_parser("worker", help="a sort worker on this host: for one sort (--head) or standing (--serve)",
+                       description="With --head URL: register with that sort's head, sort, exit. With --serve: "
+                                   "run until stopped, taking part in each sort whose head invites it "
+                                   "(`sort --worker-urls`), one at a time, each in a child process.")
+    p.add_argument("--head", help="one sort: the URL of its head (`sort --remote-workers --port PORT`)")
+    p.add_argument("--serve", action="store_true", help="a standing worker: serve sorts until stopped")
+    p.add_argument("--config", help="--serve: settings file, table [minutesort-worker] (implies --serve)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="--serve: API port heads invite it on (default 7300)")
+    p.add_argument("--data-port", dest="data_port", type=int,
+                   help="--serve: port peers send bins to (default 7301; 0: any)")
+    p.add_argument("--advertise-url", dest="advertise_url",
+                   help="URL others reach this worker at: with --head, peers' bins; with --serve, heads")
+    p.add_argument("--advertise-data-url", dest="advertise_data_url", help="--serve: URL peers send bins to")
+    p.add_argument("--secret-file", dest="secret_file", help="--serve: the cluster secret (default: as fds clients)")
+    p.add_argument("--ready-file", dest="ready_file", help="--serve: write the URL here once serving")
     p.add_argument("--throttle", type=float, default=1.0, help="read this many times slower (straggler tests)")
+    p.add_argument("--job", help="with --head: the sort this worker was invited to (the head checks it)")
+    # Set by a standing worker for the child it starts per sort.
+    p.add_argument("--listen-fd", dest="listen_fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--service-pid", dest="service_pid", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--service-url", dest="service_url", help=argparse.SUPPRESS)
+    p.add_argument("--insecure", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=_worker)

@@ -5,14 +5,18 @@ The head never touches records, except to sample keys for Daytona. It:
 1. checks the input (it exists, and its last tract is whole records) and
    picks bucket boundaries: uniform over the key space (Indy), or from a
    sample of keys read from random tracts (Daytona, ``--daytona``);
-2. starts the workers (or waits for remote ones), and once all have
-   registered, publishes the job;
+2. starts the workers, invites standing ones (``worker_urls``: each runs
+   ``fds-minutesort worker --serve``, :mod:`apps.minutesort._service`), or
+   waits for remote ones to register; once all have registered, publishes
+   the job;
 3. hands out **units** of a few tracts to whichever worker asks next, so a
    slow worker simply takes fewer (``static=True`` splits the input into
    fixed equal ranges up front instead, for comparison);
 4. fails the run with a clear message if a worker dies or goes silent,
    rather than hang;
-5. collects each worker's output blobs and returns them in key order.
+5. collects each worker's output blobs and returns them in key order; a
+   standing worker is told to drop a sort that failed, and the head waits
+   (briefly) for each to be idle again, so the next sort finds it free.
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
+from apps.minutesort._auth import http_client
+from apps.minutesort._protocol import Beat, Finished, Invite, Job, Register, Registered, SortState, Unit, WorkRequest
 from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
 from fds.client import Client
-from fds.errors import BadRequest
+from fds.errors import BadRequest, Conflict
 from fds.web import bind_socket, create_app, json_response, url_of
 
 __all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
@@ -66,8 +72,12 @@ class SortOptions:
     slow_factor: float = 1.0
     spawn: bool = True
     """Start the workers as child processes here; False waits for ``workers`` remote ones."""
+    worker_urls: list[str] = field(default_factory=list)
+    """Standing workers (``fds-minutesort worker --serve``) to invite, one per worker; overrides ``spawn``."""
     host: str = "127.0.0.1"
     port: int = 0
+    advertise_url: str = ""
+    """The URL workers reach the head at (default: from ``host`` and the port)."""
     silence_timeout: float = 15.0
     register_timeout: float = 300.0
     """Seconds to wait for every worker to register."""
@@ -91,6 +101,9 @@ class SortResult:
 class _State:
     job: Job | None = None
     expected: int = 0
+    job_id: str = ""
+    invited: bool = False
+    """Standing workers were invited: only processes started for this job may register."""
     registered: list[Register] = field(default_factory=list)
     next_tract: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
@@ -100,6 +113,7 @@ class _State:
     finished: dict[int, Finished] = field(default_factory=dict)
     last_seen: dict[int, float] = field(default_factory=dict)
     abort: str | None = None
+    other_reasons: list[str] = field(default_factory=list)
     all_finished: asyncio.Event = field(default_factory=asyncio.Event)
     shuffle_done_at: float | None = None
 
@@ -111,6 +125,9 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
 
     @app.post("/v1/workers", tags=["sort"], summary="A worker registers.")
     async def register(req: Register) -> Response:
+        if state.invited and req.job != state.job_id:
+            raise Conflict(f"this head runs sort {state.job_id}, not {req.job or '(none)'}: it takes only the "
+                           "workers it invited", code="wrong_job")
         if len(state.registered) >= state.expected:
             raise BadRequest(f"this sort already has its {state.expected} workers")
         state.registered.append(req)
@@ -126,6 +143,8 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
 
     @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 before).")
     async def job() -> Response:
+        if state.abort:
+            return json_response({"error": {"code": "aborted", "message": state.abort}}, status=410)
         if state.job is None:
             return json_response({"error": {"code": "not_ready", "message": "waiting for workers"}}, status=503)
         return json_response(state.job)
@@ -169,11 +188,73 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
     @app.post("/v1/abort", tags=["sort"], summary="A worker saw a failure; the run stops with its reason.")
     async def abort(request: Request) -> Response:
         body = await request.json()
-        state.abort = state.abort or str(body.get("reason", "a worker aborted the run"))[:2000]
+        reason = str(body.get("reason", "a worker aborted the run"))[:2000]
+        if not state.abort:
+            state.abort = reason
+        elif len(state.other_reasons) < 3 and reason != state.abort:
+            state.other_reasons.append(reason)  # what else went wrong, for the message
         state.all_finished.set()
         return json_response({})
 
     return app
+
+
+class _StandingWorkers:
+    """The standing workers a sort invites (``fds-minutesort worker --serve``), one sort process each."""
+
+    def __init__(self, urls: list[str], head_url: str, job_id: str) -> None:
+        self.urls = [url.rstrip("/") for url in urls]
+        self.invite_body = Invite(head=head_url, job=job_id)
+        self.job_id = job_id
+        self.accepted: list[str] = []
+
+    async def invite(self) -> str | None:
+        """Invite them all at once; returns why the sort cannot go ahead (one refused, or is unreachable)."""
+        async with http_client(10.0) as http:
+            answers = await asyncio.gather(*(self._invite(http, url) for url in self.urls))
+        refusals = [answer for answer in answers if answer]
+        return "; ".join(refusals) if refusals else None
+
+    async def _invite(self, http: httpx.AsyncClient, url: str) -> str | None:
+        try:
+            resp = await http.post(f"{url}/v1/sorts", content=self.invite_body.model_dump_json(),
+                                   headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            return f"cannot reach the standing worker at {url}: {exc or type(exc).__name__}"
+        if resp.status_code == 202:
+            self.accepted.append(url)
+            return None
+        return f"the standing worker at {url} refused the sort ({resp.status_code}): {_error_text(resp)}"
+
+    async def cancel(self) -> None:
+        """Tell the workers that took the sort to drop it (best effort: one may be dead)."""
+        async with http_client(5.0) as http:
+            await asyncio.gather(*(http.delete(f"{url}/v1/sorts/{self.job_id}") for url in self.accepted),
+                                 return_exceptions=True)
+
+    async def wait_idle(self, timeout: float = 15.0) -> None:
+        """Wait until each worker's sort process has exited, so a sort started next finds it free."""
+        deadline = time.monotonic() + timeout
+        async with http_client(5.0) as http:
+            for url in self.accepted:
+                while time.monotonic() < deadline:
+                    try:
+                        resp = await http.get(f"{url}/v1/sorts/{self.job_id}")
+                        if resp.status_code != 200 or SortState.model_validate_json(resp.content).state != "running":
+                            break
+                    except httpx.HTTPError:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    log.warning("standing worker %s still runs sort %s after %.0f s", url, self.job_id, timeout)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The message of an fds error body, else the start of the body."""
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:300]
 
 
 async def _inspect_input(client: Client, guid: str) -> tuple[int, int, int]:
@@ -212,6 +293,8 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     """Sort ``input_blob`` with ``options.workers`` workers; returns the output blobs in key order."""
     import uvicorn
 
+    if options.worker_urls:
+        options = replace(options, workers=len(options.worker_urls), spawn=False)
     if options.workers < 1:
         raise BadRequest("a sort needs at least one worker")
     started = time.perf_counter()
@@ -225,7 +308,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
         else:
             boundaries = uniform_boundaries(buckets)
     phases["plan"] = time.perf_counter() - started
-    prefix = os.urandom(12).hex()
+    prefix = os.urandom(12).hex()  # names the output blobs and, as the job id, the sort
 
     def make_job(registered: list[Register]) -> Job:
         return Job(metaserver=metaserver, input_blob=input_blob, tracts=tracts, tract_size=tract_size,
@@ -233,20 +316,24 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
                    workers=[r.url for r in registered],
                    expected_records=[-(-records // buckets)] * buckets, bin_bytes=options.bin_bytes,
                    bins_in_flight=options.bins_in_flight, read_in_flight=options.read_in_flight,
-                   write_in_flight=options.write_in_flight, output_prefix=prefix)
+                   write_in_flight=options.write_in_flight, output_prefix=prefix, job_id=prefix)
 
-    state = _State(expected=options.workers)
+    state = _State(expected=options.workers, job_id=prefix, invited=bool(options.worker_urls))
     # The slow worker is chosen by registration index, so "worker 0" in reports is the slow one.
     throttles = {options.slow_worker: options.slow_factor} if options.slow_worker is not None else {}
     app = _app(state, make_job, options.static, max(1, options.unit_tracts), throttles)
     sock = bind_socket(options.host, options.port)
-    head_url = url_of(sock, options.host)
+    head_url = options.advertise_url.rstrip("/") or url_of(sock, options.host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
                                            log_level="warning", timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     children: list[subprocess.Popen[bytes]] = []
+    standing = _StandingWorkers(options.worker_urls, head_url, prefix) if options.worker_urls else None
+    succeeded = False
     try:
-        if options.spawn:
+        if standing is not None:
+            state.abort = await standing.invite()
+        elif options.spawn:
             for _ in range(options.workers):
                 children.append(subprocess.Popen(
                     [sys.executable, "-m", "apps.minutesort.cli", "worker", "--head", head_url,
@@ -256,7 +343,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
             log.info("head at %s: waiting for %d workers (`fds-minutesort worker --head %s`)",
                      head_url, options.workers, head_url)
         shuffle_started = time.perf_counter()
-        while not state.all_finished.is_set():
+        while not state.all_finished.is_set() and not state.abort:
             await asyncio.sleep(0.1)
             now = time.monotonic()
             for i, child in enumerate(children):
@@ -271,19 +358,22 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
             if state.job is not None:
                 for i, seen in state.last_seen.items():
                     if i not in state.finished and now - seen > options.silence_timeout and not state.abort:
-                        state.abort = f"worker {i} ({state.registered[i].url}) silent for {now - seen:.0f} s"
+                        who = state.registered[i].service or state.registered[i].url
+                        state.abort = f"worker {i} ({who}) silent for {now - seen:.0f} s"
             if state.abort:
                 break
             if progress is not None and state.job is not None:
                 progress("read", state.next_tract if not options.static else sum(state.tracts_given), tracts)
         if state.abort:
             await asyncio.sleep(1.0)  # let the workers hear it from their next beat
-            raise SortFailed(f"sort failed: {state.abort}")
+            also = f" (also: {'; '.join(state.other_reasons)})" if state.other_reasons else ""
+            raise SortFailed(f"sort failed: {state.abort}{also}")
         finished_at = time.perf_counter()
         phases["read_shuffle"] = (state.shuffle_done_at or finished_at) - shuffle_started
         phases["sort_write"] = finished_at - (state.shuffle_done_at or finished_at)
         for child in children:
             child.wait(30)
+        succeeded = True
     finally:
         for child in children:
             if child.poll() is None:
@@ -294,6 +384,8 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if standing is not None:
+            await (standing.wait_idle() if succeeded else standing.cancel())
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
     outputs: dict[int, str] = {}

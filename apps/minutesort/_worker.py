@@ -33,20 +33,23 @@ import logging
 import mmap
 import os
 import resource
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from apps.minutesort._auth import auth_headers, http_client
 from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
 from apps.minutesort._records import Records, argsort_records, as_records, partition
-from fds.auth import client_headers
 from fds.buffers import uninitialized
 from fds.client import Client
+from fds.errors import Conflict
 from fds.httpclient import HTTPPool
 from fds.web import bind_socket, create_app, json_response, url_of
 
@@ -55,6 +58,8 @@ __all__ = ["run_worker", "Bucket"]
 log = logging.getLogger("fds.minutesort")
 
 RECORD = 100
+_RECEIVER_WAIT = 60.0
+"""Seconds a peer's bin may wait for this worker to learn the job."""
 
 
 def anonymous(size: int) -> memoryview:
@@ -112,9 +117,10 @@ class Bucket:
 class _Receiver:
     """The worker's inbox: owned buckets and which senders are done."""
 
-    def __init__(self, buckets: dict[int, int], senders: int) -> None:
+    def __init__(self, buckets: dict[int, int], senders: int, job_id: str = "") -> None:
         self.buckets = {b: Bucket(n) for b, n in buckets.items()}
         self.senders = senders
+        self.job_id = job_id
         self.done: set[int] = set()
         self.complete = asyncio.Event()
         self.bytes_received = 0
@@ -125,6 +131,12 @@ class _Receiver:
         self.done.add(sender)
         if len(self.done) >= self.senders:
             self.complete.set()
+
+    def sender_done_for(self, job: str, sender: int) -> None:
+        """``sender`` has sent every bin of sort ``job``; refuses a notice meant for another sort."""
+        if self.job_id and job != self.job_id:
+            raise Conflict(f"this worker runs sort {self.job_id}, not {job or '(none)'}", code="wrong_job")
+        self.sender_done(sender)
 
     def bins_app(self) -> Callable[..., Awaitable[None]]:
         """A bare ASGI app for ``PUT /v1/bins/{bucket}``: each body goes straight into the bucket's buffer."""
@@ -141,6 +153,10 @@ class _Receiver:
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
 
+            job = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("job", [""])[0]
+            if self.job_id and job != self.job_id:  # a late bin of an earlier sort must not land in this one
+                await answer(409, f"this worker runs sort {self.job_id}, not {job[:64] or '(none)'}")
+                return
             path = scope["path"].rstrip("/").rsplit("/", 1)[-1]
             headers = dict(scope["headers"])
             try:
@@ -216,8 +232,9 @@ class _Shuffler:
 
     async def _send(self, owner: int, bucket: int, body: Records) -> None:
         try:
-            resp = await self.pool.request("PUT", f"{self.job.workers[owner]}/v1/bins/{bucket}?sender={self.me}",
-                                           body=body.reshape(-1).data)
+            resp = await self.pool.request(
+                "PUT", f"{self.job.workers[owner]}/v1/bins/{bucket}?sender={self.me}&job={self.job.job_id}",
+                body=body.reshape(-1).data, headers=auth_headers())
             if resp.status != 200:
                 raise RuntimeError(f"worker {owner} refused a bin: {resp.status} {bytes(resp.body)[:200]!r}")
             self.sent_bytes += body.nbytes
@@ -237,32 +254,44 @@ class _Shuffler:
             raise self.failure
 
 
-async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "", throttle: float = 1.0) -> int:
-    """Serve bins, register with the head at ``head``, and do the work. Returns an exit code."""
+async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "", throttle: float = 1.0,
+                     job: str = "", sock: socket.socket | None = None, service_pid: int = 0,
+                     service_url: str = "") -> int:
+    """Serve bins, register with the head at ``head``, and do the work. Returns an exit code.
+
+    A worker service (:mod:`apps.minutesort._service`) runs this in a child
+    process per sort: it passes the sort's ``job`` id, the listening socket
+    for bins (``sock``, bound once by the service), its own pid and URL;
+    the worker stops the sort if that process dies.
+    """
     import uvicorn
 
-    receiver_box: dict[str, _Receiver] = {}
+    receiver_ready: asyncio.Future[_Receiver] = asyncio.get_running_loop().create_future()
     app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it owns.",
                               role="minutesort-worker")
 
     @app.post("/v1/senders/{sender}/done", tags=["sort"], summary="A sender has sent every bin it will send.")
-    async def sender_done(sender: int) -> Response:
-        receiver_box["r"].sender_done(sender)
+    async def sender_done(sender: int, job: str = "") -> Response:
+        receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        receiver.sender_done_for(job, sender)
         return json_response({})
 
     async def bins(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receiver_box["r"].bins_app()(scope, receive, send)
+        # A fast peer may send its first bin before this worker has fetched the job.
+        receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        await receiver.bins_app()(scope, receive, send)
 
     app.mount("/v1/bins", cast(Any, bins))
-    sock = bind_socket(host, 0)
+    sock = sock if sock is not None else bind_socket(host, 0)
     url = advertise or url_of(sock, host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
                                            log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    http = httpx.AsyncClient(timeout=60.0, headers=client_headers())
+    http = http_client(60.0)
     pool = HTTPPool(timeout=120.0)
     try:
-        return await _work(head, url, http, pool, receiver_box, throttle)
+        return await _work(head, Register(url=url, pid=os.getpid(), job=job, service=service_url), http, pool,
+                           receiver_ready, throttle, service_pid)
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
@@ -279,32 +308,61 @@ async def _post(http: httpx.AsyncClient, url: str, model: Any = None) -> dict[st
     return result
 
 
-async def _work(head: str, url: str, http: httpx.AsyncClient, pool: HTTPPool, receiver_box: dict[str, _Receiver],
-                throttle: float) -> int:
+async def _join(head: str, me: Register, http: httpx.AsyncClient) -> tuple[int, float, Job]:
+    """Register with the head and wait for the job: (this worker's index, its throttle, the job)."""
     deadline = time.monotonic() + 120
     while True:  # the head may still be starting (remote workers are started independently)
         try:
             registered = Registered.model_validate(
-                await _post(http, f"{head}/v1/workers", Register(url=url, pid=os.getpid())))
-            me, throttle = registered.index, max(throttle, registered.throttle)
+                await _post(http, f"{head}/v1/workers", me))
             break
         except httpx.TransportError as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach the head at {head}: {exc}") from None
             await asyncio.sleep(0.2)
     while True:  # the job is fixed once every worker has registered
-        resp = await http.get(f"{head}/v1/job")
+        try:
+            resp = await http.get(f"{head}/v1/job")
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"lost the head at {head} while waiting for the job: {exc}") from None
         if resp.status_code == 200:
-            job = Job.model_validate_json(resp.content)
-            break
+            return registered.index, registered.throttle, Job.model_validate_json(resp.content)
+        if resp.status_code != 503:  # the head gave up on this sort before it began
+            raise RuntimeError(f"the head at {head} has no job for this worker: {resp.status_code} {resp.text[:300]}")
         await asyncio.sleep(0.05)
+
+
+async def _work(head: str, registration: Register, http: httpx.AsyncClient, pool: HTTPPool,
+                receiver_ready: asyncio.Future[_Receiver], throttle: float, service_pid: int) -> int:
+    try:
+        me, head_throttle, job = await _join(head, registration, http)
+    except RuntimeError as exc:
+        log.error("worker at %s: %s", registration.url, exc)
+        return 1
+    throttle = max(throttle, head_throttle)
     owned = {b: job.expected_records[b] for b, owner in enumerate(job.owners) if owner == me}
-    receiver = receiver_box["r"] = _Receiver(owned, senders=len(job.workers))
+    receiver = _Receiver(owned, senders=len(job.workers), job_id=job.job_id)
+    receiver_ready.set_result(receiver)
     aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def tell_head(reason: str) -> None:
+        log.error(reason)
+        try:
+            await http.post(f"{head}/v1/abort", json={"reason": reason})
+        except httpx.HTTPError:
+            pass
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(0.5)
+            if service_pid and os.getppid() != service_pid:
+                # The standing worker this process sorts for is gone (killed, crashed): the sort cannot
+                # count on this worker any more, and nobody would collect this process.
+                reason = (f"worker {me} (standing worker {registration.service or registration.url}): its service "
+                          f"(pid {service_pid}) died mid-sort")
+                await tell_head(reason)
+                aborted.set_result(reason)
+                return
             try:
                 answer = Beat.model_validate(await _post(http, f"{head}/v1/workers/{me}/beat"))
             except (httpx.HTTPError, RuntimeError) as exc:
@@ -325,12 +383,7 @@ async def _work(head: str, url: str, http: httpx.AsyncClient, pool: HTTPPool, re
         try:
             main.result()
         except Exception as exc:  # noqa: BLE001 - every failure stops the run with its reason
-            reason = f"worker {me}: {type(exc).__name__}: {exc}"
-            log.error(reason)
-            try:
-                await http.post(f"{head}/v1/abort", json={"reason": reason})
-            except httpx.HTTPError:
-                pass
+            await tell_head(f"worker {me}: {type(exc).__name__}: {exc}")
             return 1
         return 0
     finally:
@@ -373,7 +426,7 @@ async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, rece
             if peer == me:
                 receiver.sender_done(me)
             else:
-                resp = await http.post(f"{peer_url}/v1/senders/{me}/done")
+                resp = await http.post(f"{peer_url}/v1/senders/{me}/done", params={"job": job.job_id})
                 if resp.status_code != 200:
                     raise RuntimeError(f"worker {peer} did not take the end-of-bins notice: {resp.text[:200]}")
         await _post(http, f"{head}/v1/workers/{me}/done")

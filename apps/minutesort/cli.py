@@ -5,7 +5,9 @@
   blob per key range, and write a manifest listing them in key order.
 - ``validate``: valsort over output blobs in order (or a plain file).
 - ``run``: gen, sort and validate, with a report (``--local`` starts a cluster).
-- ``worker``: a sort worker, for running workers on other hosts.
+- ``worker``: a sort worker on another host: ``--head URL`` for one sort
+  (``sort --remote-workers``), or ``--serve`` for a standing worker that takes
+  part in every sort whose head invites it (``sort --worker-urls``).
 """
 
 from __future__ import annotations

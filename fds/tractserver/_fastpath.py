@@ -43,7 +43,7 @@ _PREFIX: Final = "/v1/tracts/"
 _ROUTE: Final = "/v1/tracts/{guid}/{tract}"
 _METHODS: Final = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"})
 _REASONS: Final = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 413: "Content Too Large", 416: "Range Not Satisfiable", 500: "Internal Server Error",
     503: "Service Unavailable", 507: "Insufficient Storage",
 }
@@ -252,7 +252,8 @@ class DataProtocol(asyncio.BufferedProtocol):
             raise _MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
 
     def _respond_error(self, exc: FDSError, *, close: bool) -> None:
-        self._respond(exc.status, exc.to_body(), "application/json", close=close)
+        extra = 'www-authenticate: Bearer realm="fds"\r\n' if exc.status == 401 else ""
+        self._respond(exc.status, exc.to_body(), "application/json", close=close, extra=extra)
 
     def _respond(self, status: int, body: bytes | memoryview, media: str, *, close: bool,
                  extra: str = "", head_only: bool = False, length: int | None = None) -> None:

@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fds import __version__
+from fds import __version__, tls
 from fds.auth import AuthError, AuthMiddleware, configure, load_secret
 from fds.config import SecurityConfig
 from fds.errors import BadRequest, FDSError
@@ -122,11 +122,16 @@ def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
 
 
 def secure(config: SecurityConfig, role: str) -> None:
-    """Set this server process's credentials from its config, or exit saying what is missing.
+    """Set this server process's credentials and TLS from its config, or exit saying what is missing.
 
     Secure by default: a server without ``secret_file`` refuses to start
-    unless its config says ``insecure = 1``.
+    unless its config says ``insecure = 1``. TLS is on when ``tls_cert`` and
+    ``tls_key`` are set (:mod:`fds.tls`).
     """
+    try:
+        tls.configure(cert=config.tls_cert, key=config.tls_key, ca=config.tls_ca)
+    except tls.TLSError as exc:
+        raise SystemExit(f"fds {role}: {exc}") from None
     if config.secret_file:
         try:
             configure(secret=load_secret(config.secret_file), scope="cluster")
@@ -161,7 +166,7 @@ def url_of(sock: socket.socket, host: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):
         shown = socket.gethostname()
-    return f"http://{shown}:{port}"
+    return f"{tls.scheme()}://{shown}:{port}"
 
 
 def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -> None:
@@ -175,8 +180,10 @@ def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -
     tune_allocator()
     logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    files = tls.server_files()
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                            log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=5)
+                            log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=5,
+                            ssl_certfile=files[0] if files else None, ssl_keyfile=files[1] if files else None)
     server = uvicorn.Server(config)
 
     async def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from fds import tls
 from fds.auth import Credentials, HttpxAuth
 from fds.cli import EXIT_OK
 from fds.cli._blobs import _command, _run
@@ -22,7 +23,7 @@ def _decommission(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         creds = client.credentials
         admin = Credentials(secret=creds.secret, token=creds.token, scope="cluster")  # a token must be cluster-scoped
-        async with httpx.AsyncClient(timeout=30.0, auth=HttpxAuth(admin)) as http:
+        async with httpx.AsyncClient(timeout=30.0, auth=HttpxAuth(admin), verify=tls.client_context()) as http:
             try:
                 resp = await http.post(f"{client.metaserver}/v1/servers/{args.server}/decommission")
             except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -78,6 +79,11 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     secret_file: Path | None = None
     """The cluster secret; default ``DIR/secret``, created (owner-only) on first start."""
+    tls_cert: Path | None = None
+    """With ``tls_key``: every server serves HTTPS with this certificate (it must name 127.0.0.1)."""
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    """The CA bundle servers (and :meth:`wait_healthy`) trust when calling each other."""
     children: list[Child] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -216,9 +222,16 @@ class LocalCluster:
         with open(child.log, "ab") as log:
             child.proc = subprocess.Popen(
                 [sys.executable, "-m", "fds", *child.args, "--ready-file", str(ready),
-                 "--secret-file", str(self._ensure_secret())],
+                 "--secret-file", str(self._ensure_secret()), *self._tls_args()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)
+
+    def _tls_args(self) -> list[str]:
+        args: list[str] = []
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
+            if path:
+                args += [flag, str(path)]
+        return args
 
     def _wait_ready(self, children: list[Child], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -238,10 +251,12 @@ class LocalCluster:
         server that is not dead or decommissioned is alive and uses the current table."""
         deadline = time.monotonic() + timeout
         headers = self.headers("read")
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
         last: Any = None
         while time.monotonic() < deadline:
             try:
-                status = httpx.get(f"{self.metaserver_url}/v1/cluster", headers=headers, timeout=5).json()
+                status = httpx.get(f"{self.metaserver_url}/v1/cluster", headers=headers, timeout=5,
+                                   verify=verify).json()
                 last = status
                 servers = status["servers"]
                 if (status["state"] == "ready" and status["healthy"] and len(servers) >= (self.tractservers or 0)

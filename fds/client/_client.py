@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from fds import tls
 from fds.auth import Credentials
 from fds.client._blob import Blob
 from fds.client._table import TableCache
@@ -77,7 +78,7 @@ class Client:
         self.tables = TableCache(metaserver, credentials=self.credentials)
         self.metaserver = self.tables.metaserver
         self.max_in_flight = max_in_flight
-        self._pool = HTTPPool(timeout=timeout)
+        self._pool = HTTPPool(timeout=timeout, ssl_context=tls.client_context())
         self._slots = asyncio.Semaphore(max_in_flight)
         if per_server < 1:
             raise BadRequest("per_server must be at least 1")

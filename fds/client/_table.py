@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from fds import tls
 from fds.auth import Credentials, HttpxAuth
 from fds.errors import Unavailable, error_from_response
 from fds.models import ClusterStatus, TableModel
@@ -22,7 +23,8 @@ class TableCache:
 
     def __init__(self, metaserver: str, *, timeout: float = 30.0, credentials: Credentials | None = None) -> None:
         self.metaserver = metaserver.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=timeout, auth=HttpxAuth(credentials))
+        self._http = httpx.AsyncClient(timeout=timeout, auth=HttpxAuth(credentials),
+                                       verify=tls.client_context())
         self._table: Table | None = None
         self._fetch: asyncio.Task[Table] | None = None
 

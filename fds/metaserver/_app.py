@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from fds import tls
 from fds.auth import HttpxAuth
 from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState, TickResult
@@ -59,7 +60,7 @@ def create_app(state: MetaState, *, detect: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal http
-        http = httpx.AsyncClient(timeout=5.0, auth=HttpxAuth())
+        http = httpx.AsyncClient(timeout=5.0, auth=HttpxAuth(), verify=tls.client_context())
         task = asyncio.create_task(detector(), name="detector") if detect else None
         yield
         if task is not None:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from fds import tls
 from fds.auth import check as check_auth
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
@@ -285,4 +286,4 @@ class _MethodNotAllowed(FDSError):
 async def serve_data_port(tracts: TractService, sock: socket.socket, metrics: Metrics | None = None) -> asyncio.Server:
     """Start serving the data port on an already bound, listening socket."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: DataProtocol(tracts, metrics), sock=sock)
+    return await loop.create_server(lambda: DataProtocol(tracts, metrics), sock=sock, ssl=tls.server_context())

@@ -36,6 +36,7 @@ import httpx
 import orjson
 import xxhash
 
+from fds import tls
 from fds.errors import FDSError, error_from_response
 from fds.guid import format_guid, parse_guid
 from fds.httpclient import ConnectError, HTTPPool
@@ -83,7 +84,7 @@ class Filler:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.pool = HTTPPool(timeout=60.0)
+        self.pool = HTTPPool(timeout=60.0, ssl_context=tls.client_context())
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._reported: set[tuple[int, int]] = set()  # (row, table version) already reported

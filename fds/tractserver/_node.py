@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from fds import tls
 from fds.auth import HttpxAuth, client_headers
 from fds.config import TractServerConfig
 from fds.durable import ensure_dir, write_durably
@@ -128,7 +129,7 @@ class Node:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def start(self) -> None:
-        self.http = httpx.AsyncClient(timeout=10.0, auth=HttpxAuth())
+        self.http = httpx.AsyncClient(timeout=10.0, auth=HttpxAuth(), verify=tls.client_context())
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
         if self.config.collector_interval > 0:
             self._tasks.append(asyncio.create_task(self._collector_loop(), name="collector"))

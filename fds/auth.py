@@ -43,6 +43,7 @@ from typing import Any, Literal, cast
 import httpx
 
 from fds.errors import FDSError, Forbidden, Unauthorized
+from fds.logs import HEADER, request_id
 
 __all__ = [
     "Scope",
@@ -344,8 +345,13 @@ def process_credentials() -> Credentials:
 
 
 def client_headers() -> dict[str, str]:
-    """Headers for one outgoing request with this process's credentials (a fresh token when due)."""
-    return process_credentials().headers()
+    """Headers for one outgoing request: this process's credentials (a fresh token when due), and the
+    id of the request being served, if any (:mod:`fds.logs`)."""
+    headers = process_credentials().headers()
+    rid = request_id.get()
+    if rid:
+        headers[HEADER] = rid
+    return headers
 
 
 class HttpxAuth(httpx.Auth):
@@ -357,4 +363,7 @@ class HttpxAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Any:
         creds = self.credentials or process_credentials()
         request.headers.update(creds.headers())
+        rid = request_id.get()
+        if rid and HEADER not in request.headers:
+            request.headers[HEADER] = rid
         yield request

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import socket
-import sys
 from typing import Any
 
 import orjson
@@ -27,10 +25,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fds import __version__, tls
+from fds import __version__, logs, tls
 from fds.auth import AuthError, AuthMiddleware, configure, load_secret
 from fds.config import SecurityConfig
 from fds.errors import BadRequest, FDSError
+from fds.logs import RequestIdMiddleware
 from fds.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 
 __all__ = ["create_app", "secure", "serve", "bind_socket", "url_of", "json_response", "tune_allocator",
@@ -84,6 +83,8 @@ def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(AuthMiddleware)  # inside the metrics, so refused requests are counted too
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: refused requests are logged with their id too
+    app.state.role = role
 
     @app.exception_handler(FDSError)
     async def _fds_error(request: Request, exc: FDSError) -> Response:
@@ -178,11 +179,10 @@ def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -
     import uvicorn
 
     tune_allocator()
-    logging.basicConfig(level=os.environ.get("FDS_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.setup(getattr(app.state, "role", "fds"))
     files = tls.server_files()
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                            log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=5,
+                            log_level="warning", log_config=None, timeout_keep_alive=75, timeout_graceful_shutdown=5,
                             ssl_certfile=files[0] if files else None, ssl_keyfile=files[1] if files else None)
     server = uvicorn.Server(config)
 

@@ -29,6 +29,7 @@ from fds.errors import (
 )
 from fds.guid import format_guid, new_guid, parse_guid
 from fds.httpclient import ConnectError, HTTPPool, HTTPResponse
+from fds.logs import HEADER, new_request_id, request_id
 from fds.models import BlobInfo, ClusterStatus
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
@@ -133,6 +134,8 @@ class Client:
         whichever is later: a server that died takes a heartbeat timeout to
         be replaced, and no caller should see that as a failure.
         """
+        if not request_id.get():  # one id for the whole operation: its retries and replicas
+            request_id.set(new_request_id())  # (a task's own context: this does not leak to the caller)
         delay = 0.05
         last: Exception | None = None
         deadline = asyncio.get_running_loop().time() + self._retry_for
@@ -168,6 +171,7 @@ class Client:
     async def _send(self, method: str, url: str, body: bytes | bytearray | memoryview | None = None,
                     headers: dict[str, str] | None = None) -> HTTPResponse:
         hdrs = self.credentials.headers()
+        hdrs[HEADER] = request_id.get() or new_request_id()
         if headers:
             hdrs.update(headers)
         return await self._pool.request(method, url, body=body, headers=hdrs)

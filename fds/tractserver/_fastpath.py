@@ -31,6 +31,7 @@ from fds.auth import check as check_auth
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
 from fds.http1 import HeadBuffer, HeadTooLarge
+from fds.logs import HEADER, log_request, new_request_id, request_id, valid_request_id
 from fds.metrics import Metrics
 from fds.tractserver._tracts import TractService
 
@@ -122,6 +123,9 @@ class DataProtocol(asyncio.BufferedProtocol):
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
         self._operation = ""
+        self._rid = ""
+        self._method = ""
+        self._path = ""
         self._bytes_in = 0
 
     # -- asyncio callbacks ---------------------------------------------------
@@ -201,6 +205,8 @@ class DataProtocol(asyncio.BufferedProtocol):
         route = _ROUTE if req.path.startswith(_PREFIX) and req.path.count("/") == 4 else "unmatched"
         self._operation = f"data {method} {route}"
         self._bytes_in = req.length
+        self._rid = valid_request_id(req.headers.get(HEADER))
+        self._method, self._path = req.method[:16], req.path[:256]
 
     def _dispatch(self) -> None:
         assert self.transport is not None and self._req is not None
@@ -211,6 +217,7 @@ class DataProtocol(asyncio.BufferedProtocol):
 
     async def _handle(self, req: _Request, body: memoryview | None, error: FDSError | None) -> None:
         close = req.headers.get("connection", "").lower() == "close"
+        request_id.set(self._rid)  # this task's context: copies and prepares it causes carry the id
         try:
             if error is not None:
                 raise error
@@ -261,13 +268,18 @@ class DataProtocol(asyncio.BufferedProtocol):
         if self.transport is None:
             return
         size = len(body) if length is None else length
+        elapsed = time.perf_counter() - self._started if self._started else 0.0
         if self.metrics is not None:
             if not self._started:  # the request head could not be parsed
                 self._operation, self._started, self._bytes_in = "data malformed", time.perf_counter(), 0
             self.metrics.observe(self._operation, status, time.perf_counter() - self._started, self._bytes_in,
                                  0 if head_only else len(body))
             self._started = 0.0
+        log_request(self._method or "?", self._path or "?", status, elapsed, self._rid or new_request_id())
         connection = "connection: close\r\n" if close else ""
+        if self._rid:
+            extra += f"x-request-id: {self._rid}\r\n"
+        self._rid, self._method, self._path = "", "", ""
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: {media}\r\n"
                 f"content-length: {size}\r\n{extra}{connection}\r\n")
         if head_only or not body:

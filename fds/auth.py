@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -69,6 +70,8 @@ SCOPES: tuple[Scope, ...] = ("read", "write", "cluster")
 _RANK = {"read": 0, "write": 1, "cluster": 2}
 _PREFIX = "fds1"
 _OPEN_PATHS = frozenset({"/healthz"})
+_PAGES = frozenset({"/", "/status"})
+"""Web pages a browser may open with ``?token=``, once, to be given the token as a cookie."""
 _CLUSTER_PREFIXES = ("/v1/internal/", "/v1/admin/", "/v1/servers")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HOW = ("send 'Authorization: Bearer TOKEN': mint one with `fds token` on a machine holding the cluster "
@@ -265,6 +268,9 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
+                if scope["method"] == "GET" and scope["path"] in _PAGES and b"token=" in scope["query_string"]:
+                    await self._login(scope, send)
+                    return
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 check(scope["method"], scope["path"], headers)
             except FDSError as exc:
@@ -276,6 +282,27 @@ class AuthMiddleware:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _login(scope: Scope_, send: Send) -> None:
+        """``GET /status?token=T``: check T, keep it in an HttpOnly cookie, and send the browser to the
+        page without the token in its address bar (or history)."""
+        token = parse_qs(scope["query_string"].decode("latin-1")).get("token", [""])[0]
+        verifier = _server_verifier()
+        if _insecure:
+            expires = int(time.time()) + 3600
+        elif verifier is None:
+            raise Unauthorized("this server has no cluster secret configured", code="no_secret")
+        else:
+            verifier.verify(token)
+            expires = verifier._cache[token][1]
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        cookie = (f"fds_token={token}; Path=/; HttpOnly; SameSite=Strict; "
+                  f"Max-Age={max(0, expires - int(time.time()))}{secure}")
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode()),
+                                (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
 
 
 # -- the client side ------------------------------------------------------------

@@ -354,7 +354,8 @@ def _up(args: argparse.Namespace) -> int:
         print(f"  {child.name:<11} {child.url}  ({child.dir})")
     if cluster.gateway:
         print(f"  gateway     {cluster.gateway_url}   REST: PUT/GET {cluster.gateway_url}/v1/blobs/<guid>")
-    print(f"cluster file: {cluster.dir / CLUSTER_FILE}")
+    print(f"  status page {cluster.metaserver_url}/status?token={cluster.token('read', 24 * 3600)}")
+    print(f"cluster file: {cluster.dir / CLUSTER_FILE}   secret: {cluster.secret_file} (owner-only)")
     print("ready. Try: fds put FILE, fds status. Ctrl-C stops the cluster.", flush=True)
     reported: set[str] = set()
     while not stopping:

@@ -203,3 +203,21 @@ def test_fds_secret_and_token_commands(tmp_path: Path, cluster: LocalCluster) ->
     assert httpx.post(f"{cluster.metaserver_url}/v1/admin/tick", headers=headers).status_code == 403
     none = _fds("token", env={})
     assert none.returncode == 1 and "no cluster secret" in none.stderr
+
+
+def test_status_page_login_sets_a_cookie_and_drops_the_token_from_the_address(cluster: LocalCluster) -> None:
+    page = f"{cluster.metaserver_url}/status"
+    token = cluster.token("read", 600)
+    resp = httpx.get(page, params={"token": token})
+    assert resp.status_code == 303 and resp.headers["location"] == "/status"
+    cookie = resp.headers["set-cookie"]
+    assert cookie.startswith(f"fds_token={token};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    max_age = int(re.search(r"Max-Age=(\d+)", cookie).group(1))  # type: ignore[union-attr]
+    assert 500 < max_age <= 600  # the cookie lasts as long as the token
+    with httpx.Client() as browser:  # follows the redirect with the cookie, as a browser does
+        shown = browser.get(page, params={"token": token}, follow_redirects=True)
+        assert shown.status_code == 200 and "text/html" in shown.headers["content-type"]
+        assert str(shown.url) == page
+        assert browser.get(f"{cluster.metaserver_url}/v1/cluster").status_code == 200
+    _refused(httpx.get(page, params={"token": "forged"}), 401, "bad_token")
+    _refused(httpx.get(f"{cluster.metaserver_url}/v1/table", params={"token": token}), 401, "no_credentials")

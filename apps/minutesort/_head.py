@@ -42,7 +42,8 @@ from apps.minutesort._auth import http_client
 from apps.minutesort._protocol import Beat, Finished, Invite, Job, Register, Registered, SortState, Unit, WorkRequest
 from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
 from fds.client import Client
-from fds.errors import BadRequest, Conflict
+from fds.errors import BadRequest, Conflict, NotFound
+from fds.guid import parse_guid
 from fds.web import bind_socket, create_app, json_response, url_of
 
 __all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
@@ -123,6 +124,19 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
     app = create_app("fds-minutesort head", "Hands out input on demand and collects the sorted output.",
                      role="minutesort-head")
 
+    def registered(index: int) -> int:
+        """``index`` if a worker registered under it; otherwise 404 (it would count towards the barrier)."""
+        if not 0 <= index < len(state.registered):
+            raise NotFound(f"no worker {index} in this sort: {len(state.registered)} of {state.expected} have "
+                           "registered (indices from 0)", code="unknown_worker")
+        return index
+
+    def the_job() -> Job:
+        if state.job is None:
+            raise Conflict("no job yet: every worker must register first (GET /v1/job answers 503 until then)",
+                           code="not_ready")
+        return state.job
+
     @app.post("/v1/workers", tags=["sort"], summary="A worker registers.")
     async def register(req: Register) -> Response:
         if state.invited and req.job != state.job_id:
@@ -153,33 +167,39 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
     async def work(req: WorkRequest) -> Response:
         if state.abort:
             return json_response(Unit(abort=state.abort))
-        assert state.job is not None
-        state.last_seen[req.worker] = time.monotonic()
+        job = the_job()
+        state.last_seen[registered(req.worker)] = time.monotonic()
         if static:
             start, end = state.ranges[req.worker]
             count = min(unit, end - start)
             state.ranges[req.worker] = (start + count, end)
         else:
             start = state.next_tract
-            count = min(unit, state.job.tracts - start)
+            count = min(unit, job.tracts - start)
             state.next_tract += count
         state.tracts_given[req.worker] += count
         return json_response(Unit(first=start, count=count))
 
     @app.post("/v1/workers/{index}/beat", tags=["sort"], summary="Liveness; says whether the run was aborted.")
     async def beat(index: int) -> Response:
-        state.last_seen[index] = time.monotonic()
+        state.last_seen[registered(index)] = time.monotonic()
         return json_response(Beat(abort=state.abort))
 
     @app.post("/v1/workers/{index}/done", tags=["sort"], summary="This worker has read and sent its input.")
     async def done(index: int) -> Response:
-        state.done.add(index)
+        state.done.add(registered(index))
         if len(state.done) == state.expected:
             state.shuffle_done_at = time.perf_counter()
         return json_response({})
 
     @app.post("/v1/workers/{index}/finished", tags=["sort"], summary="This worker's buckets are written.")
     async def finished(index: int, report: Finished) -> Response:
+        owned = {b for b, owner in enumerate(the_job().owners) if owner == registered(index)}
+        if report.worker != index or set(report.buckets) != owned or set(report.records) != owned:
+            raise BadRequest(f"worker {index} owns buckets {sorted(owned)}: its report must be for worker {index} "
+                             f"and name each of them in buckets and records, not {sorted(report.buckets)}")
+        for guid in report.buckets.values():
+            parse_guid(guid)
         state.finished[index] = report
         if len(state.finished) == state.expected:
             state.all_finished.set()
@@ -187,7 +207,12 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
 
     @app.post("/v1/abort", tags=["sort"], summary="A worker saw a failure; the run stops with its reason.")
     async def abort(request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:  # not JSON, or not UTF-8
+            body = None
+        if not isinstance(body, dict):
+            raise BadRequest('send a JSON object: {"reason": "what went wrong"}')
         reason = str(body.get("reason", "a worker aborted the run"))[:2000]
         if not state.abort:
             state.abort = reason

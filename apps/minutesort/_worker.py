@@ -41,6 +41,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
+import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 
@@ -49,7 +50,7 @@ from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered,
 from apps.minutesort._records import Records, argsort_records, as_records, partition
 from fds.buffers import uninitialized
 from fds.client import Client
-from fds.errors import Conflict
+from fds.errors import BadRequest, Conflict, Unavailable
 from fds.httpclient import HTTPPool
 from fds.web import bind_socket, create_app, json_response, url_of
 
@@ -114,13 +115,23 @@ class Bucket:
         return np.concatenate([main, *(as_records(p) for p in self.overflow)])
 
 
+async def _answer(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, code: str = "",
+                  message: str = "") -> None:
+    """A response from a bare ASGI app: ``{}``, or the fds error body."""
+    body = orjson.dumps({"error": {"code": code, "message": message}}) if message else b"{}"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _Receiver:
     """The worker's inbox: owned buckets and which senders are done."""
 
-    def __init__(self, buckets: dict[int, int], senders: int, job_id: str = "") -> None:
+    def __init__(self, buckets: dict[int, int], senders: int, job_id: str = "", max_bin: int = 1 << 30) -> None:
         self.buckets = {b: Bucket(n) for b, n in buckets.items()}
         self.senders = senders
         self.job_id = job_id
+        self.max_bin = max_bin  # the largest bin a sender sends: a larger one is refused, not allocated
         self.done: set[int] = set()
         self.complete = asyncio.Event()
         self.bytes_received = 0
@@ -136,6 +147,8 @@ class _Receiver:
         """``sender`` has sent every bin of sort ``job``; refuses a notice meant for another sort."""
         if self.job_id and job != self.job_id:
             raise Conflict(f"this worker runs sort {self.job_id}, not {job or '(none)'}", code="wrong_job")
+        if not 0 <= sender < self.senders:  # it would count towards the barrier, and end it early
+            raise BadRequest(f"no sender {sender} in this sort: senders are 0 to {self.senders - 1}")
         self.sender_done(sender)
 
     def bins_app(self) -> Callable[..., Awaitable[None]]:
@@ -147,11 +160,7 @@ class _Receiver:
                 return
 
             async def answer(status: int, message: str = "") -> None:
-                body = (b'{"error":{"code":"bad_bin","message":"%s"}}' % message.encode()) if message else b"{}"
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await _answer(send, status, "bad_bin", message)
 
             job = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("job", [""])[0]
             if self.job_id and job != self.job_id:  # a late bin of an earlier sort must not land in this one
@@ -167,6 +176,9 @@ class _Receiver:
                 return
             if scope["method"] != "PUT" or length % RECORD:
                 await answer(400, "PUT whole 100-byte records")
+                return
+            if length > self.max_bin:
+                await answer(413, f"a bin of {length} bytes is over this sort's largest, {self.max_bin}")
                 return
             view = bucket.reserve(length)
             target = memoryview(bytearray(length)) if view is None else view
@@ -272,13 +284,20 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
 
     @app.post("/v1/senders/{sender}/done", tags=["sort"], summary="A sender has sent every bin it will send.")
     async def sender_done(sender: int, job: str = "") -> Response:
-        receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        try:
+            receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        except TimeoutError:
+            raise Unavailable("this worker has no job yet; retry", code="not_ready") from None
         receiver.sender_done_for(job, sender)
         return json_response({})
 
     async def bins(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # A fast peer may send its first bin before this worker has fetched the job.
-        receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        try:
+            receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
+        except TimeoutError:
+            await _answer(send, 503, "not_ready", "this worker has no job yet; retry")
+            return
         await receiver.bins_app()(scope, receive, send)
 
     app.mount("/v1/bins", cast(Any, bins))
@@ -341,7 +360,8 @@ async def _work(head: str, registration: Register, http: httpx.AsyncClient, pool
         return 1
     throttle = max(throttle, head_throttle)
     owned = {b: job.expected_records[b] for b, owner in enumerate(job.owners) if owner == me}
-    receiver = _Receiver(owned, senders=len(job.workers), job_id=job.job_id)
+    receiver = _Receiver(owned, senders=len(job.workers), job_id=job.job_id,
+                         max_bin=job.bin_bytes + job.tract_size)  # a bin is flushed once over bin_bytes
     receiver_ready.set_result(receiver)
     aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 

@@ -1,10 +1,12 @@
-"""Credentials for the calls a sort's head, its workers and the worker service make to each other.
+"""Credentials (and TLS trust) for the calls a sort's head, its workers and the worker service make.
 
 Every server of the sort (the head, each worker's bins endpoint, the worker
 service) is built with :func:`fds.web.create_app`, so it checks every request
 the way every fds server does (:mod:`fds.auth`). This module is the one place
 fds-minutesort gets credentials: nothing else here builds an
-``Authorization`` header or calls :mod:`fds.auth`.
+``Authorization`` header or calls :mod:`fds.auth`. The HTTP clients made here
+also trust what :mod:`fds.tls` trusts (``$FDS_TLS_CA``), for clusters that
+serve HTTPS; the sort's own servers speak plain HTTP.
 
 A head and a one-shot worker use what fds clients find (``$FDS_TOKEN``,
 ``$FDS_SECRET_FILE``, the ``fds local up`` cluster in ``./.fds``), for their
@@ -19,11 +21,13 @@ import os
 
 import httpx
 
+from fds import tls
 from fds.auth import HttpxAuth, client_headers, configure
 from fds.config import SecurityConfig
+from fds.httpclient import HTTPPool
 from fds.web import secure
 
-__all__ = ["auth_headers", "http_client", "secure_service", "insecure_process"]
+__all__ = ["auth_headers", "http_client", "bins_pool", "secure_service", "insecure_process"]
 
 
 def auth_headers() -> dict[str, str]:
@@ -34,7 +38,12 @@ def auth_headers() -> dict[str, str]:
 def http_client(timeout: float) -> httpx.AsyncClient:
     """An httpx client for the control plane (head, workers, worker service) that sends this process's
     credentials, renewed as they near expiry."""
-    return httpx.AsyncClient(timeout=timeout, auth=HttpxAuth())
+    return httpx.AsyncClient(timeout=timeout, auth=HttpxAuth(), verify=tls.client_context())
+
+
+def bins_pool(timeout: float) -> HTTPPool:
+    """The fast client bins travel through (each request takes :func:`auth_headers`)."""
+    return HTTPPool(timeout=timeout, ssl_context=tls.client_context())
 
 
 def secure_service(secret_file: str, insecure: int) -> list[str]:

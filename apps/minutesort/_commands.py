@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.minutesort._aio import run_async
-from apps.minutesort._auth import auth_headers, insecure_process
+from apps.minutesort._auth import http_client, insecure_process
 from apps.minutesort._blobio import RECORD, generate_blob
 from apps.minutesort._check import blob_checksum, validate_blobs
 from apps.minutesort._head import SortFailed, SortOptions, SortResult, run_sort
@@ -229,9 +229,13 @@ def _running_cluster(directory: Path) -> str | None:
 
     from fds.cli._local import CLUSTER_FILE
 
+    async def answers(url: str) -> bool:
+        async with http_client(2.0) as http:
+            return (await http.get(f"{url}/v1/cluster")).status_code == 200
+
     try:
         url = json.loads((directory / CLUSTER_FILE).read_text())["metaserver"]
-        if httpx.get(f"{url}/v1/cluster", timeout=2, headers=auth_headers()).status_code == 200:
+        if run_async(answers(url)):
             return str(url)
     except (OSError, ValueError, KeyError, httpx.HTTPError):
         pass

@@ -45,7 +45,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from apps.minutesort._auth import auth_headers, http_client
+from apps.minutesort._auth import auth_headers, bins_pool, http_client
 from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
 from apps.minutesort._records import Records, argsort_records, as_records, partition
 from fds.buffers import uninitialized
@@ -307,7 +307,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
                                            log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     http = http_client(60.0)
-    pool = HTTPPool(timeout=120.0)
+    pool = bins_pool(120.0)
     try:
         return await _work(head, Register(url=url, pid=os.getpid(), job=job, service=service_url), http, pool,
                            receiver_ready, throttle, service_pid)

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fds.auth import load_secret, mint
+from apps.minutesort._config import WorkerConfig, load_worker_config
+from fds.auth import load_secret, mint, write_secret
 from fds.config import GatewayConfig, MetaserverConfig, TractServerConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,9 +155,16 @@ def test_check_config_tractserver(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_check_config_other_roles(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert _check(capsys, "metaserver", f'[metaserver]\ndir = "{tmp_path}/meta"\nreplicas = 3\n', tmp_path)[0] == 0
     assert _check(capsys, "gateway", '[gateway]\nmetaserver = "http://meta:7000"\n', tmp_path)[0] == 0
-    assert _check(capsys, "minutesort-worker", '[minutesort-worker]\nhead = "http://h:7300"\n', tmp_path)[0] == 0
-    code, out = _check(capsys, "minutesort-worker", '[minutesort-worker]\nhost = "0.0.0.0"\n', tmp_path)
-    assert code == 1 and "must set head" in out
+    secret = tmp_path / "secret"
+    write_secret(secret)
+    worker = f'[minutesort-worker]\nhost = "0.0.0.0"\nport = 7300\nsecret_file = "{secret}"\n'
+    assert _check(capsys, "minutesort-worker", worker, tmp_path)[0] == 0
+    code, out = _check(capsys, "minutesort-worker", '[minutesort-worker]\nport = 7300\n', tmp_path)
+    assert code == 1 and "no cluster secret" in out
+    code, out = _check(capsys, "minutesort-worker", worker + "data_port = 7300\n", tmp_path)
+    assert code == 1 and "port and data_port must differ" in out
+    code, out = _check(capsys, "minutesort-worker", '[minutesort-worker]\nhead = "http://h:7300"\n', tmp_path)
+    assert code == 1 and "unknown setting 'head'" in out  # the one-shot worker's setting: not a service's
     code, out = _check(capsys, "gatewy", "[gatewy]\n", tmp_path)
     assert code == 1 and "usage:" in out
 
@@ -252,7 +259,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     root = tmp_path_factory.mktemp("deployroot")
     taken: set[int] = set()
     ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken),
-             "tractserver": _free_ports(2, taken), "d1": _free_ports(2, taken)}
+             "tractserver": _free_ports(2, taken), "d1": _free_ports(2, taken), "worker": _free_ports(2, taken)}
     for disk in ("d0", "d1"):
         (root / "disks" / disk).mkdir(parents=True)
     # A snapshot of the source to pack: an edit to the work tree between the two runs would
@@ -277,7 +284,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             "fds_metaserver_port": ports["metaserver"], "fds_gateway_port": ports["gateway"],
             "fds_tractserver_port": ports["tractserver"],
             "fds_tractserver_settings": {"scrub_interval": 0, "heartbeat_interval": 0.2},
-            "fds_minutesort_head": "http://127.0.0.1:7300",
+            "fds_minutesort_worker_port": ports["worker"], "fds_minutesort_worker_data_port": ports["worker"] + 1,
         },
         "children": {
             "metaservers": {"hosts": {"localhost": {}}},
@@ -331,8 +338,12 @@ def test_configs_load_and_name_the_right_dirs_and_urls(deployed: Deployment) -> 
     gateway = load(GatewayConfig, "gateway", "gateway.toml")
     assert isinstance(gateway, GatewayConfig)
     assert (gateway.metaserver, gateway.port) == (deployed.metaserver_url, ports["gateway"])
-    worker = tomllib.loads((cdir / "minutesort-worker.toml").read_text())["minutesort-worker"]
-    assert worker["head"] == "http://127.0.0.1:7300"
+    worker = load_worker_config(str(cdir / "minutesort-worker.toml"))
+    assert isinstance(worker, WorkerConfig)
+    assert (worker.host, worker.port, worker.data_port) == ("127.0.0.1", ports["worker"], ports["worker"] + 1)
+    assert worker.advertise_url == f"http://127.0.0.1:{ports['worker']}"
+    assert worker.advertise_data_url == f"http://127.0.0.1:{ports['worker'] + 1}"
+    assert worker.secret_file == str(cdir / "secret")
 
 
 def test_units_and_drop_ins_written(deployed: Deployment) -> None:
@@ -411,7 +422,8 @@ def started(deployed: Deployment) -> Iterator[list[subprocess.Popen[bytes]]]:
     units = deployed.unit_dir
     try:
         for unit, instance in [("fds-metaserver.service", ""), ("fds-tractserver@.service", "d0"),
-                               ("fds-tractserver@.service", "d1"), ("fds-gateway.service", "")]:
+                               ("fds-tractserver@.service", "d1"), ("fds-gateway.service", ""),
+                               ("fds-minutesort-worker.service", "")]:
             for pre in _unit_commands(units / unit, "ExecStartPre", instance):
                 check = subprocess.run(pre, env=env, capture_output=True, text=True, timeout=60)
                 assert check.returncode == 0, check.stderr
@@ -445,7 +457,8 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
 
 def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list[subprocess.Popen[bytes]]) -> None:
     """The unit command lines with the written configs: a metaserver, two tract servers (their
-    failure domain and advertised URLs as configured), and a gateway that stores a blob."""
+    failure domain and advertised URLs as configured), a gateway that stores a blob, and a standing
+    MinuteSort worker that sorts a blob for a head that invites it."""
     meta = deployed.metaserver_url
     gateway = f"http://127.0.0.1:{deployed.ports['gateway']}"
     secret = deployed.config_dir / "secret"  # made by the play, the same on every host
@@ -471,6 +484,24 @@ def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list
     guid = httpx.post(f"{gateway}/v1/blobs", headers=auth, timeout=30).json()["guid"]
     assert httpx.put(f"{gateway}/v1/blobs/{guid}", content=b"deployed", headers=auth, timeout=30).status_code == 201
     assert httpx.get(f"{gateway}/v1/blobs/{guid}", headers=auth, timeout=30).content == b"deployed"
+
+    worker = f"http://127.0.0.1:{deployed.ports['worker']}"
+    _wait("the MinuteSort worker",
+          lambda: httpx.get(f"{worker}/v1/status", headers=auth, timeout=5).json()["state"] == "idle")
+    assert httpx.get(f"{worker}/v1/status", timeout=5).status_code == 401
+    env = {**os.environ, "FDS_SECRET_FILE": str(secret)}
+
+    def minutesort(*args: str) -> dict[str, Any]:
+        run = subprocess.run([str(deployed.venv / "bin" / "fds-minutesort"), *args, "--metaserver", meta],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 0, run.stderr
+        result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+        return result
+
+    records = minutesort("gen", "--records", "20000")["input_blob"]
+    manifest = deployed.root / "minutesort.json"
+    minutesort("sort", records, "--worker-urls", worker, "--quiet", "--manifest", str(manifest))
+    assert minutesort("validate", "--manifest", str(manifest), "--input", records)["valid"] is True
 
 
 # --- The service tasks and handlers, against a stand-in systemctl ------------------------------------
@@ -513,7 +544,8 @@ sys.exit(0 if verb in ("daemon-reload", "daemon-reexec") else 1)
 def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: Deployment) -> None:
     """With the services tag, against a stand-in systemctl: a stopped disk's server is enabled and
     started (and not restarted again by the handler), a running one whose config changed is
-    restarted, and servers whose files did not change are left alone. The worker is not started."""
+    restarted, and servers whose files did not change are left alone. The MinuteSort worker, stopped,
+    is enabled and started like the others."""
     root = deployed.root
     fake = root / "fake-bin"
     fake.mkdir(exist_ok=True)
@@ -522,7 +554,8 @@ def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: 
     running = {"active": True, "enabled": True}
     units = {"fds-metaserver.service": running, "fds-gateway.service": running,
              "fds-tractserver@d0.service": {"active": False, "enabled": False},
-             "fds-tractserver@d1.service": running}
+             "fds-tractserver@d1.service": running,
+             "fds-minutesort-worker.service": {"active": False, "enabled": False}}
     state = root / "systemctl.json"
     state.write_text(json.dumps({"units": units, "log": []}))
     inventory = json.loads(json.dumps(deployed.inventory))
@@ -531,5 +564,6 @@ def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: 
     env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
     _play(root, inventory, env=env)
     log = sorted(tuple(entry) for entry in json.loads(state.read_text())["log"])
-    assert log == [("enable", "fds-tractserver@d0.service"), ("restart", "fds-tractserver@d1.service"),
+    assert log == [("enable", "fds-minutesort-worker.service"), ("enable", "fds-tractserver@d0.service"),
+                   ("restart", "fds-tractserver@d1.service"), ("start", "fds-minutesort-worker.service"),
                    ("start", "fds-tractserver@d0.service")]

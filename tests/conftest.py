@@ -80,3 +80,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--thrash-seconds", type=float, default=90.0,
                      help="how long the thrash test kills, restarts, adds and removes servers (default 90)")
+    parser.addoption("--fuzz-examples", type=int, default=None,
+                     help="cases per API operation and generation mode in tests/fuzz (default: a small, fixed "
+                          "number that keeps the suite quick); raise it for a longer hunt")
+    parser.addoption("--fuzz-seed", type=int, default=0,
+                     help="seed of the fuzz tests' generated requests (default 0: the same requests every run)")

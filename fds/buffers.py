@@ -53,8 +53,8 @@ def padded(view: memoryview) -> memoryview:
 
 def is_aligned(view: object) -> bool:
     """Whether ``view`` was made by :func:`aligned` (or is laid out as if it had been)."""
-    if not isinstance(view, memoryview) or not isinstance(view.obj, bytearray) or view.readonly:
-        return False
+    if not isinstance(view, memoryview) or not isinstance(view.obj, bytearray) or view.readonly or not len(view):
+        return False  # an empty view has no address to align (ctypes refuses it); it needs no O_DIRECT
     start = _address(view)
     end_room = _address(view.obj) + len(view.obj) - start
     return start % ALIGN == 0 and end_room >= -(-len(view) // ALIGN) * ALIGN

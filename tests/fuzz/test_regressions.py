@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from fds.cli._local import LocalCluster
+from fds.client import SyncClient
 from fds.guid import format_guid
 from fds.models import TableModel
 from fds.placement import tract_row
@@ -142,6 +143,26 @@ def test_data_port_answers_a_target_urlsplit_refuses(fuzz_cluster: LocalCluster,
     raw = f"GET {target} HTTP/1.1\r\nauthorization: {fuzz_cluster.headers()['authorization']}\r\n\r\n"
     error = _raw_error(_port(table.servers[0].data_url), raw.encode(), 400)
     assert "malformed request target" in error["message"], error
+
+
+# -- fds/buffers.py -------------------------------------------------------------------------------------
+def test_an_empty_tract_can_be_written_and_read(fuzz_cluster: LocalCluster, table: TableModel) -> None:
+    """An empty body is an empty aligned view, and is_aligned() asked ctypes for its address: a 500
+    (ValueError: Buffer size too small) on every empty tract write, on both ports."""
+    headers = fuzz_cluster.headers()
+    with SyncClient(fuzz_cluster.metaserver_url) as client:
+        blob = client.create_blob()
+        blob.extend(2)
+        incarnation = blob.stat().incarnation
+    raw = uuid.UUID(blob.guid).bytes
+    params = {"version": table.version, "incarnation": incarnation}
+    for tract, port in ((0, "url"), (1, "data_url")):
+        for index in table.rows[tract_row(raw, tract, len(table.rows))]:
+            url = getattr(table.servers[index], port)
+            resp = httpx.put(f"{url}/v1/tracts/{blob.guid}/{tract}", params=params, content=b"", headers=headers)
+            assert resp.status_code == 200 and resp.json()["length"] == 0, resp.text
+            resp = httpx.get(f"{url}/v1/tracts/{blob.guid}/{tract}", params=params, headers=headers)
+            assert resp.status_code == 200 and resp.content == b"", resp.text
 
 
 # -- fds/tractserver/_app.py ---------------------------------------------------------------------------

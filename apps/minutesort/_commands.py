@@ -65,11 +65,27 @@ def _resolve_workers(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _slow_worker(text: str) -> tuple[int, float]:
+    """``I[:FACTOR]`` for --slow-worker, or a usage error that says what is wrong."""
+    index, _, factor = text.partition(":")
+    try:
+        parsed = int(index), float(factor or 3.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I[:FACTOR], e.g. 0:3") from None
+    if parsed[0] < 0 or not 0 < parsed[1] < 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be >= 0 and FACTOR positive")
+    return parsed
+
+
+def _hex(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal checksum") from None
+
+
 def _options(args: argparse.Namespace) -> SortOptions:
-    slow_worker, slow_factor = None, 1.0
-    if args.slow_worker:
-        index, _, factor = args.slow_worker.partition(":")
-        slow_worker, slow_factor = int(index), float(factor or 3.0)
+    slow_worker, slow_factor = args.slow_worker if args.slow_worker else (None, 1.0)
     return SortOptions(workers=args.workers, daytona=args.daytona, static=args.static,
                        unit_tracts=args.unit_tracts, slow_worker=slow_worker, slow_factor=slow_factor,
                        spawn=not args.remote_workers, worker_urls=args.urls, host=args.host, port=args.port,
@@ -143,19 +159,25 @@ def _sort(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     if args.file:
         summary = validate_file(args.file)
-        expected = int(args.checksum, 16) if args.checksum else None
+        expected = args.checksum
     else:
         try:
             metaserver = find_metaserver(args.metaserver)
         except NoCluster as exc:
             return _err(exc, 3)
         guids = list(args.blobs or [])
-        expected = int(args.checksum, 16) if args.checksum else None
+        expected = args.checksum
         input_blob = args.input
         if args.manifest:
-            manifest = json.loads(Path(args.manifest).read_text())
-            guids = manifest["output_blobs"]
-            input_blob = input_blob or manifest.get("input_blob")
+            try:
+                manifest = json.loads(Path(args.manifest).read_text())
+                guids = [str(g) for g in manifest["output_blobs"]]
+                input_blob = input_blob or manifest.get("input_blob")
+            except OSError as exc:
+                return _err(f"cannot read the manifest {args.manifest}: {exc.strerror}")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return _err(f"{args.manifest} is not a manifest written by `fds-minutesort sort` "
+                            "(JSON with \"output_blobs\")")
         if not guids:
             return _err("give --manifest FILE, --blobs GUID..., or --file PATH", 2)
         try:
@@ -349,7 +371,7 @@ def _sort_flags(p: argparse.ArgumentParser) -> None:
                                                          "instead of handing it out on demand (for comparison)")
     p.add_argument("--unit-tracts", dest="unit_tracts", type=int, default=4,
                    help="tracts per unit of work, read with that many requests in flight (default 4)")
-    p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]",
+    p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]", type=_slow_worker,
                    help="make worker I read FACTOR times slower (default 3), for the straggler experiment")
     p.add_argument("--remote-workers", dest="remote_workers", action="store_true",
                    help="start no workers: wait for --workers of them to register (`fds-minutesort worker --head`)")
@@ -379,7 +401,7 @@ def add_commands(sub: Any, parse_size: Any) -> None:
     p.add_argument("--blobs", nargs="+", metavar="GUID", help="output blobs, in key order")
     p.add_argument("--file", help="a plain file of records instead of blobs")
     p.add_argument("--input", metavar="GUID", help="input blob whose checksum the output must match")
-    p.add_argument("--checksum", help="expected checksum (hex), e.g. from valsort -s or `gen`")
+    p.add_argument("--checksum", type=_hex, help="expected checksum (hex), e.g. from valsort -s or `gen`")
     p.add_argument("--metaserver", help="metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)")
     p.set_defaults(run=_validate)
 

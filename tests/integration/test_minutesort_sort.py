@@ -98,6 +98,23 @@ def test_sort_refuses_bad_input(cluster_k1: LocalCluster) -> None:
     assert _ms("validate", "--metaserver", ms).returncode == 2
 
 
+def test_cli_refuses_malformed_arguments_without_a_traceback(cluster_k1: LocalCluster, tmp_path: Path) -> None:
+    ms = cluster_k1.metaserver_url
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "odd.json").write_text('{"output_blobs": 7}')
+    cases = [
+        (["sort", "0" * 32, "--slow-worker", "abc"], 2, "is not I[:FACTOR]"),
+        (["sort", "0" * 32, "--slow-worker", "0:-1"], 2, "FACTOR positive"),
+        (["validate", "--blobs", "0" * 32, "--checksum", "zz"], 2, "not a hexadecimal checksum"),
+        (["validate", "--manifest", str(tmp_path / "missing.json")], 1, "cannot read the manifest"),
+        (["validate", "--manifest", str(tmp_path / "bad.json")], 1, "is not a manifest"),
+        (["validate", "--manifest", str(tmp_path / "odd.json")], 1, "is not a manifest"),
+    ]
+    for args, code, says in cases:
+        proc = _ms(*args, "--metaserver", ms)
+        assert proc.returncode == code and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fds.auth import Credentials  # noqa: E402
 from fds.cli._local import LocalCluster  # noqa: E402
 from fds.client import Client  # noqa: E402
 
@@ -37,9 +38,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _one_run(metaserver: str, tracts: int, in_flight: int) -> dict[str, float]:
+async def _one_run(metaserver: str, tracts: int, in_flight: int, insecure: bool = False) -> dict[str, float]:
     payloads = [os.urandom(TRACT) for _ in range(4)]
-    async with Client(metaserver, max_in_flight=in_flight) as fds:
+    credentials = Credentials() if insecure else None  # none at all against --insecure servers
+    async with Client(metaserver, max_in_flight=in_flight, credentials=credentials) as fds:
         blob = await fds.create_blob()
         await blob.extend(tracts)
         # Warm connections and the servers' allocators.
@@ -79,15 +81,18 @@ async def _one_run(metaserver: str, tracts: int, in_flight: int) -> dict[str, fl
 
 
 def cluster_bench(replicas: int, tracts: int, in_flight: int, repeat: int,
-                  cache_bytes: int | None = None, direct_io: int | None = None) -> dict[str, Any]:
+                  cache_bytes: int | None = None, direct_io: int | None = None,
+                  insecure: bool = False) -> dict[str, Any]:
     env = {} if direct_io is None else {"FDS_DIRECT_IO": str(direct_io)}
     with tempfile.TemporaryDirectory(prefix="fds-bench-") as tmp:
         cluster = LocalCluster(Path(tmp), tractservers=4, replicas=replicas, port=0, gateway=False,
-                               collector_interval=0, cache_bytes=cache_bytes, env=env)
+                               collector_interval=0, cache_bytes=cache_bytes, env=env, insecure=insecure)
         with cluster:
             import uvloop
 
-            runs = [uvloop.run(_one_run(cluster.metaserver_url, tracts, in_flight)) for _ in range(repeat)]
+            if not insecure:
+                os.environ["FDS_SECRET_FILE"] = str(cluster.secret_file)  # the client finds its secret there
+            runs = [uvloop.run(_one_run(cluster.metaserver_url, tracts, in_flight, insecure)) for _ in range(repeat)]
     result: dict[str, Any] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     result.update(replicas=replicas, tracts=tracts, in_flight=in_flight, runs=runs)
     return result
@@ -103,8 +108,28 @@ def main() -> None:
     parser.add_argument("--direct-io", type=int, choices=[0, 1], help="tract servers' O_DIRECT setting")
     parser.add_argument("--ceilings", action="store_true", help="also measure HTTP and durable-write ceilings")
     parser.add_argument("--json", help="write all figures here")
+    parser.add_argument("--auth-cost", action="store_true",
+                        help="instead: alternate clusters with auth on and off (--insecure), --repeat rounds each, "
+                             "and print the ratio")
     args = parser.parse_args()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {}}
+    if args.auth_cost:
+        for k in args.replicas:
+            modes: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            for _ in range(args.repeat):  # alternate, so drift on this shared machine hits both alike
+                for mode in modes:
+                    modes[mode].append(cluster_bench(k, args.tracts, args.in_flight, 1, args.cache_bytes,
+                                                     args.direct_io, insecure=mode == "off"))
+            med = {mode: {key: statistics.median(r[key] for r in rs) for key in ("write_gib_s", "read_gib_s")}
+                   for mode, rs in modes.items()}
+            report["fds"][f"k{k}"] = {"auth": med, "runs": modes}
+            print(f"fds k={k}: auth on write {med['on']['write_gib_s']:.2f} read {med['on']['read_gib_s']:.2f} GiB/s; "
+                  f"off write {med['off']['write_gib_s']:.2f} read {med['off']['read_gib_s']:.2f} GiB/s; on/off "
+                  f"write {med['on']['write_gib_s'] / med['off']['write_gib_s']:.3f} "
+                  f"read {med['on']['read_gib_s'] / med['off']['read_gib_s']:.3f}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
+        return
     for k in args.replicas:
         r = cluster_bench(k, args.tracts, args.in_flight, args.repeat, args.cache_bytes, args.direct_io)
         report["fds"][f"k{k}"] = r

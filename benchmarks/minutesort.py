@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     where = Path(tempfile.mkdtemp(prefix="minutesort-", dir=args.dir))
     cluster = LocalCluster(where, tractservers=4, replicas=1, port=0, gateway=False)
     cluster.start()
+    os.environ["FDS_SECRET_FILE"] = str(cluster.secret_file)  # `fds-minutesort run` (a subprocess) finds it there
     results: list[dict[str, Any]] = []
     try:
         base = ["--workers", str(args.workers)]

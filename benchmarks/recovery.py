@@ -63,21 +63,23 @@ def run_one(servers: int, gb: float, base: Path, timeout: float, seed: int) -> d
     cluster = LocalCluster(where, tractservers=servers, replicas=3, tract_size=TRACT, port=0, gateway=False,
                            heartbeat_interval=0.5, heartbeat_timeout=3.0)
     cluster.start()
+    os.environ["FDS_SECRET_FILE"] = str(cluster.secret_file)  # the client below finds its secret there
+    auth = cluster.headers("read")
     try:
         ms = cluster.metaserver_url
         written = asyncio.run(_write(ms, int(gb * 1e9), seed))
         victim = cluster.tract_children[0]
         victim_id = cluster.server_id(victim.name)
-        lost = httpx.get(f"{victim.url}/v1/stats").json()["bytes_used"]
+        lost = httpx.get(f"{victim.url}/v1/stats", headers=auth).json()["bytes_used"]
         time.sleep(1.5)  # let heartbeats report the final state
-        before = {s["id"]: s["bytes_used"] for s in httpx.get(f"{ms}/v1/cluster").json()["servers"]}
+        before = {s["id"]: s["bytes_used"] for s in httpx.get(f"{ms}/v1/cluster", headers=auth).json()["servers"]}
         killed = time.monotonic()
         cluster.kill(victim.name, signal.SIGKILL)
         detected = None
         takers: set[str] = set()
         status: dict[str, Any] = {}
         while time.monotonic() - killed < timeout:
-            status = httpx.get(f"{ms}/v1/cluster", timeout=10).json()
+            status = httpx.get(f"{ms}/v1/cluster", timeout=10, headers=auth).json()
             for s in status["servers"]:
                 if s["filling_rows"]:
                     takers.add(s["id"])
@@ -91,7 +93,7 @@ def run_one(servers: int, gb: float, base: Path, timeout: float, seed: int) -> d
         done = time.monotonic()
         assert detected is not None
         time.sleep(1.5)  # heartbeats carry each server's bytes after the copy
-        after = {s["id"]: s["bytes_used"] for s in httpx.get(f"{ms}/v1/cluster").json()["servers"]}
+        after = {s["id"]: s["bytes_used"] for s in httpx.get(f"{ms}/v1/cluster", headers=auth).json()["servers"]}
         copied = {i: after[i] - before[i] for i in before if i != victim_id}
         repair = done - detected
         survivors = servers - 1

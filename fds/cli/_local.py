@@ -79,6 +79,9 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     secret_file: Path | None = None
     """The cluster secret; default ``DIR/secret``, created (owner-only) on first start."""
+    insecure: bool = False
+    """Start the servers with ``--insecure`` (no secret, every request admitted): for measuring what
+    authentication costs (benchmarks/cluster.py --auth on off), never for a cluster anyone uses."""
     tls_cert: Path | None = None
     """With ``tls_key``: every server serves HTTPS with this certificate (it must name 127.0.0.1)."""
     tls_key: Path | None = None
@@ -130,7 +133,7 @@ class LocalCluster:
 
     def headers(self, scope: Scope = "cluster") -> dict[str, str]:
         """The ``Authorization`` header for raw HTTP calls to this cluster's servers."""
-        return {"authorization": f"Bearer {self.token(scope)}"}
+        return {} if self.insecure else {"authorization": f"Bearer {self.token(scope)}"}
 
     def _read_file(self) -> dict[str, Any]:
         try:
@@ -160,7 +163,8 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> None:
         """Start every server and wait until the table is built and every tract server is alive."""
         ensure_dir(self.dir / "logs")
-        self._ensure_secret()
+        if not self.insecure:
+            self._ensure_secret()
         ms_port = self.port
         self.children = [Child("metaserver", "metaserver", str(self.dir / "metaserver"), [
             "metaserver", "--dir", str(self.dir / "metaserver"), "--port", str(ms_port),
@@ -219,12 +223,17 @@ class LocalCluster:
         ready.unlink(missing_ok=True)
         child.log = str(self.dir / "logs" / f"{child.name}.log")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if self.insecure:
+            env.pop("FDS_SECRET_FILE", None)  # it would configure a secret after all
         with open(child.log, "ab") as log:
             child.proc = subprocess.Popen(
-                [sys.executable, "-m", "fds", *child.args, "--ready-file", str(ready),
-                 "--secret-file", str(self._ensure_secret()), *self._tls_args()],
+                [sys.executable, "-m", "fds", *child.args, "--ready-file", str(ready), *self._auth_args(),
+                 *self._tls_args()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)
+
+    def _auth_args(self) -> list[str]:
+        return ["--insecure"] if self.insecure else ["--secret-file", str(self._ensure_secret())]
 
     def _tls_args(self) -> list[str]:
         args: list[str] = []
@@ -309,7 +318,7 @@ class LocalCluster:
 
     def write_file(self) -> None:
         payload = {"metaserver": self.metaserver_url, "gateway": self.gateway_url, "settings": self.settings(),
-                   "secret_file": str(self._ensure_secret()),
+                   "secret_file": "" if self.insecure else str(self._ensure_secret()),
                    "children": [c.describe() for c in self.children]}
         write_durably(self.dir / CLUSTER_FILE, json.dumps(payload, indent=2).encode())
 

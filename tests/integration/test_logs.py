@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,20 +44,29 @@ def test_request_id_travels_from_client_through_servers(make_cluster: Callable[.
             return blob.guid
 
     guid = asyncio.run(main())
-    events = _events(cluster)
     tract_servers = [c.name for c in cluster.tract_children]
 
-    def seen(rid: str, path_part: str) -> set[str]:
-        return {name for name in tract_servers for e in events[name]
-                if e.get("request_id") == rid and path_part in e.get("path", "")}
+    def check(events: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """What is not (yet) in the logs: a server logs a request after answering it."""
+        def seen(rid: str, path_part: str) -> set[str]:
+            return {name for name in tract_servers for e in events[name]
+                    if e.get("request_id") == rid and path_part in e.get("path", "")}
 
-    # the create reached the row's primary, which prepared it on the other two under the same id
-    assert len(seen("op-create-1", f"/v1/meta/{guid}")) == 1
-    assert len(seen("op-create-1", f"/v1/internal/meta/{guid}")) == 2
-    # the tract write went to all three replicas (on their data ports), one id
-    assert len(seen("op-write-1", f"/v1/tracts/{guid}/0")) == 3
-    missing = [e for name in tract_servers for e in events[name] if e.get("request_id") == "op-missing-1"]
-    assert missing and all(e["status"] == 404 and e["level"] == "info" for e in missing)
+        missing = [e for name in tract_servers for e in events[name] if e.get("request_id") == "op-missing-1"]
+        wrong = {
+            # the create reached the row's primary, which prepared it on the other two under the same id
+            "create at the primary": len(seen("op-create-1", f"/v1/meta/{guid}")) == 1,
+            "prepares on the two others": len(seen("op-create-1", f"/v1/internal/meta/{guid}")) == 2,
+            # the tract write went to all three replicas (on their data ports), one id
+            "the write on all three": len(seen("op-write-1", f"/v1/tracts/{guid}/0")) == 3,
+            "the 404, at info": bool(missing) and all(e["status"] == 404 and e["level"] == "info" for e in missing),
+        }
+        return [what for what, ok in wrong.items() if not ok]
+
+    deadline = time.monotonic() + 30
+    while (absent := check(events := _events(cluster))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not absent, absent
     for name, lines in events.items():
         assert lines, name
         assert all({"ts", "level", "role", "logger", "msg"} <= e.keys() for e in lines), name
@@ -74,6 +84,11 @@ def test_servers_echo_or_make_request_ids(make_cluster: Callable[..., LocalClust
     data = table["servers"][0]["data_url"]
     resp = httpx.get(f"{data}/v1/tracts/nope/0", headers={**AUTH, "x-request-id": "data-1"})
     assert resp.status_code == 400 and resp.headers["x-request-id"] == "data-1"
-    events = _events(cluster)
-    assert any(e.get("request_id") == "no-auth-1" and e.get("status") == 401 for e in events["metaserver"])
-    assert any(e.get("request_id") == "data-1" and e.get("status") == 400 for e in events["ts0"])
+    def logged(events: dict[str, list[dict[str, Any]]]) -> bool:  # each server logs after it answers
+        return (any(e.get("request_id") == "no-auth-1" and e.get("status") == 401 for e in events["metaserver"])
+                and any(e.get("request_id") == "data-1" and e.get("status") == 400 for e in events["ts0"]))
+
+    deadline = time.monotonic() + 30
+    while not logged(events := _events(cluster)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert logged(events), (events["metaserver"][-5:], events["ts0"][-5:])

@@ -21,7 +21,9 @@ def _events(cluster: LocalCluster) -> dict[str, list[dict[str, Any]]]:
     """Every server's log, parsed: each line must be one JSON object."""
     events: dict[str, list[dict[str, Any]]] = {}
     for child in cluster.children:
-        lines = [line for line in Path(child.log).read_text().splitlines() if line.strip()]
+        text = Path(child.log).read_text()
+        whole = text[:text.rfind("\n") + 1]  # a line still being written is read next time
+        lines = [line for line in whole.splitlines() if line.strip()]
         events[child.name] = [json.loads(line) for line in lines]  # fails on any line that is not JSON
     return events
 

@@ -159,14 +159,24 @@ def test_servers_refuse_to_start_without_a_secret(tmp_path: Path) -> None:
     for role in (["metaserver", "--dir", str(tmp_path / "m")], ["gateway"],
                  ["tractserver", "--dir", str(tmp_path / "t"), "--metaserver", f"http://127.0.0.1:{_free_port()}"]):
         proc = _start(role, tmp_path)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:  # a server that started after all must not outlive the test
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         assert proc.returncode != 0 and "no cluster secret" in out and "fds secret new" in out, out
         assert "Traceback" not in out
     open_secret = tmp_path / "open"
     write_secret(open_secret)
     open_secret.chmod(0o644)
     proc = _start(["gateway", "--secret-file", str(open_secret)], tmp_path)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode != 0 and "readable by everyone" in out and "chmod o-r" in out, out
 
 

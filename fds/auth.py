@@ -153,6 +153,10 @@ class Verifier:
 
     def verify(self, token: str, *, now: float | None = None) -> Scope:
         """The token's scope, or raise :class:`fds.errors.Unauthorized` saying what is wrong."""
+        return self.verified(token, now=now)[0]
+
+    def verified(self, token: str, *, now: float | None = None) -> tuple[Scope, int]:
+        """The token's scope and expiry (Unix seconds), or raise :class:`fds.errors.Unauthorized`."""
         now = time.time() if now is None else now
         known = self._cache.get(token)
         if known is None:
@@ -160,10 +164,9 @@ class Verifier:
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()
             self._cache[token] = known
-        scope, expires = known
-        if expires < now:
-            raise Unauthorized(f"token expired at {_describe_time(expires)}; {_HOW}", code="token_expired")
-        return scope
+        if known[1] < now:
+            raise Unauthorized(f"token expired at {_describe_time(known[1])}; {_HOW}", code="token_expired")
+        return known
 
     def _parse(self, token: str) -> tuple[Scope, int]:
         parts = token.split(".")
@@ -294,8 +297,7 @@ class AuthMiddleware:
         elif verifier is None:
             raise Unauthorized("this server has no cluster secret configured", code="no_secret")
         else:
-            verifier.verify(token)
-            expires = verifier._cache[token][1]
+            expires = verifier.verified(token)[1]
         secure = "; Secure" if scope.get("scheme") == "https" else ""
         cookie = (f"fds_token={token}; Path=/; HttpOnly; SameSite=Strict; "
                   f"Max-Age={max(0, expires - int(time.time()))}{secure}")

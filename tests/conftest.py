@@ -23,16 +23,18 @@ SECRET_FILE = credentials.SECRET_FILE
 AUTH = credentials.AUTH
 
 
+_DEFAULTS: dict[str, Any] = {"tractservers": 4, "replicas": 1, "tract_size": SMALL_TRACT, "port": 0,
+                             "gateway": False, "heartbeat_interval": 0.2, "secret_file": SECRET_FILE}
+"""What every test cluster starts with unless a test says otherwise."""
+
+
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     """Start a LocalCluster with test-friendly defaults; all are stopped at teardown."""
     started: list[LocalCluster] = []
 
     def make(name: str = "cluster", **kwargs: Any) -> LocalCluster:
-        options: dict[str, Any] = {"tractservers": 4, "replicas": 1, "tract_size": SMALL_TRACT, "port": 0,
-                                   "gateway": False, "heartbeat_interval": 0.2, "secret_file": SECRET_FILE}
-        options.update(kwargs)
-        cluster = LocalCluster(tmp_path / name, **options)
+        cluster = LocalCluster(tmp_path / name, **{**_DEFAULTS, **kwargs})
         started.append(cluster)
         cluster.start()
         return cluster
@@ -50,9 +52,10 @@ def _drop_data(cluster: LocalCluster) -> None:
             shutil.rmtree(child.dir, ignore_errors=True)
 
 
-def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(factory.mktemp(f"k{replicas}"), tractservers=4, replicas=replicas, tract_size=SMALL_TRACT,
-                           port=0, gateway=False, heartbeat_interval=0.2, secret_file=SECRET_FILE)
+def shared_cluster(factory: pytest.TempPathFactory, name: str, **options: Any) -> Iterator[LocalCluster]:
+    """For a module- or package-scoped fixture: ``yield from shared_cluster(factory, "name", replicas=3)``
+    starts a cluster with the test defaults and ``options``, and stops it and drops its data at teardown."""
+    cluster = LocalCluster(factory.mktemp(name), **{**_DEFAULTS, **options})
     cluster.start()
     try:
         yield cluster
@@ -64,13 +67,13 @@ def _shared_cluster(factory: pytest.TempPathFactory, replicas: int) -> Iterator[
 @pytest.fixture(scope="module")
 def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=3 cluster of 4 tract servers, shared by a test module."""
-    yield from _shared_cluster(tmp_path_factory, 3)
+    yield from shared_cluster(tmp_path_factory, "k3", replicas=3)
 
 
 @pytest.fixture(scope="module")
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One k=1 cluster of 4 tract servers, shared by a test module."""
-    yield from _shared_cluster(tmp_path_factory, 1)
+    yield from shared_cluster(tmp_path_factory, "k1", replicas=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -8,7 +8,6 @@ here relies on.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from fds.cli._local import LocalCluster
-from tests.conftest import SECRET_FILE, SMALL_TRACT
+from tests.conftest import shared_cluster
 from tests.fuzz._minutesort import MS, StandInHead, start_head, stop
 
 DEFAULT_EXAMPLES = 10
@@ -28,16 +27,7 @@ DEFAULT_EXAMPLES = 10
 @pytest.fixture(scope="package")
 def fuzz_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A metaserver, 4 tract servers (k=3) and a gateway."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("fuzz"), tractservers=4, replicas=3, tract_size=SMALL_TRACT,
-                           port=0, gateway=True, heartbeat_interval=0.2, secret_file=SECRET_FILE)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        for child in cluster.children:
-            if child.dir:
-                shutil.rmtree(child.dir, ignore_errors=True)
+    yield from shared_cluster(tmp_path_factory, "fuzz", replicas=3, gateway=True)
 
 
 @pytest.fixture

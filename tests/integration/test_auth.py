@@ -22,7 +22,7 @@ import pytest
 
 from fds.auth import load_secret, mint, write_secret
 from fds.cli._local import LocalCluster
-from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
+from tests.conftest import AUTH, SECRET_FILE, shared_cluster
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _SAMPLE = {"guid": uuid.UUID(int=7).hex, "tract": "0", "server_id": "ts-000000000000"}
@@ -31,13 +31,7 @@ _SAMPLE = {"guid": uuid.UUID(int=7).hex, "tract": "0", "server_id": "ts-00000000
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """k=1 with a gateway, so every role is there."""
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("auth")), tractservers=2, replicas=1, tract_size=SMALL_TRACT,
-                           port=0, gateway=True, heartbeat_interval=0.2, secret_file=SECRET_FILE)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from shared_cluster(tmp_path_factory, "auth", tractservers=2, gateway=True)
 
 
 def _servers(cluster: LocalCluster) -> dict[str, str]:

@@ -8,14 +8,13 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
+from tests.conftest import AUTH, SMALL_TRACT, shared_cluster
 
 T = SMALL_TRACT
 
@@ -23,13 +22,7 @@ T = SMALL_TRACT
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A k=3 cluster of 4 tract servers with a gateway, shared by this module and always stopped."""
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("gateway")), tractservers=4, replicas=3, tract_size=T,
-                           port=0, gateway=True, heartbeat_interval=0.2, secret_file=SECRET_FILE)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from shared_cluster(tmp_path_factory, "gateway", replicas=3, gateway=True)
 
 
 @pytest.fixture(scope="module")

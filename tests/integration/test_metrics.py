@@ -35,7 +35,7 @@ from fds.metaserver._state import MetaState
 from fds.metrics import Metrics
 from fds.models import FillProgress, Heartbeat, RegisterRequest, TableModel
 from fds.placement import tract_row
-from tests.conftest import SMALL_TRACT
+from tests.conftest import shared_cluster
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "fds-dashboard.json"
 DATA_PUT = "data PUT /v1/tracts/{guid}/{tract}"
@@ -76,13 +76,7 @@ def _moved(before: dict[str, Samples], after: dict[str, Samples], name: str, **l
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """k = 3 on 4 tract servers, with a gateway; no tract cache, so reads go to disk (and checksums)."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("metrics"), tractservers=4, replicas=3, tract_size=SMALL_TRACT,
-                           port=0, gateway=True, heartbeat_interval=0.2, cache_bytes=0)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from shared_cluster(tmp_path_factory, "metrics", replicas=3, gateway=True, cache_bytes=0)
 
 
 def _write_and_read(cluster: LocalCluster, tracts: int, size: int) -> tuple[str, int]:

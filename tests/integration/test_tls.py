@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from fds.cli._local import LocalCluster
-from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
+from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT, shared_cluster
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(Path(tmp_path_factory.mktemp("tls")), tractservers=3, replicas=2, tract_size=SMALL_TRACT,
-                           port=0, gateway=True, heartbeat_interval=0.2, secret_file=SECRET_FILE,
-                           tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=pki["ca"])
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from shared_cluster(tmp_path_factory, "tls", tractservers=3, replicas=2, gateway=True,
+                              tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=pki["ca"])
 
 
 def _fds(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

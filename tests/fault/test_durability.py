@@ -12,7 +12,8 @@ import signal
 import httpx
 
 from fds.client import Client, FDSError
-from tests.conftest import AUTH, SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def _payload(tract: int, version: int) -> bytes:

@@ -12,8 +12,8 @@ import time
 
 import httpx
 
-from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+from tests.support.credentials import AUTH
 
 
 def _rows_per_server(ms: str) -> dict[str, int]:

@@ -21,7 +21,7 @@ from fds.client import Client
 from fds.guid import parse_guid
 from fds.models import TableModel
 from fds.tlt import Table
-from tests.conftest import AUTH
+from tests.support.credentials import AUTH
 
 
 def test_kill_metadata_primary_during_concurrent_extends(make_cluster) -> None:  # type: ignore[no-untyped-def]

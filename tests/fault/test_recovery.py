@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import AUTH
 from tests.fault.replication import (
     Acked,
     assert_fully_replicated,
@@ -22,6 +21,7 @@ from tests.fault.replication import (
     wait_healthy,
     write_load,
 )
+from tests.support.credentials import AUTH
 
 
 @pytest.mark.parametrize("seed", [11])

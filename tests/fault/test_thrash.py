@@ -20,8 +20,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+from tests.support.credentials import AUTH
 
 SEED = 20261121
 

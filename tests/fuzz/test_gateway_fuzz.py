@@ -12,8 +12,8 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
 from fds.guid import format_guid, new_guid
+from fds.local import LocalCluster
 from tests.fuzz._fuzzing import UVICORN_REJECT, auth_variants, fuzz_server, response_problem
 from tests.fuzz.conftest import assert_all_alive
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
-from fds.cli._local import LocalCluster
+from fds.local import LocalCluster
 from fds.models import TableModel
 from tests.fuzz._fuzzing import auth_variants, fuzz_server
 from tests.fuzz.conftest import assert_all_alive

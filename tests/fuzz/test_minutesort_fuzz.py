@@ -26,7 +26,7 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
+from fds.local import LocalCluster
 from tests.fuzz._fuzzing import auth_variants, fuzz_server, response_problem
 from tests.fuzz._minutesort import JOB, MS, PEERS, StandInHead, stop
 from tests.fuzz.conftest import assert_all_alive

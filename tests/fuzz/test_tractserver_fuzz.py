@@ -12,9 +12,9 @@ import uuid
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.placement import tract_row
 from tests.fuzz._fuzzing import auth_variants, fuzz_server

@@ -27,15 +27,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.config import MetaserverConfig
+from fds.local import LocalCluster
 from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState
 from fds.metrics import Metrics
 from fds.models import FillProgress, Heartbeat, RegisterRequest, TableModel
 from fds.placement import tract_row
-from tests.conftest import shared_cluster
+from tests.support.clusters import shared_cluster
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "fds-dashboard.json"
 DATA_PUT = "data PUT /v1/tracts/{guid}/{tract}"

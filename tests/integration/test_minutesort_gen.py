@@ -12,9 +12,9 @@ import pytest
 
 from apps.minutesort._blobio import iter_record_tracts
 from apps.minutesort._gensort import generate
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import SECRET_FILE
+from fds.local import LocalCluster
+from tests.support.credentials import SECRET_FILE
 
 
 def _gen(metaserver: str | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

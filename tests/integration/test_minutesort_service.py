@@ -25,9 +25,9 @@ import pytest
 
 from apps.minutesort._blobio import generate_blob
 from apps.minutesort._check import validate_blobs
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH
+from fds.local import LocalCluster
+from tests.support.credentials import AUTH
 
 MS = [sys.executable, "-m", "apps.minutesort.cli"]
 

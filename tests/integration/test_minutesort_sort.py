@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from apps.minutesort._gensort import generate
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH
+from fds.local import LocalCluster
+from tests.support.credentials import AUTH
 
 
 def _ms(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -2,9 +2,10 @@
 
 ::
 
+    from pathlib import Path
     from fds.local import LocalCluster
 
-    with LocalCluster("/tmp/c", tractservers=4, replicas=3) as cluster:
+    with LocalCluster(Path("/tmp/c"), tractservers=4, replicas=3) as cluster:
         with cluster.sync_client() as fds:
             blob = fds.create_blob()
             ...

@@ -65,15 +65,18 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
         drop_data(cluster)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One k=3 cluster of 4 tract servers, shared by a test module."""
+    """One k=3 cluster of 4 tract servers, shared by every test of the run that asks for it.
+
+    Shared by the run, not started per module (several modules use it): a test may add blobs, never kill,
+    add or remove servers or change settings; those start their own (``make_cluster``)."""
     yield from shared_cluster(tmp_path_factory, "k3", replicas=3)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One k=1 cluster of 4 tract servers, shared by a test module."""
+    """One k=1 cluster of 4 tract servers, shared by every test of the run that asks for it (as ``cluster_k3``)."""
     yield from shared_cluster(tmp_path_factory, "k1", replicas=1)
 
 

@@ -16,6 +16,7 @@ import asyncio
 import signal
 
 import httpx
+import pytest
 
 from fds.client import Client
 from fds.guid import parse_guid
@@ -24,6 +25,7 @@ from fds.tlt import Table
 from tests.support.credentials import AUTH
 
 
+@pytest.mark.slow
 def test_kill_metadata_primary_during_concurrent_extends(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(tractservers=5, replicas=3)
     ms = cluster.metaserver_url

@@ -26,6 +26,7 @@ from tests.support.credentials import AUTH
 SEED = 20261121
 
 
+@pytest.mark.slow
 def test_thrash(make_cluster, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
     seconds = float(request.config.getoption("--thrash-seconds"))
     rng = random.Random(SEED)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from fds.local import LocalCluster
 from fds.models import TableModel
@@ -19,6 +20,7 @@ from tests.fuzz._fuzzing import auth_variants, fuzz_server
 from tests.fuzz.conftest import assert_all_alive
 
 
+@pytest.mark.slow
 def test_metaserver_api(make_cluster: Callable[..., LocalCluster], fuzz_examples: int, fuzz_seed: int) -> None:
     cluster = make_cluster("meta-fuzz", tractservers=3, replicas=2)
     good = cluster.headers("cluster")

@@ -39,6 +39,7 @@ def _read_two_tracts(cluster: LocalCluster, guid: str) -> tuple[bytes, bytes]:
         return bytes(blob.read_tract(0)), bytes(blob.read_tract(1))
 
 
+@pytest.mark.slow
 def test_restart_on_same_dir_keeps_data_and_stored_settings(tmp_path: Path) -> None:
     data = os.urandom(SMALL_TRACT)
     first = LocalCluster(tmp_path / "c", tractservers=3, replicas=3, tract_size=SMALL_TRACT, port=0,
@@ -82,6 +83,7 @@ def test_fds_local_up_refuses_settings_that_cannot_work(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_fds_local_up_command(tmp_path: Path) -> None:
     """The real command: prints endpoints, writes cluster.json with PIDs, stops every child on SIGTERM."""
     proc = subprocess.Popen(

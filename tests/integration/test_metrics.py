@@ -305,6 +305,7 @@ def test_recovery_progress_gauges(tmp_path: Path) -> None:
         state.close()
 
 
+@pytest.mark.slow
 def test_recovery_in_a_real_cluster(make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(tractservers=4, replicas=3)
     _write_and_read(cluster, 8, 20_000)

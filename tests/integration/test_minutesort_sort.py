@@ -30,6 +30,7 @@ def _last_json(result: subprocess.CompletedProcess[str]) -> dict:  # type: ignor
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--daytona"], ["--daytona", "--skew"]], ids=["indy", "daytona", "skew"])
 def test_run_sorts_50mb_and_validates(cluster_k1: LocalCluster, flags: list[str], tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
@@ -121,6 +122,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> None:
     """SIGKILL one of two remote workers mid-run: the sort exits non-zero with a message, it does not hang."""
     gen = _ms("gen", "--size", "30MB", "--metaserver", cluster_k1.metaserver_url)

@@ -31,9 +31,9 @@ from fds.auth import check as check_auth
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
 from fds.http1 import HeadBuffer, HeadTooLarge
-from fds.logs import HEADER, log_request, new_request_id, request_id, valid_request_id
-from fds.metrics import Metrics
+from fds.logs import HEADER, new_request_id, request_id, valid_request_id
 from fds.tractserver._tracts import TractService
+from fds.web import MethodNotAllowed, Metrics, log_request
 
 __all__ = ["DataProtocol", "serve_data_port"]
 
@@ -227,8 +227,7 @@ class DataProtocol(asyncio.BufferedProtocol):
             self._respond_error(exc, close=close)
         except Exception:
             log.exception("data port: unexpected error on %s %s", req.method, req.path)
-            self._respond(500, orjson.dumps({"error": {"code": "internal", "message": "internal error"}}),
-                          "application/json", close=True)
+            self._respond_error(FDSError("internal error"), close=True)  # the base class is the 500
             return
         if self.transport is not None and not close:
             self.transport.resume_reading()
@@ -257,7 +256,7 @@ class DataProtocol(asyncio.BufferedProtocol):
                 self._respond(200, b"", "application/octet-stream", close=close, head_only=True, length=found.length,
                               extra=f"x-fds-checksum: {found.checksum:016x}\r\n")
         else:
-            raise _MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
+            raise MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
 
     def _respond_error(self, exc: FDSError, *, close: bool) -> None:
         extra = 'www-authenticate: Bearer realm="fds"\r\n' if exc.status == 401 else ""
@@ -288,11 +287,6 @@ class DataProtocol(asyncio.BufferedProtocol):
             self.transport.writelines((head.encode("latin-1"), body))
         if close:
             self.transport.close()
-
-
-class _MethodNotAllowed(FDSError):
-    status = 405
-    default_code = "method_not_allowed"
 
 
 async def serve_data_port(tracts: TractService, sock: socket.socket, metrics: Metrics | None = None) -> asyncio.Server:

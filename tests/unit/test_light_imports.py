@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,9 +47,7 @@ def test_web_imports_no_role() -> None:
     assert roles == [], f"fds.web imported roles: {roles}"
 
 
-def test_client_leaves_the_allocator_alone() -> None:
-    # Any route to mallopt goes through a ctypes.CDLL: record every mallopt call, whoever makes it.
-    code = """
+_RECORD_MALLOPT = """
 import ctypes
 calls = []
 real = ctypes.CDLL
@@ -63,6 +62,20 @@ class Recording(real):
         setattr(self, name, mallopt)  # as CDLL caches its functions: later lookups skip __getattr__
         return mallopt
 ctypes.CDLL = Recording
+"""
+"""Prefix for a script: every mallopt call, whoever makes it, lands in ``calls`` (any route goes through CDLL)."""
+_TUNED = f"[(-1, {256 << 20}), (-3, {32 << 20})]"
+
+
+def _run(code: str, cwd: Path = REPO) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", _RECORD_MALLOPT + code], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "FDS_METASERVER": "", "FDS_TOKEN": "", "FDS_SECRET_FILE": ""})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_client_leaves_the_allocator_alone() -> None:
+    lines = _run("""
 from fds.client import Client, SyncClient
 client = Client("http://127.0.0.1:9", token="fds1.write.1.0.x")
 sync = SyncClient("http://127.0.0.1:9", token="fds1.write.1.0.x")
@@ -71,8 +84,21 @@ print("CLIENT", calls)
 import fds
 fds.tune_allocator()  # the explicit choice: the recorder must see it
 print("TUNED", calls)
-"""
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "CLIENT []" in done.stdout.splitlines()
-    assert f"TUNED [(-1, {256 << 20}), (-3, {32 << 20})]" in done.stdout.splitlines()
+""")
+    assert "CLIENT []" in lines
+    assert f"TUNED {_TUNED}" in lines
+
+
+def test_the_commands_opt_in(tmp_path: Path) -> None:
+    # Quick commands that reach their work: each must have tuned the allocator by then.
+    lines = _run(f"""
+from fds.cli import main
+main(["secret", "new", {str(tmp_path / "secret")!r}])
+print("FDS", calls)
+calls.clear()
+from apps.minutesort.cli import main as minutesort
+minutesort(["gen", "--records", "1"])  # no cluster here: exits 3 after parsing, and after tuning
+print("MINUTESORT", calls)
+""", cwd=tmp_path)
+    assert f"FDS {_TUNED}" in lines
+    assert f"MINUTESORT {_TUNED}" in lines

@@ -13,6 +13,10 @@
   handlers, and for the tract servers' data port, which answers without the
   framework but the same way.
 
+The middleware is written against the ASGI types named once in
+``fds/web/_types.py`` (its ``Scope`` is an ASGI connection scope, not a
+token's :data:`fds.auth.Scope`).
+
 What a *client* needs (tokens, request ids, TLS) lives in :mod:`fds.auth`,
 :mod:`fds.logs` and :mod:`fds.tls`, none of which imports this package: a
 client process never loads FastAPI, Starlette, uvicorn or prometheus-client.
@@ -23,7 +27,6 @@ from fds.web._auth import AuthMiddleware
 from fds.web._metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from fds.web._requests import RequestIdMiddleware, log_request
 from fds.web._serve import bind_socket, secure, serve, url_of
-from fds.web._types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "create_app",
@@ -40,9 +43,4 @@ __all__ = [
     "serve",
     "bind_socket",
     "url_of",
-    "ASGIApp",
-    "Scope",
-    "Message",
-    "Receive",
-    "Send",
 ]

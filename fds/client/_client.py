@@ -66,9 +66,10 @@ class Client:
     looks at ``$FDS_TOKEN``, ``$FDS_SECRET_FILE`` and ``./.fds``.
 
     A program that moves many tracts should call :func:`fds.tune_allocator`
-    once at start-up (the ``fds`` command does): without it glibc page-faults
-    through every 8 MiB body, and reads run at about half speed. The client
-    does not do it for you, since it changes the whole process's allocator.
+    once at start-up (the ``fds`` command does): without it glibc
+    page-faults through every 8 MiB body, and reads run at about two thirds
+    of the speed. The client does not do it for you, since it changes the
+    whole process's allocator.
     """
 
     def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT,

@@ -110,6 +110,8 @@ def test_cli_refuses_malformed_arguments_without_a_traceback(cluster_k1: LocalCl
         (["validate", "--manifest", str(tmp_path / "missing.json")], 1, "cannot read the manifest"),
         (["validate", "--manifest", str(tmp_path / "bad.json")], 1, "is not a manifest"),
         (["validate", "--manifest", str(tmp_path / "odd.json")], 1, "is not a manifest"),
+        (["run", "--local", "--dir", str(tmp_path / "c"), "--tractservers", "0", "--records", "100"], 1,
+         "--tractservers must be at least 1"),  # fds.local's ValueError, said plainly
     ]
     for args, code, says in cases:
         proc = _ms(*args, "--metaserver", ms)

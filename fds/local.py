@@ -116,17 +116,17 @@ class ClusterFile:
         """Read ``directory``'s cluster file. :class:`FileNotFoundError` if there is none, another
         :class:`OSError` if it cannot be read, :class:`ValueError` (saying what is wrong) if it is malformed."""
         path = cls.path(directory)
-        text = path.read_text()
+        data = path.read_bytes()
         try:
-            raw = json.loads(text)
-        except ValueError as exc:
+            raw = json.loads(data)
+        except ValueError as exc:  # UnicodeDecodeError too
             raise ValueError(f"{path} is not JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path} holds {type(raw).__name__}, not an object")
-        settings = raw.get("settings") or {}
+        settings = {} if raw.get("settings") is None else raw["settings"]
         if not isinstance(settings, dict):
             raise ValueError(f"{path}: 'settings' must be an object")
-        children = raw.get("children") or []
+        children = [] if raw.get("children") is None else raw["children"]
         if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
             raise ValueError(f"{path}: 'children' must be a list of objects")
         try:

@@ -36,7 +36,10 @@ WRITTEN_BY_FDS_LOCAL_UP: dict[str, Any] = {
 def _write(directory: Path, payload: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "cluster.json"
-    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    if isinstance(payload, bytes):
+        path.write_bytes(payload)
+    else:
+        path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
     return path
 
 
@@ -66,7 +69,8 @@ def test_missing_fields_read_as_empty(tmp_path: Path) -> None:
     ({"metaserver": 7000}, "'metaserver' must be a string, not 7000"),
     ({"settings": {"replicas": "3"}}, "'replicas' must be an integer, not '3'"),
     ({"settings": {"replicas": True}}, "'replicas' must be an integer"),
-    ({"settings": [1]}, "'settings' must be an object"),
+    ({"settings": []}, "'settings' must be an object"),
+    (b"\xff\xfe{}", "is not JSON"),
     ({"children": [{"name": "ts0", "pid": "12"}]}, "'pid' must be an integer"),
     ({"children": {"ts0": {}}}, "'children' must be a list of objects"),
 ])

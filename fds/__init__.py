@@ -10,7 +10,11 @@ The shared pieces live here, importing none of the roles:
 - :mod:`fds.config`: typed configuration (TOML file plus environment).
 - :mod:`fds.auth`: the one request-authentication dependency.
 - :mod:`fds.durable`: the one helper for writing a file that survives a crash.
-- :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares.
+- :mod:`fds.buffers`: large and O_DIRECT-aligned buffers.
+- :mod:`fds.http1`: the one HTTP/1.1 head parser (data-path client and data port).
+- :mod:`fds.progress`: progress bars for commands (bytes with a rate, counts).
+- :mod:`fds.local`: local clusters of real processes (``fds local up``, tests, benchmarks).
+- :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares (app factory, middleware, types).
 
 The roles are :mod:`fds.metaserver`, :mod:`fds.tractserver`, :mod:`fds.gateway`
 and the client library :mod:`fds.client`.

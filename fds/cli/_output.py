@@ -127,9 +127,10 @@ def _open(out: str, target: Path) -> Output:
 async def download(blob: Blob, tracts: int, output: Output, progress: Progress | None = None) -> int:
     """Read tracts ``0..tracts-1`` of ``blob`` (its bytes are its tracts concatenated) into ``output``.
 
-    Returns the number of bytes written. Reads keep the client's window of requests in flight; writes overlap
-    them, up to :data:`WRITERS` at once where the output takes writes at
-    offsets. The caller commits or aborts ``output``.
+    Returns the number of bytes written. Reads keep the client's window of
+    requests in flight; writes overlap them, up to :data:`WRITERS` at once
+    where the output takes writes at offsets. The caller commits or aborts
+    ``output``.
     """
     limit = WRITERS if output.parallel else 1
     writing: set[asyncio.Future[None]] = set()

@@ -192,6 +192,7 @@ class Child:
 
     @property
     def pid(self) -> int | None:
+        """The process id (the recorded one for an attached cluster's child); None before it starts."""
         return self.proc.pid if self.proc else self.recorded_pid
 
     def alive(self) -> bool:
@@ -406,6 +407,7 @@ class LocalCluster:
     # -- who is where --------------------------------------------------------------------------------------------
     @property
     def metaserver_url(self) -> str:
+        """The metaserver's URL (once started): what clients and ``fds --metaserver`` take."""
         return self.child("metaserver").url
 
     @property
@@ -422,6 +424,7 @@ class LocalCluster:
 
     @property
     def tract_children(self) -> list[Child]:
+        """The tract server children, in the order they were added (``ts0``, ``ts1``...)."""
         return [c for c in self.children if c.role == "tractserver"]
 
     def server_id(self, name: str) -> str:

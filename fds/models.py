@@ -7,6 +7,7 @@ show up in each server's OpenAPI page (``/docs``).
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -14,6 +15,8 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
+    "MemberState",
+    "ClusterState",
     "ServerRef",
     "TableModel",
     "RegisterRequest",
@@ -56,6 +59,29 @@ def _check_url(url: str) -> str:
     if not ok:
         raise ValueError(f"not an http:// or https:// URL with a host: {url[:80]!r}; e.g. http://10.0.0.5:7100")
     return url
+
+
+class MemberState(StrEnum):
+    """Where a tract server stands with the metaserver (``ServerStatus.state``)."""
+
+    ACTIVE = "active"
+    """Takes part: holds rows, may be handed more."""
+    DEAD = "dead"
+    """Declared dead after its heartbeat timed out (or by an operator); its rows were handed to others.
+    It becomes active again when it heartbeats."""
+    DECOMMISSIONING = "decommissioning"
+    """Handing its rows to others (``fds decommission``)."""
+    DECOMMISSIONED = "decommissioned"
+    """Holds no rows any more; it may be stopped."""
+
+
+class ClusterState(StrEnum):
+    """``ClusterStatus.state``."""
+
+    WAITING = "waiting"
+    """Fewer tract servers than ``expected_servers`` have registered: no table yet."""
+    READY = "ready"
+    """The table is built."""
 
 
 class ServerRef(BaseModel):
@@ -160,8 +186,9 @@ class ServerStatus(BaseModel):
     disk_free: int
     in_table: bool
     table_version: int
-    state: str = Field(default="active", description="active, dead (declared after its heartbeat timed out), "
-                                                     "decommissioning, or decommissioned.")
+    state: MemberState = Field(default=MemberState.ACTIVE,
+                               description="active, dead (declared after its heartbeat timed out, or by an "
+                                           "operator), decommissioning, or decommissioned.")
     rows: int = Field(default=0, description="Rows this server holds (filling ones included).")
     filling_rows: int = Field(default=0, description="Rows this server is still copying.")
     fill: FillProgress = Field(default_factory=FillProgress)
@@ -182,7 +209,7 @@ class RecoveryStatus(BaseModel):
 
 
 class ClusterStatus(BaseModel):
-    state: str = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
+    state: ClusterState = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
     table_version: int
     tract_size: int
     replicas: int

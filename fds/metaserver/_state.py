@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,9 +26,11 @@ from fds.durable import ensure_dir
 from fds.errors import BadRequest, Conflict, NotFound, TableNotReady
 from fds.metaserver._plan import Layout
 from fds.models import (
+    ClusterState,
     ClusterStatus,
     FillProgress,
     Heartbeat,
+    MemberState,
     RecoveryStatus,
     RegisterRequest,
     ServerRef,
@@ -53,8 +55,7 @@ class _Member(BaseModel):
     """A member as stored: its registration and where it stands."""
 
     req: RegisterRequest
-    state: str = "active"
-    """active, dead, decommissioning or decommissioned."""
+    state: MemberState = MemberState.ACTIVE
     removed_at: int = 0
     """Table version at which it last left a row; it takes rows again only once it has cleaned up past it."""
 
@@ -131,8 +132,22 @@ class MetaState:
     def close(self) -> None:
         self._db.close()
 
-    def _save_member(self, member: _Member) -> None:
-        self._db.put(_MEMBER + member.req.id.encode(), member.model_dump_json().encode(), self._sync)
+    def _save(self, members: Iterable[_Member] = (), table: TableModel | None = None) -> None:
+        """Store ``members`` and ``table`` durably in one RocksDB write batch: all of them or none.
+
+        A member and the table that names it change together (registering, leaving rows); two
+        separate puts would let a crash between them leave a member the table never got.
+        """
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for member in members:
+            batch.put(_MEMBER + member.req.id.encode(), member.model_dump_json().encode())
+        raw = table.model_dump_json().encode() if table is not None else None
+        if raw is not None:
+            batch.put(_TABLE, raw)
+        self._db.write(batch, self._sync)
+        if table is not None:
+            self.table = table
+            self._table_json = raw
 
     # -- membership ------------------------------------------------------
     def register(self, req: RegisterRequest) -> int:
@@ -149,29 +164,31 @@ class MetaState:
             member = _Member(req=req)
         else:
             member.req = req
-            self._revive(member)
+            self._revive(member, save=False)
         self.members[req.id] = member
-        self._save_member(member)
         self.live.setdefault(req.id, _Live()).last_seen = self._clock()
+        table: TableModel | None = None
         if self.table is None:
             if len(self.members) >= self.config.expected_servers:
-                self._build_table()
+                table = self._built_table()
         elif not self._in_table(req.id):
             servers = [*self.table.servers, ServerRef(id=req.id, url=req.url, domain=req.domain,
                                                       data_url=req.data_url)]
-            self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
-            log.info("server %s (%s) joined; table version %d", req.id, req.domain, self.table.version)
+            table = self.table.model_copy(update={"servers": servers, "version": self.table.version + 1})
+            log.info("server %s (%s) joined; table version %d", req.id, req.domain, table.version)
         elif old is not None and (old.url, old.data_url) != (req.url, req.data_url):
             servers = [s if s.id != req.id else ServerRef(id=s.id, url=req.url, domain=s.domain, data_url=req.data_url)
                        for s in self.table.servers]
-            self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
-            log.info("server %s moved to %s; table version %d", req.id, req.url, self.table.version)
+            table = self.table.model_copy(update={"servers": servers, "version": self.table.version + 1})
+            log.info("server %s moved to %s; table version %d", req.id, req.url, table.version)
+        self._save([member], table)
         return self.table.version if self.table else 0
 
-    def _revive(self, member: _Member) -> None:
-        if member.state == "dead":
-            member.state = "active"
-            self._save_member(member)
+    def _revive(self, member: _Member, *, save: bool = True) -> None:
+        if member.state == MemberState.DEAD:
+            member.state = MemberState.ACTIVE
+            if save:
+                self._save([member])
             log.warning("server %s is back after being declared dead; it rejoins without the rows it lost, "
                         "whose tracts it removes", member.req.id)
 
@@ -199,7 +216,7 @@ class MetaState:
         room = 8 * self.table.tract_size
         for i, ref in enumerate(self.table.servers):
             member = self.members.get(ref.id)
-            if member is None or member.state != "active" or not self._alive(ref.id, now):
+            if member is None or member.state != MemberState.ACTIVE or not self._alive(ref.id, now):
                 continue
             beat = self.live[ref.id].beat
             if beat.clean_version < member.removed_at:
@@ -210,7 +227,7 @@ class MetaState:
         return out
 
     # -- table -----------------------------------------------------------
-    def _build_table(self) -> None:
+    def _built_table(self) -> TableModel:
         members = sorted((m.req for m in self.members.values()), key=lambda m: m.id)
         rng = random.Random(self.config.seed)
         rows = build_rows([Member(m.id, m.domain) for m in members], self.config.replicas, rng)
@@ -222,29 +239,26 @@ class MetaState:
             rows=rows,
             row_versions=[1] * len(rows),
         )
-        self._store_table(table)
         log.info("built table: %d servers, %d rows, k=%d", len(members), len(rows), self.config.replicas)
+        return table
 
-    def _store_table(self, table: TableModel) -> None:
-        raw = table.model_dump_json().encode()
-        self._db.put(_TABLE, raw, self._sync)
-        self.table = table
-        self._table_json = raw
+    def _commit(self, layout: Layout, changed: Iterable[_Member] = ()) -> None:
+        """Publish ``layout`` as the next table version, with ``changed`` members, in one write batch.
 
-    def _commit(self, layout: Layout) -> None:
-        """Publish ``layout`` as the next table version; servers that left rows must clean up before taking
-        rows again."""
+        Servers that left rows must clean up before taking rows again.
+        """
         assert self.table is not None
         version = self.table.version + 1
         before = self.table
         after = layout.apply(before, version)
+        members = {m.req.id: m for m in changed}
         for r in layout.changed:
             for i in set(before.rows[r]) - set(after.rows[r]):
                 member = self.members.get(before.servers[i].id)
                 if member is not None:
                     member.removed_at = version
-                    self._save_member(member)
-        self._store_table(after)
+                    members[member.req.id] = member
+        self._save(members.values(), after)
 
     def table_json(self) -> bytes:
         if self._table_json is None:
@@ -273,22 +287,24 @@ class MetaState:
         layout = Layout.of(self.table)
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         before_filling = {r: set(v) for r, v in layout.filling.items()}
+        dead: list[_Member] = []
         if self.table.replicas >= 2:
             for ref in self.table.servers:
                 member = self.members.get(ref.id)
-                if member is None or member.state in ("dead", "decommissioned") or self._alive(ref.id, now):
+                if (member is None or member.state in (MemberState.DEAD, MemberState.DECOMMISSIONED)
+                        or self._alive(ref.id, now)):
                     continue
                 eligible = [i for i in self._eligible(now) if i != index[ref.id]]
                 left, kept = layout.remove_dead(index[ref.id], eligible, self._rng)
-                member.state = "dead"
-                self._save_member(member)
+                member.state = MemberState.DEAD
+                dead.append(member)
                 result.declared_dead.append(ref.id)
                 log.error("server %s declared dead (no heartbeat for %.1fs): %d rows re-replicating%s",
                           ref.id, self.config.heartbeat_timeout, left,
                           f"; {kept} rows keep it as their last copy" if kept else "")
             layout.fill_short_rows(self._eligible(now), self._rng)
         # Rows a decommission could not hand over yet (no server could take them) get another try.
-        decommissioning = [m.req.id for m in self.members.values() if m.state == "decommissioning"]
+        decommissioning = [m.req.id for m in self.members.values() if m.state == MemberState.DECOMMISSIONING]
         for server_id in decommissioning:
             if server_id in index:
                 layout.decommission(index[server_id], self._eligible(now), self._rng)
@@ -298,7 +314,7 @@ class MetaState:
             if moved:
                 log.info("handing %d rows to servers below their share", moved)
         if layout.changed:
-            self._commit(layout)
+            self._commit(layout, dead)
             self._finish_decommissions()
             result.rows_changed = len(layout.changed)
             for r, members in layout.filling.items():
@@ -306,6 +322,8 @@ class MetaState:
                     result.fill.append(self.table.servers[i].id)
             result.fill = sorted(set(result.fill))
             log.info("table version %d: %d rows changed", self.table.version, len(layout.changed))
+        elif dead:
+            self._save(dead)
         self._track_repair(now)
         return result
 
@@ -328,15 +346,16 @@ class MetaState:
         member = self.members.get(server_id)
         if member is None or self.table is None or not self._in_table(server_id):
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
-        if member.state == "dead":
+        if member.state == MemberState.DEAD:
             raise Conflict(f"server {server_id} is dead; its rows are already re-replicated", code="server_dead")
-        member.state = "decommissioning"
-        self._save_member(member)
+        member.state = MemberState.DECOMMISSIONING
         layout = Layout.of(self.table)
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         moved, stuck = layout.decommission(index[server_id], self._eligible(self._clock()), self._rng)
         if layout.changed:
-            self._commit(layout)
+            self._commit(layout, [member])
+        else:
+            self._save([member])
         self._finish_decommissions()
         log.info("decommissioning %s: %d rows handed over, %d waiting for a server that can take them",
                  server_id, moved, stuck)
@@ -346,9 +365,9 @@ class MetaState:
         assert self.table is not None
         held = {self.table.servers[i].id for row in self.table.rows for i in row}
         for member in self.members.values():
-            if member.state == "decommissioning" and member.req.id not in held:
-                member.state = "decommissioned"
-                self._save_member(member)
+            if member.state == MemberState.DECOMMISSIONING and member.req.id not in held:
+                member.state = MemberState.DECOMMISSIONED
+                self._save([member])
                 log.info("server %s is decommissioned: it holds no rows and may be stopped", member.req.id)
 
     # -- status ----------------------------------------------------------
@@ -418,7 +437,7 @@ class MetaState:
                 bytes_done=total.bytes_done, bytes_total=total.bytes_total,
                 started=self.repair_started, last_seconds=self.last_repair_seconds)
         return ClusterStatus(
-            state="ready" if table else "waiting",
+            state=ClusterState.READY if table else ClusterState.WAITING,
             table_version=table.version if table else 0,
             tract_size=self.config.tract_size, replicas=self.config.replicas,
             expected_servers=self.config.expected_servers,

@@ -141,7 +141,7 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     async def stat_blob(guid: str, version: int = _VERSION) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(meta.stat(raw, table))
+        return json_response(await meta.stat(raw, table))
 
     @app.post("/v1/meta/{guid}/extend", response_model=ExtendResult, tags=["metadata"],
               summary="Atomically add tracts; each caller gets its own new range.")

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,7 +44,7 @@ from fds.errors import (
     error_from_response,
 )
 from fds.guid import format_guid, parse_guid
-from fds.models import BlobInfo, FillProgress, Heartbeat, RegisterRequest, TableModel, Traffic
+from fds.models import BlobInfo, FillProgress, Heartbeat, MetaRecord, RegisterRequest, TableModel, Traffic
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
@@ -117,6 +117,8 @@ class Node:
         """``time.monotonic()`` when the metaserver last accepted a heartbeat; None before the first."""
         self.on_table: list[Callable[[Table], None]] = []
         """Called with each newer table (the filler listens)."""
+        self.committed_meta: Callable[[bytes, Table], Awaitable[MetaRecord | None]] = self._stored_meta
+        """A blob's metadata record as every holder has it, on its primary (the metadata service sets this)."""
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -364,7 +366,7 @@ class Node:
         """Ask the blob's metadata primary (which may be this server) for its size."""
         primary = table.holders(guid, METADATA_TRACT)[0]
         if primary.id == self.id:
-            record = self.store.meta(guid)
+            record = await self.committed_meta(guid, table)
             if record is None or record.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
             return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created,
@@ -379,6 +381,9 @@ class Node:
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content)
         return BlobInfo.model_validate_json(resp.content)
+
+    async def _stored_meta(self, guid: bytes, table: Table) -> MetaRecord | None:
+        return self.store.meta(guid)
 
     def forget_extent(self, guid: bytes) -> None:
         self._extents.pop(guid, None)

@@ -36,6 +36,8 @@ __all__ = [
     "Traffic",
     "FilledRequest",
     "RecoveryStatus",
+    "OutageStatus",
+    "DeclaredDead",
     "RowListing",
     "RowsRequest",
 ]
@@ -111,6 +113,11 @@ class TableModel(BaseModel):
         default_factory=dict,
         description="Row -> servers (indices) that leave the row once its filling servers are done "
                     "(adding or decommissioning servers). They hold every tract until then.")
+    absent: dict[int, list[int]] = Field(
+        default_factory=dict,
+        description="Row -> servers (indices) declared dead out of the row's write set that may hold its last "
+                    "good copy: neither written nor read, they keep the row's tracts until the row has k live, "
+                    "complete holders again. One that comes back rejoins the row as filling.")
 
 
 class RegisterRequest(BaseModel):
@@ -208,6 +215,24 @@ class RecoveryStatus(BaseModel):
     last_seconds: float | None = Field(default=None, description="How long the last completed repair took.")
 
 
+class OutageStatus(BaseModel):
+    """Too many tract servers are silent at once: an outage, not failures, so nobody is declared dead."""
+
+    silent: list[str] = Field(description="Ids of the silent servers.")
+    servers: int = Field(description="Tract servers that count: in the table, not dead or decommissioned.")
+    limit: int = Field(description="Repair is held while more than this many are silent (outage_silent).")
+    message: str
+
+
+class DeclaredDead(BaseModel):
+    """What ``POST /v1/servers/{id}/declare-dead`` did."""
+
+    server: str
+    rows_left: int = Field(description="Rows it left (re-replicating now; it stays an absent holder meanwhile).")
+    rows_kept: int = Field(description="Rows where it stays: it holds their only complete copy.")
+    table_version: int
+
+
 class ClusterStatus(BaseModel):
     state: ClusterState = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
     table_version: int
@@ -219,6 +244,8 @@ class ClusterStatus(BaseModel):
     healthy: bool = Field(default=False, description="True only when every row has k live holders that hold "
                                                      "every tract; false from a failure's detection until repaired.")
     recovery: RecoveryStatus | None = None
+    outage: OutageStatus | None = Field(default=None, description="Present while repair is held: more servers "
+                                                                  "are silent than the replication level covers.")
 
 
 class BlobInfo(BaseModel):
@@ -292,3 +319,6 @@ class TractServerStats(BaseModel):
     disk_free: int
     capacity_bytes: int
     table_version: int
+    copied_tracts: int = Field(default=0, description="Tracts copied here from row-mates since the server started "
+                                                      "(filling rows, scrub repairs).")
+    copied_bytes: int = Field(default=0, description="Their bytes.")

@@ -273,6 +273,10 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
                   f"k={status.replicas}, tract size {decimal(status.tract_size)}, "
                   f"{alive}/{len(status.servers)} servers alive (expected {status.expected_servers})",
                   highlight=False)
+    if status.outage is not None:
+        console.print(f"[red bold]{status.outage.message}[/]: silent {', '.join(status.outage.silent)}; "
+                      f"nobody is declared dead while more than {status.outage.limit} are silent. "
+                      "`fds admin declare-dead ID` releases one.", highlight=False)
     rec = status.recovery
     if status.healthy:
         last = f" (last repair took {rec.last_seconds:.1f}s)" if rec and rec.last_seconds is not None else ""

@@ -204,7 +204,8 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         return json_response(TractServerStats(
             id=node.id, url=node.url, tracts=node.store.tracts, bytes_used=node.store.bytes_used,
             disk_free=await node.run_io(node.store.disk_free), capacity_bytes=node.store.capacity_bytes,
-            table_version=node.table.version if node.table else 0))
+            table_version=node.table.version if node.table else 0, copied_tracts=node.copied_tracts,
+            copied_bytes=node.copied_bytes))
 
     @app.post("/v1/admin/collect", tags=["ops"], summary="Run one pass of the orphan-tract collector now.")
     async def collect() -> Response:

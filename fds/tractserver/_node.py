@@ -6,11 +6,14 @@ are in flight in which rows, and the background loops (heartbeat, orphan
 collector, clean-up of rows it no longer holds). Each loop is a ``while``
 around a ``*_once`` method that tests can call directly.
 
-**Leaving a row.** When a table takes rows away from this server (it was
-declared dead, or handed them over), :meth:`Node.clean_once` removes their
-tracts and metadata and reports the table version it cleaned at in its
-heartbeats. The metaserver hands such a server rows again only after that,
-so a server never mistakes its own stale copy for a fresh one.
+**Leaving a row.** When a table takes rows away from this server for good
+(handed over, or dropped as an absent holder once the row had k live,
+complete holders again), :meth:`Node.clean_once` removes their tracts and
+metadata and reports the table version it cleaned at in its heartbeats.
+The metaserver hands such a server new rows only after that. Rows it is an
+*absent* holder of (declared dead while its copy may be the last good one)
+are kept: coming back, it rejoins them as filling and copies only what
+changed.
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ class Node:
         self._clean_needed = True  # a restart may follow rows being taken away while down
         self._cleaning: asyncio.Task[int] | None = None
         self.fill_progress = FillProgress()
+        self.copied_tracts = 0
+        self.copied_bytes = 0
+        """Tracts and bytes copied here from row-mates since start (filling rows, scrub repairs)."""
+        self._current: dict[int, set[tuple[bytes, int, int]]] = {}
+        """Per row this server is filling: tracts known current here (copied, checked against a complete
+        holder, or written by a client since). Until the row is filled only these are served."""
         self.traffic: Callable[[], Traffic] = Traffic
         """What heartbeats report of this server's requests (the app hands in its metrics' counts)."""
         self.heartbeat_acked: float | None = None
@@ -223,12 +232,14 @@ class Node:
         old = self.table
         self.table = table
         log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
-        if old is None or set(old.rows_of(self.id)) - set(table.rows_of(self.id)):
+        if old is None or old.kept_rows(self.id) - table.kept_rows(self.id):
             self._clean_needed = True
         if self._clean_needed:
             self._start_clean()
         elif self._cleaning is None or self._cleaning.done():
             self.clean_version = table.version
+        for row in [r for r in self._current if not table.is_filling(self.id, r)]:
+            del self._current[row]
         for listener in self.on_table:
             listener(table)
 
@@ -246,6 +257,16 @@ class Node:
             raise StaleVersion(f"table version {version} is newer than this server's {table.version}; "
                                "retry shortly", server_version=table.version)
         return table
+
+    # -- rows being filled -----------------------------------------------------
+    def mark_current(self, row: int, guid: bytes, incarnation: int, tract: int) -> None:
+        """This server's copy of a tract of a row it is filling is known current: it may be served."""
+        table = self.table
+        if table is not None and table.is_filling(self.id, row):
+            self._current.setdefault(row, set()).add((guid, incarnation, tract))
+
+    def is_current(self, row: int, guid: bytes, incarnation: int, tract: int) -> bool:
+        return (guid, incarnation, tract) in self._current.get(row, ())
 
     # -- writes in flight ----------------------------------------------------
     @asynccontextmanager
@@ -296,7 +317,8 @@ class Node:
         return removed
 
     async def clean_once(self) -> int:
-        """Remove tracts and metadata of every row this server does not hold in the current table.
+        """Remove tracts and metadata of every row this server neither holds nor is absent from in the
+        current table.
 
         Asks the metaserver for the newest table first, so a stale view
         never removes a row this server was just handed. Returns the number
@@ -306,7 +328,7 @@ class Node:
         self._clean_needed = False
         table = self.table
         assert table is not None
-        held = set(table.rows_of(self.id))
+        held = table.kept_rows(self.id)
         gone = [r for r in range(len(table)) if r not in held]
         await self.drain(gone, table)
 

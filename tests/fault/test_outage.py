@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,11 +115,20 @@ def test_outage_of_every_server_declares_none_dead_and_copies_nothing(make_clust
     assert _read_blob(cluster, guid) == data
 
 
+def _fds(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``fds`` command against ``cluster``."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FDS_")},
+           "FDS_SECRET_FILE": str(cluster.secret_file)}
+    return subprocess.run([sys.executable, "-m", "fds", *args, "--metaserver", cluster.metaserver_url],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_three_of_four_return_then_the_fourth_rejoins_copying_nothing(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    """Interleaving: all four paused (outage, repair held); three resumed: the outage is over, and every byte
-    is read from them within 60 s; the fourth, still paused, is declared dead a timeout later (it stays an
-    absent holder of its rows while their replacements fill, and after); then resumed, it rejoins those rows
-    as filling, copies nothing (its tracts are current), and the surplus holders go."""
+    """Interleaving: all four paused: an outage, repair held. The operator declares the fourth dead
+    (`fds admin declare-dead`; its rows keep it as an absent holder); three resumed: the outage is over, the
+    rows get replacements, and every byte is read from the three within 60 s. Declaring one of them dead is
+    refused: it is alive. Then the fourth is resumed: it rejoins its rows as filling, copies nothing (its tracts
+    are current), and the surplus holders go."""
     cluster = make_cluster(tractservers=4, replicas=3)
     guid, data = _write_blob(cluster)
     last = cluster.tract_children[-1]
@@ -125,23 +136,29 @@ def test_three_of_four_return_then_the_fourth_rejoins_copying_nothing(make_clust
     names = [c.name for c in cluster.tract_children]
     with _paused(cluster, names) as paused:
         _wait_outage(cluster, 4)
+        assert "outage: 4 of 4 servers silent, repair held" in _fds(cluster, "status").stdout
+        released = _fds(cluster, "admin", "declare-dead", last_id)
+        assert released.returncode == 0, released.stderr
+        assert f"{last_id} declared dead" in released.stdout
+        table = _table(cluster)
+        index = next(i for i, s in enumerate(table["servers"]) if s["id"] == last_id)
+        assert all(index not in row for row in table["rows"])
+        assert table["absent"] and all(v == [index] for v in table["absent"].values())
         for name in names[:-1]:
             _resume(cluster, paused, name)
         started = time.monotonic()
         assert _read_blob(cluster, guid) == data
         assert time.monotonic() - started < 60
-        _wait_for(f"{last_id} to be declared dead", lambda: any(
-            s["id"] == last_id and s["state"] == "dead" for s in _status(cluster)["servers"]))
-        table = _table(cluster)
-        index = next(i for i, s in enumerate(table["servers"]) if s["id"] == last_id)
-        # Out of every write set, but still the absent holder of every row it left (whole again or not).
-        assert all(index not in row for row in table["rows"])
-        assert table["absent"] and all(v == [index] for v in table["absent"].values())
+        refused = _fds(cluster, "admin", "declare-dead", cluster.server_id(names[0]))
+        assert refused.returncode == 1 and "alive" in refused.stderr, refused
+        cluster.wait_healthy(timeout=60)  # the replacements have filled; it is still absent
+        assert _table(cluster)["absent"]
     copied_before = _copied(cluster)[last.name]
     status = cluster.wait_healthy(timeout=60)
     assert {s["id"]: s["state"] for s in status["servers"]}[last_id] == "active"
-    table = _wait_for("the server to rejoin and the surplus holders to go", lambda: (t := _table(cluster)) and all(
-        len(row) == 3 for row in t["rows"]) and not t["absent"] and not t["filling"] and t)
+    _wait_for("the server to rejoin and the surplus holders to go", lambda: (t := _table(cluster)) and all(
+        len(row) == 3 for row in t["rows"]) and not t["absent"] and not t["filling"])
+    table = _table(cluster)
     assert any(index in row for row in table["rows"]), "the returning server was given none of its rows back"
     assert _copied(cluster)[last.name] == copied_before == 0, "the returning server copied tracts it had"
     assert _read_blob(cluster, guid) == data

@@ -104,6 +104,8 @@ def test_outage_of_every_server_declares_none_dead_and_copies_nothing(make_clust
     with _paused(cluster, names):
         status = _wait_outage(cluster, 4)
         assert status["outage"]["message"] == "outage: 4 of 4 servers silent, repair held"
+        metrics = httpx.get(f"{cluster.metaserver_url}/metrics", headers=AUTH).text
+        assert "fds_outage_silent_servers 4.0" in metrics.splitlines()
         time.sleep(1.0)  # well past the heartbeat timeout: still nobody declared dead
         assert all(s["state"] == "active" for s in _status(cluster)["servers"])
     status = cluster.wait_healthy()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from fds.client._blob import Blob, Progress
 from fds.errors import BadRequest, BucketExists, BucketNotFound, FDSError, KeyNotFound, PastEnd
 from fds.guid import new_guid, parse_guid
@@ -171,17 +173,16 @@ class Bucket:
             with open(source, "rb") as fh:
                 return await self.put(key, fh, content_type=content_type, meta=meta, if_match=if_match,
                                       if_none_match=if_none_match, etag=etag, progress=progress)
-        options = {"content_type": content_type, "meta": meta or {}, "if_match": if_match,
-                   "if_none_match": if_none_match, "etag": etag}
+        options = _options(content_type, meta, if_match, if_none_match, etag)
         if isinstance(source, (bytes, bytearray, memoryview)):
             return await self._put_bytes(key, memoryview(source).cast("B"), options, progress)
         if isinstance(source, AsyncIterable):
-            writer = await self.writer(key, **options)  # type: ignore[arg-type]
+            writer = await self.writer(key, **options)
             return await writer.write_all(source, progress)
         try:
             size = os.fstat(source.fileno()).st_size - source.tell()
         except (OSError, AttributeError, ValueError):
-            writer = await self.writer(key, **options)  # type: ignore[arg-type]
+            writer = await self.writer(key, **options)
             return await writer.write_all(_chunks(source), progress)
         return await self._put_file(key, source, size, options, progress)
 
@@ -234,16 +235,21 @@ class Bucket:
         return ObjectInfo.model_validate(await self._call("PUT", "/object", query, body.model_dump_json().encode(),
                                                           what=f"put fds://{self.name}/{key}"))
 
-    async def writer(self, key: str, *, content_type: str = "", meta: dict[str, str] | None = None,
-                     if_match: str | None = None, if_none_match: bool = False, etag: str = "") -> ObjectWriter:
-        """A writer for an object of unknown size: :meth:`ObjectWriter.write` cuts tracts and writes each as it
-        fills; :meth:`ObjectWriter.close` switches the key to it (:meth:`ObjectWriter.abort` drops it)."""
+    async def writer(self, key: str, *, size: int | None = None, content_type: str = "",
+                     meta: dict[str, str] | None = None, if_match: str | None = None, if_none_match: bool = False,
+                     etag: str = "", window: int | None = None) -> ObjectWriter:
+        """A writer that streams an object into a fresh blob: :meth:`ObjectWriter.write` cuts tracts and sends
+        each as it fills, with at most ``window`` (default: the client's ``max_in_flight``) in flight;
+        :meth:`ObjectWriter.close` switches the key to it, :meth:`ObjectWriter.abort` drops it. With ``size``
+        known up front the blob is created at that size (no extend per tract) and close checks it."""
         check_key(key)
-        blob = await self._client.create_blob()
-        tract_size = (await self._client.table()).tract_size
-        return ObjectWriter(self, key, blob, tract_size, {"content_type": content_type, "meta": meta or {},
-                                                          "if_match": if_match, "if_none_match": if_none_match,
-                                                          "etag": etag})
+        options = _options(content_type, meta, if_match, if_none_match, etag)
+        if size is not None:
+            blob, tract_size = await self._sized_blob(size)
+        else:
+            blob = await self._client.create_blob()
+            tract_size = (await self._client.table()).tract_size
+        return ObjectWriter(self, key, blob, tract_size, options, size=size, window=window)
 
     async def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Delete the object (KeyNotFound if there is none); its blob is deleted after the grace period."""
@@ -364,24 +370,32 @@ class ObjectWriter:
     """Streams an object of unknown size into a fresh blob, tract by tract, with up to the client's
     ``max_in_flight`` tract writes outstanding; nothing holds more than that. :meth:`close` switches the key."""
 
-    def __init__(self, bucket: Bucket, key: str, blob: Blob, tract_size: int, options: dict[str, Any]) -> None:
+    def __init__(self, bucket: Bucket, key: str, blob: Blob, tract_size: int, options: dict[str, Any], *,
+                 size: int | None = None, window: int | None = None) -> None:
         self.bucket = bucket
         self.key = key
         self.blob = blob
+        self.size = size
+        """The size promised up front (the blob was created at it), or None."""
+        self.written = 0
+        """Bytes taken so far."""
         self._tract_size = tract_size
         self._options = options
         self._buf = bytearray()
-        self._size = 0
         self._next = 0
         self._running: set[asyncio.Task[None]] = set()
-        self._limit = bucket._client.max_in_flight
+        self._limit = window or bucket._client.max_in_flight
         self.closed = False
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Add bytes; every full tract is sent (waiting for a slot when ``max_in_flight`` are in flight)."""
+        """Add bytes; every full tract is sent (waiting for a slot when ``window`` writes are in flight)."""
         if self.closed:
             raise BadRequest(f"writer for fds://{self.bucket.name}/{self.key} is closed")
+        if self.size is not None and self.written + len(data) > self.size:
+            raise BadRequest(f"fds://{self.bucket.name}/{self.key}: more than the {self.size} bytes promised",
+                             code="body_length_mismatch")
         self._buf += data
+        self.written += len(data)
         while len(self._buf) >= self._tract_size:
             piece = bytes(self._buf[:self._tract_size])
             del self._buf[:self._tract_size]
@@ -397,8 +411,10 @@ class ObjectWriter:
             finished, self._running = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
                 task.result()
-        index = await self.blob.extend(1)
-        self._size += len(piece)
+        if self.size is None:
+            index = await self.blob.extend(1)
+        else:
+            index = self._next
         self._next = index + 1
         self._running.add(asyncio.ensure_future(self.blob.write_tract(index, piece)))
 
@@ -413,12 +429,16 @@ class ObjectWriter:
         if self.closed:
             raise BadRequest(f"writer for fds://{self.bucket.name}/{self.key} is already closed")
         try:
+            if self.size is not None and self.written != self.size:
+                raise BadRequest(f"fds://{self.bucket.name}/{self.key}: {self.written} bytes written of the "
+                                 f"{self.size} promised; nothing was stored", code="body_length_mismatch")
             if self._buf:
                 piece, self._buf = bytes(self._buf), bytearray()
                 await self._send(piece)
             await self._drain()
-            await self.blob.set_length(self._size)
-            info = await self.bucket._switch(self.key, self.blob, self._size, self._options)
+            if self.size is None:
+                await self.blob.set_length(self.written)
+            info = await self.bucket._switch(self.key, self.blob, self.written, self._options)
         except BaseException:
             await self.abort()
             raise
@@ -444,6 +464,18 @@ class ObjectWriter:
             await self.abort()
             raise
         return await self.close()
+
+
+def _options(content_type: str, meta: dict[str, str] | None, if_match: str | None, if_none_match: bool,
+             etag: str) -> dict[str, Any]:
+    """The write options, checked before any byte is sent (the namespace primary checks them again)."""
+    try:
+        ObjectPut(blob="0" * 32, incarnation=0, size=0, etag=etag, content_type=content_type, meta=meta or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"bad object attributes: {problems}", code="bad_object") from None
+    return {"content_type": content_type, "meta": meta or {}, "if_match": if_match, "if_none_match": if_none_match,
+            "etag": etag}
 
 
 async def _discard(client: Client, blob: Blob) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH, SMALL_TRACT
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 TRACTS = 40
 

@@ -38,8 +38,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fds.cli._local import LocalCluster  # noqa: E402
 from fds.client import Client  # noqa: E402
+from fds.local import LocalCluster  # noqa: E402
 
 TRACT = 8 * 1024 * 1024
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
+from fds.local import LocalCluster
 from tests.support.clusters import SMALL_TRACT
 from tests.support.credentials import AUTH
 

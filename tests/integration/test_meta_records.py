@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import format_guid, new_guid
+from fds.local import LocalCluster
 from fds.models import MetaRecord, TableModel
 from fds.tlt import Table
 from fds.tractserver._store import TractStore

@@ -26,8 +26,8 @@ from starlette.requests import ClientDisconnect
 
 from fds.client import Bucket, BucketInfo, Client, ObjectInfo, ObjectReader
 from fds.errors import BadRequest, PastEnd, PreconditionFailed
-from fds.gateway._range import parse_range, resolve_range
 from fds.models import NameListing, RenameRequest
+from fds.ranges import parse_range, resolve_range
 from fds.web import error_response, json_response
 
 __all__ = ["add_object_routes"]

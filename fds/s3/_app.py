@@ -33,6 +33,7 @@ from fds.config import S3Config
 from fds.logs import request_id
 from fds.names import check_bucket
 from fds.s3._body import Body
+from fds.s3._sigv2 import V2Request, parse_v2, verify_v2
 from fds.s3._sigv4 import SignedRequest, parse_auth, signing_key, verify
 from fds.s3._xml import S3Error, error_body, from_fds
 from fds.s3keys import SYSTEM_BUCKET, AccessKey, derive_secret, get_key, system_bucket
@@ -161,23 +162,38 @@ class S3Server:
     # -- authentication --------------------------------------------------------------------
     async def authenticate(self, req: Request) -> None:
         """Check the request's signature and set its scope; S3Error (403 mostly) if it may not proceed."""
-        req.signed = signed = parse_auth(req.headers, req.query_string)
+        v2 = parse_v2(req.headers, req.query_string)
+        req.signed = signed = None if v2 is not None else parse_auth(req.headers, req.query_string)
         if self.config.insecure:
             return  # every request admitted, signed or not (a trusted lab network)
+        if v2 is not None:
+            req.scope = await self._verify_v2(req, v2)
+            return
         if signed is None:
             raise S3Error("AccessDenied", "anonymous requests are not allowed: sign requests with an access key "
                           "(`fds s3 key create`)", 403)
         if self.cluster_secret is None:
             raise S3Error("AccessDenied", "this S3 server has no cluster secret, so it can check no signature", 403)
-        key = await self.keys.lookup(self.fds, signed.access_key)
-        if key is None:
-            raise S3Error("InvalidAccessKeyId", "the AWS access key id you provided does not exist in our records",
-                          403, extra={"AWSAccessKeyId": signed.access_key[:128]})
-        secret = derive_secret(self.cluster_secret, key.access_key, key.salt)
+        key, secret = await self._secret(signed.access_key)
         req.signing_key = self.keys.signing_key(secret, key, signed.scope)
         verify(signed, req.signing_key, method=req.method, path=req.path, raw_path=req.raw_path,
                query_string=req.query_string, headers=req.headers)
         req.scope = key.scope
+
+    async def _secret(self, access_key: str) -> tuple[AccessKey, str]:
+        if self.cluster_secret is None:
+            raise S3Error("AccessDenied", "this S3 server has no cluster secret, so it can check no signature", 403)
+        key = await self.keys.lookup(self.fds, access_key)
+        if key is None:
+            raise S3Error("InvalidAccessKeyId", "the AWS access key id you provided does not exist in our records",
+                          403, extra={"AWSAccessKeyId": access_key[:128]})
+        return key, derive_secret(self.cluster_secret, key.access_key, key.salt)
+
+    async def _verify_v2(self, req: Request, v2: V2Request) -> str:
+        key, secret = await self._secret(v2.access_key)
+        verify_v2(v2, secret, method=req.method, raw_path=req.raw_path, query_string=req.query_string,
+                  headers=req.headers)
+        return key.scope
 
     # -- background ------------------------------------------------------------------------
     async def sweep_loop(self) -> None:

@@ -108,9 +108,6 @@ def parse_auth(headers: dict[str, str], query_string: str) -> SignedRequest | No
         return _from_header(header, headers)
     if "X-Amz-Signature=" in query_string or "X-Amz-Credential=" in query_string:
         return _from_query(dict(_query_pairs(query_string)), headers)
-    if "Signature=" in query_string and "AWSAccessKeyId=" in query_string:
-        raise S3Error("InvalidRequest", "Signature Version 2 presigned URLs are not supported; sign with "
-                      "Signature Version 4 (AWS4-HMAC-SHA256)")
     return None
 
 
@@ -126,9 +123,6 @@ def _scope(credential: str, where: str) -> tuple[str, str]:
 def _from_header(header: str, headers: dict[str, str]) -> SignedRequest:
     algorithm, _, rest = header.strip().partition(" ")
     if algorithm != ALGORITHM:
-        if algorithm == "AWS":
-            raise S3Error("InvalidRequest", "Signature Version 2 (Authorization: AWS ...) is not supported; "
-                          "sign with Signature Version 4 (AWS4-HMAC-SHA256)")
         raise S3Error("AuthorizationHeaderMalformed", f"unsupported authorization type {algorithm[:40]!r}; "
                       f"want {ALGORITHM}")
     fields: dict[str, str] = {}

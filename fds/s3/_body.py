@@ -192,6 +192,10 @@ class Body:
             if length is not None and not length.isdigit():
                 raise S3Error("InvalidArgument", f"Content-Length {length[:40]!r} is not a byte count")
             self.size = int(length) if length is not None else None
+        self._raw_sha: Any = None
+        if self.decoder is not None and len(payload) == 64:  # a hash of the framed body, not of the payload
+            self._raw_sha, self._raw_expected = hashlib.sha256(), payload
+            payload = UNSIGNED
         self.digests = Digests(headers, payload)
         self.received = 0
 
@@ -207,6 +211,8 @@ class Body:
                     self.received += len(chunk)
                     yield chunk
                 else:
+                    if self._raw_sha is not None:
+                        self._raw_sha.update(chunk)
                     for piece in self.decoder.feed(chunk):
                         self.received += len(piece)
                         yield piece
@@ -216,6 +222,9 @@ class Body:
                 break
         if self.decoder is not None:
             self.decoder.finish()
+            if self._raw_sha is not None and self._raw_sha.hexdigest() != self._raw_expected:
+                raise S3Error("XAmzContentSHA256Mismatch", "the provided x-amz-content-sha256 does not match what was "
+                              "computed over the body")
         if self.size is not None and self.received != self.size:
             raise S3Error("IncompleteBody", f"the body ended after {self.received} of its declared {self.size} bytes")
 

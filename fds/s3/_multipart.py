@@ -98,11 +98,19 @@ def _no_upload(upload_id: str) -> S3Error:
                    "completed", 404, extra={"UploadId": upload_id[:100]})
 
 
-async def _upload(s3: S3Server, req: Request) -> Upload:
+async def _upload(s3: S3Server, req: Request, *, fresh: bool = False) -> Upload:
+    """The upload a request names. Records never change, so they are cached; ``fresh`` checks the record is
+    still there (another S3 server may have completed or aborted the upload): parts, list, complete, abort."""
     upload_id = req.query.get("uploadId", "")
     if not upload_id.isalnum() or len(upload_id) > 64:
         raise _no_upload(upload_id)
     found = s3.uploads.get(upload_id)
+    if found is not None and fresh:
+        try:
+            await _system(s3).head(found.record_key())
+        except (KeyNotFound, BucketNotFound):
+            s3.uploads.pop(upload_id, None)
+            raise _no_upload(upload_id) from None
     if found is None:
         try:
             raw = await _system(s3).get(f"{_PREFIX}{req.bucket}/{upload_id}")
@@ -253,7 +261,7 @@ async def _parts(s3: S3Server, upload: Upload) -> dict[int, Part]:
 
 @named("ListParts")
 async def list_parts(s3: S3Server, req: Request) -> Response:
-    upload = await _upload(s3, req)
+    upload = await _upload(s3, req, fresh=True)
     marker_text = req.query.get("part-number-marker", "0") or "0"
     max_text = req.query.get("max-parts", "1000") or "1000"
     if not marker_text.isdigit() or not max_text.isdigit():
@@ -290,7 +298,7 @@ def _requested(body: bytes) -> list[tuple[int, str]]:
 
 @named("CompleteMultipartUpload")
 async def complete_upload(s3: S3Server, req: Request) -> Response:
-    upload = await _upload(s3, req)
+    upload = await _upload(s3, req, fresh=True)
     wanted = _requested(await req.body().read_all(MAX_XML_BODY))
     if_match, if_none_match = write_conditions(req)
     stored = await _parts(s3, upload)
@@ -408,7 +416,7 @@ async def _forget(s3: S3Server, upload: Upload, parts: dict[int, Part], *, keep_
 # -- abort and list --------------------------------------------------------------------------------
 @named("AbortMultipartUpload")
 async def abort_upload(s3: S3Server, req: Request) -> Response:
-    upload = await _upload(s3, req)
+    upload = await _upload(s3, req, fresh=True)
     await _forget(s3, upload, await _parts(s3, upload), keep_blob=False)
     return Response(204)
 

@@ -18,16 +18,19 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
 
+from fds.buffers import uninitialized
 from fds.s3._chunked import STREAMING_MODES, ChunkedDecoder
 from fds.s3._sigv4 import UNSIGNED, SignedRequest
 from fds.s3._xml import S3Error
 from fds.web._types import Receive
 
-__all__ = ["Digests", "Body", "HashChain", "Window", "cut_tracts"]
+__all__ = ["Digests", "Body", "HashChain", "Window", "cut_tracts", "HASH_STEP"]
 
 _CHECKSUMS = ("crc32", "sha1", "sha256")
 _INLINE = 256 << 10
 """Buffers smaller than this are hashed on the event loop: a thread hop costs more than the hashing."""
+HASH_STEP = 1 << 20
+"""A body being received is hashed this much at a time, on a worker thread, while the rest arrives."""
 
 
 class Digests:
@@ -250,11 +253,12 @@ class Body:
 
 async def cut_tracts(pieces: AsyncIterator[bytes | memoryview], size: int, tract_size: int,
                      chain: HashChain) -> AsyncIterator[bytearray]:
-    """``size`` bytes of ``pieces`` in tract-sized buffers (the last one shorter), each handed to ``chain`` as
-    it fills."""
+    """``size`` bytes of ``pieces`` in tract-sized buffers (the last one shorter), hashed by ``chain`` as they
+    fill, a :data:`HASH_STEP` at a time: the digests of a one-tract body are mostly done when its last byte
+    arrives, rather than starting then."""
     remaining = size
-    buf = bytearray(min(tract_size, remaining))
-    filled = 0
+    buf = uninitialized(min(tract_size, remaining))
+    filled = hashed = 0
     async for piece in pieces:
         view = memoryview(piece)
         while view:
@@ -265,7 +269,10 @@ async def cut_tracts(pieces: AsyncIterator[bytes | memoryview], size: int, tract
             filled += take
             view = view[take:]
             if filled == len(buf):
-                chain.add(buf)
+                chain.add(memoryview(buf)[hashed:])
                 yield buf
                 remaining -= filled
-                buf, filled = bytearray(min(tract_size, remaining)), 0
+                buf, filled, hashed = uninitialized(min(tract_size, remaining)), 0, 0
+            elif filled - hashed >= HASH_STEP:
+                chain.add(memoryview(buf)[hashed:filled])  # those bytes are final: the buffer only fills up
+                hashed = filled

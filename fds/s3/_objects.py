@@ -1,11 +1,11 @@
 """Bucket and object operations: S3 requests turned into fds's names, bodies streamed tract by tract.
 
-- **PutObject** of at most one tract reads the body, checks its digests and writes it with
-  :meth:`fds.client.Bucket.put` (one blob create, one tract write to every replica, one name switch).
-  A larger body goes to a fresh blob as it arrives, ``max_in_flight`` tracts in flight, each hashed on a
-  worker thread in order; the key switches to the blob (:meth:`fds.client.Bucket.link`) only once every
-  tract is durable and every digest matched. A failed or refused upload deletes its blob: the key keeps
-  its old object.
+- **PutObject** streams the body into a fresh blob as it arrives: the blob is created (at its full size
+  and length) while the first bytes come in, each tract is written as soon as it is full, up to
+  ``max_in_flight`` in flight, and the digests are computed a MiB at a time on a worker thread as the
+  bytes arrive. The key switches to the blob (:meth:`fds.client.Bucket.link`) only once every tract is
+  durable and every digest matched. A failed or refused upload deletes its blob: the key keeps its old
+  object. A 4 KiB PUT is three cluster round trips (create, write, switch), the first overlapping the body.
 - **GetObject** looks the name up once and streams the tracts a range needs straight from the tract
   servers, many in flight, never the whole object in memory.
 - **CopyObject** copies tract to tract between tract servers (:meth:`fds.client.Bucket.copy`).
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
 from urllib.parse import quote, unquote
 
 from fds.client import Blob, Bucket, FDSError, KeyNotFound, ObjectInfo, ObjectReader
@@ -30,7 +32,7 @@ from fds.s3keys import SYSTEM_BUCKET
 __all__ = [
     "list_buckets", "create_bucket", "delete_bucket", "head_bucket", "get_location", "get_versioning", "get_acl",
     "list_objects", "delete_objects", "put_object", "get_object", "head_object", "delete_object",
-    "stream_to_blob", "object_headers", "user_meta", "write_conditions", "discard",
+    "stream_to_blob", "new_blob_from", "object_headers", "user_meta", "write_conditions", "discard",
 ]
 
 _META = "x-amz-meta-"
@@ -250,24 +252,61 @@ async def discard(s3: S3Server, blob: Blob) -> None:
         pass
 
 
-async def stream_to_blob(s3: S3Server, pieces: AsyncIterator[bytes | memoryview], digests: Digests, blob: Blob,
-                         first: int, size: int) -> None:
+async def stream_to_blob(s3: S3Server, pieces: AsyncIterator[bytes | memoryview], digests: Digests,
+                         blob: Blob | Awaitable[Blob], first: int, size: int) -> Blob:
     """Write ``size`` bytes of ``pieces`` into ``blob`` from tract ``first`` on (the blob is big enough), many
-    tracts in flight, each hashed into ``digests`` in order. Raises if anything failed (the caller then
-    deletes the blob); the caller checks the digests (:meth:`Digests.finish`)."""
+    tracts in flight, each hashed into ``digests`` as it arrives. ``blob`` may still be on its way (a task
+    creating it while the body arrives): it is awaited when the first tract is full. Returns the blob; raises
+    if anything failed (the caller then deletes the blob); the caller checks the digests
+    (:meth:`Digests.finish`)."""
     tract_size = await s3.tract_size()
     chain = HashChain(digests)
     window = Window(s3.window)
     try:
         index = first
         async for buf in cut_tracts(pieces, size, tract_size, chain):
+            if not isinstance(blob, Blob):
+                blob = await blob
             await window.submit(blob.write_tract(index, buf))
             index += 1
         await window.drain()
         await chain.wait()
+        if not isinstance(blob, Blob):
+            blob = await blob
+        return blob
     except BaseException:
         await window.cancel()
         chain.cancel()
+        raise
+
+
+async def new_blob_from(s3: S3Server, pieces: AsyncIterator[bytes | memoryview], digests: Digests, size: int,
+                        *, before: Awaitable[Any] | None = None) -> Blob:
+    """A fresh blob holding ``size`` bytes of ``pieces`` (hashed into ``digests``; the caller checks them and
+    deletes the blob if they do not match). The blob is created, at its full size and length, while the body
+    arrives: that round trip overlaps receiving. ``before`` (a check that the bucket exists, say) runs
+    alongside and must pass before the first tract is written. Nothing is left behind on failure."""
+    tract_size = await s3.tract_size()
+
+    async def create() -> Blob:
+        made = asyncio.ensure_future(s3.fds.create_blob(tracts=-(-size // tract_size), length=size))
+        if before is not None:
+            try:
+                await before
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    await discard(s3, await made)
+                raise
+        return await made
+
+    creating = asyncio.ensure_future(create())
+    try:
+        return await stream_to_blob(s3, pieces, digests, creating, 0, size)
+    except BaseException:
+        # Let the creation finish (one round trip) rather than cancel it: a blob made behind a cancelled
+        # request would be left with no name.
+        with contextlib.suppress(BaseException):
+            await discard(s3, await asyncio.shield(creating))
         raise
 
 
@@ -290,24 +329,17 @@ async def put_object(s3: S3Server, req: Request) -> Response:
     if size > 5 << 40:
         raise S3Error("EntityTooLarge", "an object may be at most 5 TiB")
     tract_size = await s3.tract_size()
-    if size <= tract_size:
-        data = await body.read_all(tract_size)
-        etag = body.digests.etag
-        info = await bucket.put(req.key, data, content_type=content_type, meta=meta, if_match=if_match,
-                                if_none_match=if_none_match, etag=etag)
-    else:
-        await bucket.info()  # before a large body is stored for nothing
-        blob = await s3.fds.create_blob()
-        try:
-            await blob.extend(-(-size // tract_size))
-            await stream_to_blob(s3, body.pieces(), body.digests, blob, 0, size)
-            etag = body.digests.finish(body.trailers())
-            await blob.set_length(size)
-            info = await bucket.link(req.key, blob, size, content_type=content_type, meta=meta, etag=etag,
-                                     if_match=if_match, if_none_match=if_none_match)
-        except BaseException:
-            await discard(s3, blob)
-            raise
+    # A body of more than one tract is stored only into a bucket that exists (a missing one for a one-tract
+    # body is found when the key switches, without the extra round trip).
+    check = bucket.info() if size > tract_size else None
+    blob = await new_blob_from(s3, body.pieces(), body.digests, size, before=check)
+    try:
+        etag = body.digests.finish(body.trailers())
+        info = await bucket.link(req.key, blob, size, content_type=content_type, meta=meta, etag=etag,
+                                 if_match=if_match, if_none_match=if_none_match)
+    except BaseException:
+        await discard(s3, blob)
+        raise
     return Response(200, {"etag": f'"{info.etag}"'})
 
 

@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -251,6 +252,8 @@ def main() -> None:
     parser.add_argument("--access-key")
     parser.add_argument("--secret-key")
     parser.add_argument("--s3-args", nargs="*", default=[], help="extra flags for `fds s3`")
+    parser.add_argument("--code", help="run the cluster's servers from this copy of the fds package's parent "
+                        "directory (PYTHONPATH), to compare two versions")
     parser.add_argument("--hold", action="store_true", help="print the endpoint and wait (for profiling)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -268,10 +271,12 @@ def main() -> None:
         for replicas in args.replicas:
             with tempfile.TemporaryDirectory() as tmp:
                 with LocalCluster(Path(tmp), tractservers=4, replicas=replicas, s3=True, gateway=False,
-                                  s3_args=args.s3_args) as cluster:
+                                  s3_args=args.s3_args,
+                                  env={"PYTHONPATH": args.code} if args.code else {}) as cluster:
                     access, secret = cluster.s3_credentials()
                     print(f"k={replicas}: {cluster.s3_url} (s3 pid {cluster.child('s3').pid})", flush=True)
                     if args.hold:
+                        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave the with: stop the cluster
                         print(f"--endpoint {cluster.s3_url} --access-key {access} --secret-key {secret}", flush=True)
                         try:
                             time.sleep(1e9)

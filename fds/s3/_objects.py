@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from email.utils import formatdate, parsedate_to_datetime
@@ -22,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from fds.client import Blob, Bucket, FDSError, KeyNotFound, ObjectInfo, ObjectReader
-from fds.names import check_bucket, check_key
+from fds.names import check_bucket, check_key, meta_header_text, meta_header_value
 from fds.ranges import parse_range, resolve_range
 from fds.s3._app import Request, Response, S3Server, named, xml_response
 from fds.s3._body import Body, Digests, HashChain, Window, cut_tracts
@@ -198,26 +197,8 @@ def user_meta(req: Request) -> dict[str, str]:
     out = {}
     for name, value in req.headers.items():
         if name.startswith(_META) and len(name) > len(_META):
-            out[name[len(_META):]] = _header_text(value)
+            out[name[len(_META):]] = meta_header_text(value)
     return out
-
-
-def _header_text(value: str) -> str:
-    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
-        try:
-            return base64.b64decode(value[10:-2], validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return value
-    try:
-        return value.encode("latin-1").decode()
-    except UnicodeDecodeError:
-        return value
-
-
-def _header_value(value: str) -> str:
-    if value.isascii() and value.isprintable():
-        return value
-    return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
 
 
 def object_headers(info: ObjectInfo) -> dict[str, str]:
@@ -226,7 +207,7 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
                "accept-ranges": "bytes", "content-type": info.content_type or "binary/octet-stream",
                "content-length": str(info.size)}
     for name, value in info.meta.items():
-        headers[_META + name] = _header_value(value)
+        headers[_META + name] = meta_header_value(value)
     return headers
 
 

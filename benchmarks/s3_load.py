@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -82,9 +83,33 @@ class Signer:
         return headers
 
 
-def _figures(lat: list[float], size: int, elapsed: float) -> dict[str, float]:
-    return {"ops_s": len(lat) / elapsed, "gib_s": len(lat) * size / elapsed / GIB,
-            "p50_ms": _pct(lat, 0.5) * 1e3, "p99_ms": _pct(lat, 0.99) * 1e3, "ops": len(lat)}
+SERVERS: dict[str, list[int]] = {}
+"""PIDs of the processes measured, by group (``s3``, ``cluster``: tract servers and metaserver), when known."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group of :data:`SERVERS`, and by this client."""
+    out = {"client": sum(os.times()[:2])}
+    for group, pids in SERVERS.items():
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(fields[11]) + int(fields[12])) / _TICK
+        out[group] = total
+    return out
+
+
+def _figures(lat: list[float], size: int, elapsed: float, cpu_before: dict[str, float]) -> dict[str, float]:
+    """Rates and latencies, and CPU milliseconds per operation of each process group (steadier than rates on a
+    shared machine: what a request costs, not how much of the machine it got)."""
+    cpu_after = _cpu()
+    out = {"ops_s": len(lat) / elapsed, "gib_s": len(lat) * size / elapsed / GIB,
+           "p50_ms": _pct(lat, 0.5) * 1e3, "p99_ms": _pct(lat, 0.99) * 1e3, "ops": len(lat)}
+    for group, before in cpu_before.items():
+        out[f"cpu_ms_{group}"] = (cpu_after[group] - before) * 1e3 / max(1, len(lat))
+    return out
 
 
 async def _drive(fn: Callable[[str], Awaitable[None]], names: list[str], size: int, in_flight: int,
@@ -101,9 +126,10 @@ async def _drive(fn: Callable[[str], Awaitable[None]], names: list[str], size: i
             await fn(name)
             lat.append(time.perf_counter() - t)
 
+    cpu = _cpu()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return _figures(lat, size, time.perf_counter() - start)
+    return _figures(lat, size, time.perf_counter() - start, cpu)
 
 
 def _drive_threads(fn: Callable[[str], None], names: list[str], size: int, in_flight: int,
@@ -124,12 +150,13 @@ def _drive_threads(fn: Callable[[str], None], names: list[str], size: int, in_fl
                 lat.append(time.perf_counter() - t)
 
     threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    cpu = _cpu()
     start = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    return _figures(lat, size, time.perf_counter() - start)
+    return _figures(lat, size, time.perf_counter() - start, cpu)
 
 
 async def _aiohttp_case(signer: Signer, size: int, in_flight: int, seconds: float, payload_mode: str,
@@ -234,7 +261,8 @@ def _line(r: dict[str, Any]) -> str:
     def one(op: str) -> str:
         f = r[op]
         rate = f"{f['gib_s']:.3f} GiB/s" if r["size"] >= 1 << 20 else f"{f['ops_s']:.0f} ops/s"
-        return f"{op.upper()} {rate} p50 {f['p50_ms']:.1f} ms p99 {f['p99_ms']:.1f} ms"
+        cpu = "".join(f" {g} {f[f'cpu_ms_{g}']:.1f}" for g in ("s3", "cluster", "client") if f"cpu_ms_{g}" in f)
+        return f"{op.upper()} {rate} p50 {f['p50_ms']:.1f} ms p99 {f['p99_ms']:.1f} ms (cpu ms/op{cpu})"
 
     return f"size {r['size']:>9} in flight {r['in_flight']:>2}: {one('put')}; {one('get')}"
 
@@ -274,6 +302,8 @@ def main() -> None:
                                   s3_args=args.s3_args,
                                   env={"PYTHONPATH": args.code} if args.code else {}) as cluster:
                     access, secret = cluster.s3_credentials()
+                    SERVERS["s3"] = [c.pid for c in cluster.children if c.role == "s3" and c.pid]
+                    SERVERS["cluster"] = [c.pid for c in cluster.children if c.role != "s3" and c.pid]
                     print(f"k={replicas}: {cluster.s3_url} (s3 pid {cluster.child('s3').pid})", flush=True)
                     if args.hold:
                         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave the with: stop the cluster

@@ -109,6 +109,7 @@ class _KeyCache:
         self.ttl = ttl
         self._found: dict[str, tuple[float, AccessKey | None]] = {}
         self._signing: dict[tuple[str, str], bytes] = {}
+        self._secrets: dict[str, str] = {}
 
     async def lookup(self, client: Client, access_key: str) -> AccessKey | None:
         now = time.monotonic()
@@ -119,6 +120,16 @@ class _KeyCache:
         if len(self._found) > 10_000:
             self._found.clear()
         self._found[access_key] = (now + (self.ttl if found else min(self.ttl, 1.0)), found)
+        return found
+
+    def secret(self, cluster_secret: bytes, key: AccessKey) -> str:
+        """The key's secret (an HMAC of the cluster secret), derived once per key."""
+        found = self._secrets.get(key.access_key + "/" + key.salt)
+        if found is None:
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            found = self._secrets[key.access_key + "/" + key.salt] = derive_secret(cluster_secret, key.access_key,
+                                                                                   key.salt)
         return found
 
     def signing_key(self, secret: str, key: AccessKey, scope: str) -> bytes:
@@ -180,7 +191,7 @@ class S3Server:
         if key is None:
             raise S3Error("InvalidAccessKeyId", "the AWS access key id you provided does not exist in our records",
                           403, extra={"AWSAccessKeyId": access_key[:128]})
-        return key, derive_secret(self.cluster_secret, key.access_key, key.salt)
+        return key, self.keys.secret(self.cluster_secret, key)
 
     async def _verify_v2(self, req: Request, v2: V2Request) -> str:
         key, secret = await self._secret(v2.access_key)

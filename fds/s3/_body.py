@@ -14,9 +14,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any
+
+from isal.isal_zlib import crc32  # zlib's CRC32, ~14x faster (PCLMULQDQ): botocore sends CRC32 by default
 
 from fds.buffers import uninitialized
 from fds.s3._chunked import STREAMING_MODES, ChunkedDecoder
@@ -81,7 +82,7 @@ class Digests:
         if self.sha256 is not None:
             self.sha256.update(data)
         if self.algorithm == "crc32":
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = crc32(data, self._crc)
         elif self._other is not None:
             self._other.update(data)
 

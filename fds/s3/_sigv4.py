@@ -85,7 +85,8 @@ class SignedRequest:
 
     @property
     def timestamp(self) -> float:
-        return float(timegm(time.strptime(self.amz_date, "%Y%m%dT%H%M%SZ")))
+        d = self.amz_date  # YYYYMMDDTHHMMSSZ, checked by the parser (strptime costs ~20 us and a locale look-up)
+        return float(timegm((int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]))))
 
 
 def _query_pairs(query_string: str) -> list[tuple[str, str]]:

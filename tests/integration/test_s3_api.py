@@ -362,3 +362,36 @@ def test_abandoned_uploads_are_swept_by_a_second_server(cluster: LocalCluster, s
         assert second.proc is not None
         second.proc.terminate()
         second.proc.wait(15)
+
+
+def test_streamed_puts_refused_mid_body_keep_the_old_object(cluster: LocalCluster, s3: Any) -> None:
+    # A PUT's blob is created while its body arrives and its tracts are written as they fill; a refusal found
+    # only at the end (a digest) or by the bucket check alongside must leave the key as it was.
+    for size in (SMALL_TRACT // 3, SMALL_TRACT, 2 * SMALL_TRACT + 7):
+        key = f"streamed-{size}"
+        old = random.Random(size).randbytes(size)
+        assert s3.put_object(Bucket="s3t", Key=key, Body=old)["ETag"] == f'"{hashlib.md5(old).hexdigest()}"'
+        new = random.Random(size + 1).randbytes(size)
+        wrong_md5 = base64.b64encode(hashlib.md5(old).digest()).decode()
+        _refused(400, "BadDigest", s3.put_object, Bucket="s3t", Key=key, Body=new, ContentMD5=wrong_md5)
+        wrong_sha = _raw(cluster, "PUT", f"/s3t/{key}", new,
+                         {"x-amz-content-sha256": hashlib.sha256(old).hexdigest()})
+        assert wrong_sha.status_code == 400 and b"XAmzContentSHA256Mismatch" in wrong_sha.content
+        assert s3.get_object(Bucket="s3t", Key=key)["Body"].read() == old
+        _refused(404, "NoSuchBucket", s3.put_object, Bucket="s3t-missing", Key=key, Body=new)
+        put = s3.put_object(Bucket="s3t", Key=key, Body=new, ChecksumAlgorithm="CRC32")
+        assert put["ETag"] == f'"{hashlib.md5(new).hexdigest()}"'
+        assert s3.get_object(Bucket="s3t", Key=key)["Body"].read() == new
+
+
+def test_s3_requests_are_counted_and_carry_request_ids(cluster: LocalCluster, s3: Any) -> None:
+    resp = _raw(cluster, "PUT", "/s3t/counted", b"abc",
+                {"x-amz-content-sha256": hashlib.sha256(b"abc").hexdigest(), "x-request-id": "s3-test-id-1"})
+    assert resp.status_code == 200
+    assert resp.headers["x-request-id"] == resp.headers["x-amz-request-id"] == "s3-test-id-1"
+    missing = _raw(cluster, "GET", "/s3t/no-such-key", b"", {"x-amz-content-sha256": hashlib.sha256(b"").hexdigest()})
+    assert missing.status_code == 404 and missing.headers["x-request-id"]
+    metrics = httpx.get(cluster.s3_url + "/metrics", headers=cluster.headers(), timeout=10)
+    assert metrics.status_code == 200
+    assert 'operation="PUT S3 PutObject",status="200"' in metrics.text
+    assert 'operation="GET S3 GetObject",status="404"' in metrics.text

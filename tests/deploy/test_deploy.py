@@ -18,10 +18,12 @@ check which servers the play starts and which its handlers restart.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -49,7 +51,7 @@ ANSIBLE = DEPLOY / "ansible"
 UNITS = DEPLOY / "systemd"
 VENV_BIN = Path(sys.executable).parent
 DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
-UNIT_FILES = ["fds-metaserver.service", "fds-tractserver@.service", "fds-gateway.service",
+UNIT_FILES = ["fds-metaserver.service", "fds-tractserver@.service", "fds-gateway.service", "fds-s3.service",
               "fds-minutesort-worker.service"]
 
 
@@ -218,13 +220,17 @@ class Deployment:
 
 
 def _free_ports(count: int, taken: set[int]) -> int:
-    """The first of ``count`` consecutive ports that are free on loopback now (and not in ``taken``)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
+    """The first of ``count`` consecutive ports free on loopback now (and not in ``taken``), from below the
+    kernel's ephemeral range: the servers bind them only after the playbook has run (a minute or two), and a
+    port from the ephemeral range may meanwhile be handed to any outgoing connection on the machine."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(max(1024, low - 12000), low - count)
         wanted = set(range(first, first + count))
-        if wanted & taken or first + count > 65535:
+        if wanted & taken:
             continue
         try:
             for port in wanted:
@@ -258,7 +264,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     _tool("ansible-playbook")
     root = tmp_path_factory.mktemp("deployroot")
     taken: set[int] = set()
-    ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken),
+    ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken), "s3": _free_ports(1, taken),
              "tractserver": _free_ports(2, taken), "d1": _free_ports(2, taken), "worker": _free_ports(2, taken)}
     for disk in ("d0", "d1"):
         (root / "disks" / disk).mkdir(parents=True)
@@ -282,6 +288,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             "fds_source_dir": str(source),
             "fds_listen_host": "127.0.0.1", "fds_replicas": 1,
             "fds_metaserver_port": ports["metaserver"], "fds_gateway_port": ports["gateway"],
+            "fds_s3_port": ports["s3"],
             "fds_tractserver_port": ports["tractserver"],
             "fds_tractserver_settings": {"scrub_interval": 0, "heartbeat_interval": 0.2},
             "fds_minutesort_worker_port": ports["worker"], "fds_minutesort_worker_data_port": ports["worker"] + 1,
@@ -289,6 +296,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         "children": {
             "metaservers": {"hosts": {"localhost": {}}},
             "gateways": {"hosts": {"localhost": {}}},
+            "s3_servers": {"hosts": {"localhost": {}}},
             "minutesort_workers": {"hosts": {"localhost": {}}},
             "tractservers": {"hosts": {"localhost": {
                 "fds_domain": "host0",
@@ -560,7 +568,7 @@ def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: 
     (fake / "systemctl").write_text(FAKE_SYSTEMCTL.format(python=sys.executable))
     (fake / "systemctl").chmod(0o755)
     running = {"active": True, "enabled": True}
-    units = {"fds-metaserver.service": running, "fds-gateway.service": running,
+    units = {"fds-metaserver.service": running, "fds-gateway.service": running, "fds-s3.service": running,
              "fds-tractserver@d0.service": {"active": False, "enabled": False},
              "fds-tractserver@d1.service": running,
              "fds-minutesort-worker.service": {"active": False, "enabled": False}}

@@ -8,7 +8,6 @@ PID and stopped at teardown, so it competes for the test process's GIL no more t
 
 from __future__ import annotations
 
-import configparser
 import os
 import subprocess
 import sys
@@ -98,26 +97,17 @@ def start_moto() -> Iterator[S3Target]:
             proc.wait(timeout=10)
 
 
-def _read_key(path: Path, profile: str = "fds") -> tuple[str, str]:
-    parser = configparser.ConfigParser()
-    parser.read(path)
-    return parser[profile]["aws_access_key_id"], parser[profile]["aws_secret_access_key"]
-
-
 def start_fds(factory: pytest.TempPathFactory, name: str, **options: Any) -> Iterator[tuple[S3Target, LocalCluster]]:
     """For a fixture: a local cluster (test defaults and ``options``) with its S3 server, and a target for it.
 
-    The endpoint is the cluster's ``s3_url`` and the key the first one ``DIR/s3-credentials`` holds
-    (profile ``fds``), as a user of ``fds local up`` would find them. Skips, saying so, where this
-    tree's LocalCluster has no S3 server yet.
+    The endpoint is the cluster's ``s3_url`` and the key the first one, from ``DIR/s3-credentials``
+    (profile ``fds``), as a user of ``fds local up`` finds them.
     """
-    if "s3" not in LocalCluster.__dataclass_fields__:
-        pytest.skip("this tree's fds has no S3 server (LocalCluster has no s3 option)")
     cluster = LocalCluster(factory.mktemp(name), **{**DEFAULTS, **options, "s3": True})
     cluster.start()
     try:
-        access, secret = _read_key(cluster.dir / "s3-credentials")
-        yield S3Target("fds", str(cluster.s3_url), access, secret), cluster  # type: ignore[attr-defined]
+        access, secret = cluster.s3_credentials()
+        yield S3Target("fds", cluster.s3_url, access, secret), cluster
     finally:
         cluster.stop()
         drop_data(cluster)

@@ -40,6 +40,13 @@ class S3Target:
     endpoint: str
     access_key: str
     secret_key: str
+    credentials_path: Path | None = None
+    """An aws-cli credentials file (profile ``fds``) holding this key, where the endpoint wrote one."""
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` of the endpoint (what s3cmd and the minio client take)."""
+        return self.endpoint.split("://", 1)[1].rstrip("/")
 
     def client(self, **config: Any) -> Any:
         """A boto3 S3 client: path-style, SigV4, no retries (a test sees every first answer, 5xx included)."""
@@ -107,7 +114,7 @@ def start_fds(factory: pytest.TempPathFactory, name: str, **options: Any) -> Ite
     cluster.start()
     try:
         access, secret = cluster.s3_credentials()
-        yield S3Target("fds", cluster.s3_url, access, secret), cluster
+        yield S3Target("fds", cluster.s3_url, access, secret, cluster.s3_credentials_file), cluster
     finally:
         cluster.stop()
         drop_data(cluster)

@@ -2,7 +2,7 @@
 
 - **PutObject** streams the body into a fresh blob as it arrives: the blob is created (at its full size
   and length) while the first bytes come in, each tract is written as soon as it is full, up to
-  ``max_in_flight`` in flight, and the digests are computed a MiB at a time on a worker thread as the
+  ``max_in_flight`` in flight, and the digests are computed 2 MiB at a time on a worker thread as the
   bytes arrive. The key switches to the blob (:meth:`fds.client.Bucket.link`) only once every tract is
   durable and every digest matched. A failed or refused upload deletes its blob: the key keeps its old
   object. A 4 KiB PUT is three cluster round trips (create, write, switch), the first overlapping the body.

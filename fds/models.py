@@ -380,7 +380,7 @@ class NameRecord(BaseModel):
 class NameRecords(BaseModel):
     """Name records a namespace primary prepares on the other holders of its row: applied in one step."""
 
-    records: list[NameRecord] = Field(min_length=1, max_length=2)
+    records: list[NameRecord] = Field(min_length=1, max_length=512)
 
 
 class ObjectInfo(BaseModel):

@@ -55,9 +55,11 @@ class _BlobRecords:
         assert isinstance(key, bytes)
         return self.store.meta(key)
 
-    def log(self, records: Sequence[MetaRecord]) -> bool:
-        (record,) = records
-        return self.store.put_meta_if_newer(parse_guid(record.guid), record)
+    def group(self, guid: bytes, table: Table) -> Hashable:
+        return guid
+
+    def log(self, changes: Sequence[Sequence[MetaRecord]]) -> list[bool]:
+        return [self.store.put_meta_if_newer(parse_guid(record.guid), record) for (record,) in changes]
 
     def is_committed(self, key: Hashable, record: MetaRecord) -> bool:
         assert isinstance(key, bytes)

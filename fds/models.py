@@ -30,6 +30,7 @@ __all__ = [
     "ExtendResult",
     "SetLengthRequest",
     "MetaRecord",
+    "MetaRecords",
     "TractWritten",
     "TractServerStats",
     "CreatedBlob",
@@ -375,6 +376,12 @@ class NameRecord(BaseModel):
     deleted: bool = False
     ops: dict[str, Annotated[int, Field(ge=-_COUNT, le=_COUNT)]] = Field(
         default_factory=dict, description="Recent client operation ids, so a retried change is not applied twice.")
+
+
+class MetaRecords(BaseModel):
+    """Metadata records of blobs of one row that their primary prepares on the other holders together."""
+
+    records: list[MetaRecord] = Field(min_length=1, max_length=256)
 
 
 class NameRecords(BaseModel):

@@ -30,6 +30,7 @@ __all__ = [
     "ExtendResult",
     "SetLengthRequest",
     "MetaRecord",
+    "MetaRecords",
     "TractWritten",
     "TractServerStats",
     "CreatedBlob",
@@ -377,10 +378,16 @@ class NameRecord(BaseModel):
         default_factory=dict, description="Recent client operation ids, so a retried change is not applied twice.")
 
 
+class MetaRecords(BaseModel):
+    """Metadata records of blobs of one row that their primary prepares on the other holders together."""
+
+    records: list[MetaRecord] = Field(min_length=1, max_length=256)
+
+
 class NameRecords(BaseModel):
     """Name records a namespace primary prepares on the other holders of its row: applied in one step."""
 
-    records: list[NameRecord] = Field(min_length=1, max_length=2)
+    records: list[NameRecord] = Field(min_length=1, max_length=512)
 
 
 class ObjectInfo(BaseModel):

@@ -30,8 +30,9 @@ __all__ = ["Digests", "Body", "HashChain", "Window", "cut_tracts", "HASH_STEP"]
 _CHECKSUMS = ("crc32", "sha1", "sha256")
 _INLINE = 256 << 10
 """Buffers smaller than this are hashed on the event loop: a thread hop costs more than the hashing."""
-HASH_STEP = 1 << 20
-"""A body being received is hashed this much at a time, on a worker thread, while the rest arrives."""
+HASH_STEP = 2 << 20
+"""A body being received is hashed this much at a time, on a worker thread, while the rest arrives (1 MiB
+steps cost ~10% more CPU in thread hops for no gain seen; a whole tract starts hashing only at its end)."""
 
 
 class Digests:

@@ -2,7 +2,7 @@
 
 - **PutObject** streams the body into a fresh blob as it arrives: the blob is created (at its full size
   and length) while the first bytes come in, each tract is written as soon as it is full, up to
-  ``max_in_flight`` in flight, and the digests are computed a MiB at a time on a worker thread as the
+  ``max_in_flight`` in flight, and the digests are computed 2 MiB at a time on a worker thread as the
   bytes arrive. The key switches to the blob (:meth:`fds.client.Bucket.link`) only once every tract is
   durable and every digest matched. A failed or refused upload deletes its blob: the key keeps its old
   object. A 4 KiB PUT is three cluster round trips (create, write, switch), the first overlapping the body.
@@ -20,7 +20,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-from fds.client import Blob, Bucket, FDSError, KeyNotFound, ObjectInfo, ObjectReader
+from fds.client import Blob, Bucket, FDSError, KeyNotFound, ObjectInfo, ObjectReader, PreconditionFailed
 from fds.names import check_bucket, check_key, meta_header_text, meta_header_value
 from fds.ranges import parse_range, resolve_range
 from fds.s3._app import Request, Response, S3Server, named, xml_response
@@ -318,8 +318,12 @@ async def put_object(s3: S3Server, req: Request) -> Response:
         etag = body.digests.finish(body.trailers())
         info = await bucket.link(req.key, blob, size, content_type=content_type, meta=meta, etag=etag,
                                  if_match=if_match, if_none_match=if_none_match)
-    except BaseException:
+    except BaseException as exc:
         await discard(s3, blob)
+        if isinstance(exc, PreconditionFailed) and if_match is not None and not await bucket.exists(req.key):
+            # S3: If-Match on a key with no object is 404 NoSuchKey, not 412 (fds's names answer 412 for both).
+            raise S3Error("NoSuchKey", f"If-Match names an ETag, but there is no object {req.key[:200]!r} to "
+                          "match; leave If-Match out to create it", 404) from None
         raise
     return Response(200, {"etag": f'"{info.etag}"'})
 
@@ -429,6 +433,22 @@ def _overrides(req: Request, headers: dict[str, str]) -> None:
             headers[header] = req.query[param]
 
 
+def _selected(req: Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[int, int, int]:
+    """``(start, end, status)`` of the bytes a GET or HEAD answers with (``Range`` applied to ``headers``)."""
+    spec = parse_range(req.headers.get("range"))
+    if spec is None:
+        return 0, info.size, 200
+    selected = resolve_range(spec, info.size)
+    if selected is None:
+        raise S3Error("InvalidRange", "the requested range is not satisfiable", 416,
+                      headers={"content-range": f"bytes */{info.size}"},
+                      extra={"RangeRequested": req.headers.get("range", "")[:200],
+                             "ActualObjectSize": str(info.size)})
+    headers["content-range"] = selected.content_range(info.size)
+    headers["content-length"] = str(selected.end - selected.start)
+    return selected.start, selected.end, 206
+
+
 @named("HeadObject")
 async def head_object(s3: S3Server, req: Request) -> Response:
     info, early = await _read_conditions(s3, req)
@@ -436,7 +456,8 @@ async def head_object(s3: S3Server, req: Request) -> Response:
         return early
     headers = object_headers(info)
     _overrides(req, headers)
-    return Response(200, headers)
+    _, _, status = _selected(req, info, headers)  # HeadObject takes Range too: 206 and the range's length
+    return Response(status, headers)
 
 
 @named("GetObject")
@@ -446,18 +467,7 @@ async def get_object(s3: S3Server, req: Request) -> Response:
         return early
     headers = object_headers(info)
     _overrides(req, headers)
-    start, end, status = 0, info.size, 200
-    spec = parse_range(req.headers.get("range"))
-    if spec is not None:
-        selected = resolve_range(spec, info.size)
-        if selected is None:
-            raise S3Error("InvalidRange", "the requested range is not satisfiable", 416,
-                          headers={"content-range": f"bytes */{info.size}"},
-                          extra={"RangeRequested": req.headers.get("range", "")[:200],
-                                 "ActualObjectSize": str(info.size)})
-        start, end, status = selected.start, selected.end, 206
-        headers["content-range"] = selected.content_range(info.size)
-        headers["content-length"] = str(end - start)
+    start, end, status = _selected(req, info, headers)
     if start >= end:
         return Response(status, headers)
     reader = ObjectReader(s3.fds, info)

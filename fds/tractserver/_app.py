@@ -17,6 +17,7 @@ from fds.models import (
     ExtendRequest,
     ExtendResult,
     MetaRecord,
+    MetaRecords,
     RowListing,
     RowsRequest,
     SetLengthRequest,
@@ -209,6 +210,13 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         table = await node.check(raw, METADATA_TRACT, version)
         await meta.apply(raw, record, table)
         return json_response({"seq": record.seq})
+
+    @app.put("/v1/internal/meta", tags=["internal"],
+             summary="Server to server: metadata records of blobs of one row from its primary (a group commit).")
+    async def replicate_metas(body: MetaRecords, version: int = _VERSION) -> Response:
+        table = await node.check(parse_guid(body.records[0].guid), METADATA_TRACT, version)
+        await meta.apply_many(body.records, table)
+        return json_response({"records": len(body.records)})
 
     @app.post("/v1/internal/rows", response_model=RowListing, tags=["internal"],
               summary="Server to server: every tract and metadata record this server has of some rows, for "

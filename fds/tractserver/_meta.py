@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from fds.errors import BadRequest, BlobExists, BlobNotFound, StaleVersion
 from fds.guid import format_guid, parse_guid
-from fds.models import BlobInfo, ExtendResult, MetaRecord
+from fds.models import BlobInfo, ExtendResult, MetaRecord, MetaRecords
 from fds.placement import METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._node import Node
@@ -55,22 +55,23 @@ class _BlobRecords:
         assert isinstance(key, bytes)
         return self.store.meta(key)
 
-    def log(self, records: Sequence[MetaRecord]) -> bool:
-        (record,) = records
-        return self.store.put_meta_if_newer(parse_guid(record.guid), record)
+    def group(self, guid: bytes, table: Table) -> Hashable:
+        return table.row_of(guid, METADATA_TRACT)  # blobs of one row have the same holders: one prepare
+
+    def log(self, changes: Sequence[Sequence[MetaRecord]]) -> list[bool]:
+        return self.store.put_metas_if_newer([record for (record,) in changes])
 
     def is_committed(self, key: Hashable, record: MetaRecord) -> bool:
         assert isinstance(key, bytes)
         return self.store.is_committed(record, key)
 
     def mark_committed(self, keys: Sequence[Hashable], records: Sequence[MetaRecord]) -> None:
-        for key, record in zip(keys, records, strict=True):
-            assert isinstance(key, bytes)
-            self.store.mark_committed(record, key)
+        self.store.mark_many_committed(records)
 
     def prepare_request(self, records: Sequence[MetaRecord]) -> tuple[str, bytes]:
-        (record,) = records
-        return f"/v1/internal/meta/{record.guid}", record.model_dump_json().encode()
+        if len(records) == 1:
+            return f"/v1/internal/meta/{records[0].guid}", records[0].model_dump_json().encode()
+        return "/v1/internal/meta", MetaRecords(records=list(records)).model_dump_json().encode()
 
 
 class MetaService:
@@ -167,6 +168,21 @@ class MetaService:
 
         await self._change(guid, table, op, change)
         self.node.forget_extent(guid)
+
+    async def apply_many(self, records: list[MetaRecord], table: Table) -> None:
+        """A holder's side of phase 1 for records of several blobs of one row (a group commit)."""
+        guids = [parse_guid(r.guid) for r in records]
+        if len(set(guids)) != len(guids):
+            raise BadRequest("one record per blob in a batch")
+        rows = {table.row_of(g, METADATA_TRACT) for g in guids}
+        if len(rows) != 1:
+            raise BadRequest("every record of a batch must be of one row")
+        if table.holders(guids[0], METADATA_TRACT)[0].id == self.node.id:
+            raise StaleVersion("this server is the primary of that row; it does not take replicated records")
+        await self.node.run_io(self.node.store.put_metas_if_newer, records)
+        for guid, record in zip(guids, records, strict=True):
+            if record.deleted:
+                self.node.forget_extent(guid)
 
     async def apply(self, guid: bytes, record: MetaRecord, table: Table) -> None:
         """A holder's side of phase 1: keep the record if it is newer by (epoch, seq)."""

@@ -86,8 +86,11 @@ class _NameRecords:
         found = self.names.get(ns, name)
         return None if found is None else found[0]
 
-    def log(self, records: Sequence[NameRecord]) -> bool:
-        return self.names.apply(records, grace=self.grace, all_newer=True)
+    def group(self, guid: bytes, table: Table) -> Hashable:
+        return guid  # the namespace: one prepare request carries records of one namespace
+
+    def log(self, changes: Sequence[Sequence[NameRecord]]) -> list[bool]:
+        return self.names.apply_changes(changes, grace=self.grace)
 
     def is_committed(self, key: Hashable, record: NameRecord) -> bool:
         ns, name = _split(key)

@@ -110,38 +110,70 @@ class NameStore:
         reference index and the queue of replaced blobs, in one synced write.
 
         ``all_newer`` (the primary's log): store nothing unless every record is newer; returns whether it
-        stored them. A holder stores the newer ones; returns whether any was. Blobs the change stops
-        naming are queued for deletion ``grace`` seconds after the change.
+        stored them. A holder stores the newer ones (records of many changes may come at once); returns
+        whether any was. Blobs the change stops naming are queued for deletion ``grace`` seconds after it.
         """
+        if all_newer:
+            return self.apply_changes([records], grace=grace)[0]
         ns = parse_guid(records[0].ns)
         with self._lock(ns):
-            olds = [self.get(ns, r.key) for r in records]
-            fresh = [(r, o[0] if o else None) for r, o in zip(records, olds, strict=True)
-                     if o is None or (r.epoch, r.seq) > (o[0].epoch, o[0].seq)]
-            if not fresh or (all_newer and len(fresh) != len(records)):
-                return False
-            named = {r.blob for r, _ in fresh if r.blob and not r.deleted}
             batch = rocksdict.WriteBatch(raw_mode=True)
-            for record, old in fresh:
-                batch.put(_name_key(ns, record.key), _encode(record))
-                if old is not None and old.blob and not old.deleted and old.blob not in named:
-                    blob = parse_guid(old.blob)
-                    due = int((record.mtime + grace) * 1000)
-                    batch.delete(_REF + ns + blob)
-                    batch.put(Retiring(ns, due, blob, old.incarnation).key, old.incarnation.to_bytes(8, "big"))
-                if record.blob and not record.deleted:
-                    batch.put(_REF + ns + parse_guid(record.blob), record.key.encode())
-            self._db.write(batch, self._sync)
-            return True
+            stored = self._stage(batch, ns, records, {}, grace=grace, all_newer=False)
+            if stored:
+                self._db.write(batch, self._sync)
+            return stored
+
+    def apply_changes(self, changes: Sequence[Sequence[NameRecord]], *, grace: float) -> list[bool]:
+        """The primary's log of several changes to one namespace (a group commit): each change's records are
+        stored only if every one is newer than the stored (or earlier in ``changes``) one; all in one synced
+        write. Returns, per change, whether it was stored."""
+        ns = parse_guid(changes[0][0].ns)
+        current: dict[str, NameRecord | None] = {}
+        with self._lock(ns):
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            out = [self._stage(batch, ns, records, current, grace=grace, all_newer=True) for records in changes]
+            if any(out):
+                self._db.write(batch, self._sync)
+            return out
+
+    def _stage(self, batch: rocksdict.WriteBatch, ns: bytes, records: Sequence[NameRecord],
+               current: dict[str, NameRecord | None], *, grace: float, all_newer: bool) -> bool:
+        """Add one change's newer records to ``batch``; ``current`` holds the records staged so far (by key)."""
+        olds = []
+        for r in records:
+            if r.key not in current:
+                found = self.get(ns, r.key)
+                current[r.key] = found[0] if found else None
+            olds.append(current[r.key])
+        fresh = [(r, o) for r, o in zip(records, olds, strict=True) if o is None or (r.epoch, r.seq) > (o.epoch, o.seq)]
+        if not fresh or (all_newer and len(fresh) != len(records)):
+            return False
+        named = {r.blob for r, _ in fresh if r.blob and not r.deleted}
+        for record, old in fresh:
+            current[record.key] = record
+            batch.put(_name_key(ns, record.key), _encode(record))
+            if old is not None and old.blob and not old.deleted and old.blob not in named:
+                blob = parse_guid(old.blob)
+                due = int((record.mtime + grace) * 1000)
+                batch.delete(_REF + ns + blob)
+                batch.put(Retiring(ns, due, blob, old.incarnation).key, old.incarnation.to_bytes(8, "big"))
+            if record.blob and not record.deleted:
+                batch.put(_REF + ns + parse_guid(record.blob), record.key.encode())
+        return True
 
     def mark_committed(self, records: Sequence[NameRecord]) -> None:
         """Note that ``records`` are on every holder (not synced: a lost mark costs one more replication)."""
-        for record in records:
-            ns = parse_guid(record.ns)
-            with self._lock(ns):
+        if not records:
+            return
+        ns = parse_guid(records[0].ns)
+        assert all(r.ns == records[0].ns for r in records)
+        with self._lock(ns):
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for record in records:
                 raw = self._db.get(_name_key(ns, record.key))
                 if raw is not None and _HEAD.unpack_from(raw)[:2] == (record.epoch, record.seq):
-                    self._db.put(_name_key(ns, record.key), _encode(record, committed=True))
+                    batch.put(_name_key(ns, record.key), _encode(record, committed=True))
+            self._db.write(batch)
 
     def referenced(self, ns: bytes, blob: bytes) -> str | None:
         """The key that names ``blob`` in namespace ``ns``, if one does."""

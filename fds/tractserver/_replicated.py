@@ -16,6 +16,15 @@ orders every change to it:
    client retries with the same operation id, the primary finds the id in
    the records and prepares them on every holder again before answering.
 
+**Group commit.** Changes computed while an earlier log-and-prepare of the
+same group (a namespace, a row: :meth:`RecordKind.group`) is under way wait
+and then go together, as databases group their commits: one synced write
+batch in the primary's log, one prepare request to each other holder (one
+synced batch there), one commit mark. Each change still holds its own
+records' locks until it is committed, and each is answered on its own: a
+change whose records turn out not to be newer fails alone; a prepare that
+fails fails every change of that round, and each is retried as before.
+
 **Only committed records are answered.** A record the primary logged but
 has not seen on every holder (a failed prepare, a restart, a new primary)
 is *in doubt*: before answering from it, the primary replicates it to every
@@ -33,6 +42,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
@@ -72,8 +82,13 @@ class RecordKind(Protocol[R]):
 
     def load(self, key: Hashable) -> R | None: ...
 
-    def log(self, records: Sequence[R]) -> bool:
-        """The primary's durable log: store every record, or none if any stored one is as new (returns False)."""
+    def group(self, guid: bytes, table: Table) -> Hashable:
+        """Changes whose records share this can be logged and prepared together (one prepare request)."""
+        ...
+
+    def log(self, changes: Sequence[Sequence[R]]) -> list[bool]:
+        """The primary's durable log, one synced write for every change: store each change's records, or none
+        of them if any stored one is as new (False for that change)."""
         ...
 
     def is_committed(self, key: Hashable, record: R) -> bool: ...
@@ -81,8 +96,27 @@ class RecordKind(Protocol[R]):
     def mark_committed(self, keys: Sequence[Hashable], records: Sequence[R]) -> None: ...
 
     def prepare_request(self, records: Sequence[R]) -> tuple[str, bytes]:
-        """The path (under a holder's URL) and JSON body that prepare ``records`` there."""
+        """The path (under a holder's URL) and JSON body that prepare ``records`` (of one group) there."""
         ...
+
+
+MAX_GROUP = 256  # a rename is two records: NameRecords takes up to 512
+"""The most changes one group commit carries."""
+
+
+@dataclass
+class _Pending:
+    records: list[Any]
+    keys: list[Hashable]
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _Group:
+    guid: bytes
+    table: Table
+    waiting: list[_Pending] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
 
 
 class TwoPhase(Generic[R]):
@@ -91,6 +125,7 @@ class TwoPhase(Generic[R]):
     def __init__(self, node: Node, kind: RecordKind[R]) -> None:
         self.node = node
         self.kind = kind
+        self._groups: dict[Hashable, _Group] = {}
 
     def require_primary(self, guid: bytes, table: Table, what: str) -> None:
         primary = table.holders(guid, METADATA_TRACT)[0]
@@ -129,12 +164,56 @@ class TwoPhase(Generic[R]):
                         ops.pop(next(iter(ops)))
                 seq = max(record.seq, (old.seq + 1) if old is not None else 1)
                 stamped.append(record.model_copy(update={"ops": ops, "epoch": epoch, "seq": seq}))
-            if not await node.run_io(kind.log, stamped):  # the primary's log
+            pending = _Pending(stamped, list(keys), asyncio.get_running_loop().create_future())
+            self._enqueue(guid, table, pending)
+            try:
+                await pending.done  # logged here, prepared on every other holder, marked committed
+            except _NotNewer:
                 raise StaleVersion(f"{what} has {kind.what} from a newer primary than this server (row version "
-                                   f"{epoch}); refetch the table", server_version=table.version)
-            await self.replicate(guid, table, stamped)  # every other holder has them durably
-            await node.run_io(kind.mark_committed, list(keys), stamped)
+                                   f"{epoch}); refetch the table", server_version=table.version) from None
             return stamped, result  # acknowledged: committed
+
+    def _enqueue(self, guid: bytes, table: Table, pending: _Pending) -> None:
+        key = (self.kind.group(guid, table), table.version)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(guid, table)
+        group.waiting.append(pending)
+        if group.task is None:
+            # its own task, so a caller that goes away (a dropped connection) does not stop the round
+            group.task = asyncio.ensure_future(self._run(key, group))
+
+    async def _run(self, key: Hashable, group: _Group) -> None:
+        """Commit the group's waiting changes, round after round, until none wait."""
+        try:
+            while group.waiting:
+                batch, group.waiting = group.waiting[:MAX_GROUP], group.waiting[MAX_GROUP:]
+                await self._round(group.guid, group.table, batch)
+        finally:
+            group.task = None
+            if self._groups.get(key) is group and not group.waiting:
+                del self._groups[key]
+
+    async def _round(self, guid: bytes, table: Table, batch: list[_Pending]) -> None:
+        node, kind = self.node, self.kind
+        try:
+            logged = await node.run_io(kind.log, [p.records for p in batch])  # the primary's log
+            for pending, ok in zip(batch, logged, strict=True):
+                if not ok:
+                    _settle(pending, _NotNewer())
+            batch = [p for p, ok in zip(batch, logged, strict=True) if ok]
+            if batch:
+                records = [r for p in batch for r in p.records]
+                await self.replicate(guid, table, records)  # every other holder has them durably
+                await node.run_io(kind.mark_committed, [k for p in batch for k in p.keys], records)
+        except BaseException as exc:
+            for pending in batch:
+                _settle(pending, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for pending in batch:
+                _settle(pending, None)
 
     async def committed(self, guid: bytes, key: Hashable, table: Table) -> R | None:
         """The record under ``key`` as every holder of the row of ``guid`` has it (None if there is none).
@@ -175,3 +254,16 @@ class TwoPhase(Generic[R]):
                                   f"{result}; nothing acknowledged")
             if isinstance(result, BaseException):
                 raise result
+
+
+class _NotNewer(Exception):
+    """A change whose records the primary's log already holds as new (from a newer primary)."""
+
+
+def _settle(pending: _Pending, exc: BaseException | None) -> None:
+    if pending.done.done():  # its caller went away
+        return
+    if exc is None:
+        pending.done.set_result(None)
+    else:
+        pending.done.set_exception(exc)

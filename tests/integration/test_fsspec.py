@@ -11,6 +11,7 @@ import pickle
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,14 @@ def test_writes_stream_tract_by_tract_and_switch_on_close(fs: FdsFileSystem) -> 
         with fs.open(path, "wb", block_size=SMALL_TRACT) as f:
             for i in range(0, len(data), 300_000):
                 f.write(data[i:i + 300_000])
-            sent_before_close = len(spy.tracts)
+            # all but the last block (< 1 tract still buffered) went to the writer as tracts filled: at least
+            # 4 of the 6 tracts go out before close
+            deadline = time.monotonic() + 30
+            while len(spy.tracts) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sorted(spy.tracts)[:4] == [0, 1, 2, 3]
             assert fs.cat(path) == b"old"  # the key switches only on close
-    assert sent_before_close >= 4  # tracts went out as they filled, not at close
+    assert sorted(spy.tracts) == [0, 1, 2, 3, 4, 5]
     assert fs.cat(path) == data
     with pytest.raises(RuntimeError), fs.open(path, "wb", block_size=SMALL_TRACT) as f:
         f.write(b"x" * (3 * SMALL_TRACT))

@@ -197,6 +197,42 @@ def test_concurrent_create_only_writes_have_one_winner(cluster: LocalCluster) ->
     run(cluster, work)
 
 
+def test_concurrent_changes_to_one_bucket_lose_nothing(cluster: LocalCluster) -> None:
+    """Many changes to one bucket at once share group commits on its primary: compare-and-swap increments
+    of one counter by 6 writers lose none, while 60 other keys are written, overwritten and deleted."""
+    async def work(client: Client) -> None:
+        bucket = await client.create_bucket("crowd")
+        await bucket.put("counter", b"0")
+
+        async def increment(times: int) -> int:
+            conflicts = 0
+            for _ in range(times):
+                while True:
+                    info = await bucket.head("counter")
+                    value = int(await bucket.get("counter"))
+                    try:
+                        await bucket.put("counter", str(value + 1).encode(), if_match=info.etag)
+                        break
+                    except PreconditionFailed:
+                        conflicts += 1
+            return conflicts
+
+        async def churn(i: int) -> None:
+            await bucket.put(f"k/{i:03d}", b"first")
+            await bucket.put(f"k/{i:03d}", f"second {i}".encode())
+            if i % 3 == 0:
+                await bucket.delete(f"k/{i:03d}")
+
+        results = await asyncio.gather(*(increment(3) for _ in range(6)), *(churn(i) for i in range(60)))
+        assert int(await bucket.get("counter")) == 18
+        assert sum(results[:6]) > 0  # the writers did race
+        keys = [o.key async for o in bucket.iter("k/") if not isinstance(o, str)]
+        assert keys == [f"k/{i:03d}" for i in range(60) if i % 3]
+        assert await bucket.get("k/007") == b"second 7"
+
+    run(cluster, work)
+
+
 def test_listing_matches_a_sorted_model(cluster: LocalCluster) -> None:
     rng = random.Random(7)
     parts = ["a", "b", "é", "z", "日本", "a-b", "a.b"]

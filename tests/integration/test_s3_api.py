@@ -122,6 +122,9 @@ def test_conditional_writes(s3: Any) -> None:
     _refused(412, "PreconditionFailed", s3.put_object, Bucket="s3t", Key="cond", Body=b"two", IfMatch='"0000"')
     s3.put_object(Bucket="s3t", Key="cond", Body=b"two", IfMatch=first["ETag"])
     assert s3.get_object(Bucket="s3t", Key="cond")["Body"].read() == b"two"
+    # If-Match on a key with no object: S3 (and moto) answer 404 NoSuchKey, not 412.
+    _refused(404, "NoSuchKey", s3.put_object, Bucket="s3t", Key="cond-absent", Body=b"x", IfMatch=first["ETag"])
+    _refused(404, "404", s3.head_object, Bucket="s3t", Key="cond-absent")
 
 
 def test_listing_pages_prefixes_and_encoding(s3: Any) -> None:
@@ -362,6 +365,16 @@ def test_abandoned_uploads_are_swept_by_a_second_server(cluster: LocalCluster, s
         assert second.proc is not None
         second.proc.terminate()
         second.proc.wait(15)
+
+
+def test_head_object_takes_a_range(s3: Any) -> None:
+    data = random.Random(9).randbytes(SMALL_TRACT + 500)
+    s3.put_object(Bucket="s3t", Key="head-range", Body=data)
+    head = s3.head_object(Bucket="s3t", Key="head-range", Range="bytes=0-99")
+    assert head["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert head["ContentLength"] == 100 and head["ContentRange"] == f"bytes 0-99/{len(data)}"
+    assert s3.head_object(Bucket="s3t", Key="head-range")["ContentLength"] == len(data)
+    _refused(416, "416", s3.head_object, Bucket="s3t", Key="head-range", Range=f"bytes={len(data)}-")
 
 
 def test_streamed_puts_refused_mid_body_keep_the_old_object(cluster: LocalCluster, s3: Any) -> None:

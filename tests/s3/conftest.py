@@ -36,13 +36,13 @@ def fds_target(fds_s3: tuple[S3Target, LocalCluster]) -> S3Target:
     return fds_s3[0]
 
 
-@pytest.fixture(params=TARGETS)
+@pytest.fixture(scope="module", params=TARGETS)
 def target(request: pytest.FixtureRequest) -> S3Target:
-    """Each S3 endpoint in turn: moto's, then fds's."""
+    """Each S3 endpoint in turn: moto's, then fds's (module-scoped, so pytest runs a module's tests per target)."""
     return request.getfixturevalue(f"{request.param}_target")  # type: ignore[no-any-return]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def s3(target: S3Target) -> Any:
     """A boto3 client of ``target``."""
     return target.client()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,11 +153,15 @@ LISTINGS = [
 ]
 
 
-@pytest.fixture
-def listed_bucket(s3: Any, bucket: str) -> str:
+@pytest.fixture(scope="module")
+def listed_bucket(s3: Any) -> Iterator[str]:
+    """A bucket holding LISTED (empty objects), shared by the listing tests of one target; they only read it."""
+    name = new_bucket_name("list")
+    s3.create_bucket(Bucket=name)
     for key in LISTED:
-        s3.put_object(Bucket=bucket, Key=key, Body=b"")
-    return bucket
+        s3.put_object(Bucket=name, Key=key, Body=b"")
+    yield name
+    empty_and_delete(s3, name)
 
 
 @pytest.mark.parametrize("params", LISTINGS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "all")

@@ -5,9 +5,9 @@
     python benchmarks/minutesort.py --stragglers --size 2GB --repeat 3
 
 It starts one local cluster (4 tract servers, k=1, 8 MiB tracts; processes
-tracked by PID, data under ``--dir``) and runs ``fds-minutesort run`` against
-it: gen, then the timed sort (start-up of the workers included), then
-validate, then delete. Each figure is the median of ``--repeat`` runs; the
+tracked by PID, data under ``--dir``) and calls :func:`apps.minutesort.run`
+against it, as ``fds-minutesort run`` does: gen, then the timed sort (start-up
+of the workers included), then validate, then delete. Each figure is the median of ``--repeat`` runs; the
 report gives every run's sort time and the phase breakdown of the median run.
 
 ``--stragglers`` runs the same sort four ways: normal, worker 0 reading 3x
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,20 +28,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from apps.minutesort import SortOptions, run_async  # noqa: E402
+from apps.minutesort import run as run_sort  # noqa: E402
+from apps.minutesort.cli import parse_size  # noqa: E402
 from fds.cli._local import LocalCluster  # noqa: E402
 
 
-def run(metaserver: str, size: str, flags: list[str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "apps.minutesort.cli", "run", "--size", size, "--quiet",
-                           "--metaserver", metaserver, *flags], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {size} {flags} failed: {proc.stderr[-2000:]}")
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report
+def run(metaserver: str, size: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One ``fds-minutesort run``: gen, sort, validate, delete; its report (refuses an invalid sort)."""
+    result = run_async(run_sort(metaserver, records=parse_size(size) // 100, options=SortOptions(**options)))
+    if not result.valid:
+        raise RuntimeError(f"run {size} {options}: the output is not valid: {result.to_json()}")
+    return result.to_json()
 
 
-def repeated(metaserver: str, size: str, flags: list[str], times: int) -> dict[str, Any]:
-    reports = sorted((run(metaserver, size, flags) for _ in range(times)), key=lambda r: r["sort_seconds"])
+def repeated(metaserver: str, size: str, options: dict[str, Any], times: int) -> dict[str, Any]:
+    reports = sorted((run(metaserver, size, options) for _ in range(times)), key=lambda r: r["sort_seconds"])
     middle = reports[len(reports) // 2]
     return {**middle, "all_sort_seconds": [r["sort_seconds"] for r in reports],
             "median_sort_seconds": median(r["sort_seconds"] for r in reports)}
@@ -62,18 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     where = Path(tempfile.mkdtemp(prefix="minutesort-", dir=args.dir))
     cluster = LocalCluster(where, tractservers=4, replicas=1, port=0, gateway=False)
     cluster.start()
-    os.environ["FDS_SECRET_FILE"] = str(cluster.secret_file)  # `fds-minutesort run` (a subprocess) finds it there
+    os.environ["FDS_SECRET_FILE"] = str(cluster.secret_file)  # this process and the workers find it there
     results: list[dict[str, Any]] = []
     try:
-        base = ["--workers", str(args.workers)]
+        base: dict[str, Any] = {"workers": args.workers}
+        index, _, factor = args.slow.partition(":")
+        slow: dict[str, Any] = {"slow_worker": int(index), "slow_factor": float(factor or 3)}
         if args.stragglers:
-            cases = [("on demand", []), (f"on demand, worker {args.slow} slow", ["--slow-worker", args.slow]),
-                     ("static split", ["--static"]),
-                     (f"static split, worker {args.slow} slow", ["--static", "--slow-worker", args.slow])]
+            cases: list[tuple[str, dict[str, Any]]] = [("on demand", {}), (f"on demand, worker {args.slow} slow", slow),
+                     ("static split", {"static": True}),
+                     (f"static split, worker {args.slow} slow", {"static": True, **slow})]
             print("| input | mode | sort s (median) | all runs | tracts per worker |")
             print("|---|---|---|---|---|")
             for name, flags in cases:
-                r = repeated(cluster.metaserver_url, args.size, base + flags, args.repeat)
+                r = repeated(cluster.metaserver_url, args.size, {**base, **flags}, args.repeat)
                 results.append({"case": name, **r})
                 print(f"| {args.size} | {name} | {r['median_sort_seconds']:.2f} | {r['all_sort_seconds']} | "
                       f"{r['tracts_per_worker']} |", flush=True)

@@ -31,7 +31,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import httpx
 import numpy as np
@@ -39,63 +38,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from apps.minutesort._auth import http_client
+from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._protocol import Beat, Finished, Invite, Job, Register, Registered, SortState, Unit, WorkRequest
 from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
+from apps.minutesort._types import SortFailed, SortOptions, SortResult, WorkerReport
 from fds.client import Client
-from fds.errors import BadRequest, Conflict, NotFound
+from fds.errors import BadRequest, Conflict, FDSError, NotFound, Unavailable
 from fds.guid import parse_guid
 from fds.web import bind_socket, create_app, json_response, url_of
 
-__all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
+__all__ = ["run_sort"]
 
 log = logging.getLogger("fds.minutesort")
 
-RECORD = 100
+class Aborted(FDSError):
+    """410: the sort was aborted; the message says why."""
 
-
-class SortFailed(Exception):
-    """The sort could not finish; the message says why."""
-
-
-@dataclass
-class SortOptions:
-    workers: int = 2
-    daytona: bool = False
-    static: bool = False
-    unit_tracts: int = 4
-    bin_bytes: int = 4 << 20
-    bins_in_flight: int = 2
-    read_in_flight: int = 8
-    write_in_flight: int = 16
-    sample_tracts: int = 32
-    sample_per_tract: int = 4000
-    slow_worker: int | None = None
-    slow_factor: float = 1.0
-    spawn: bool = True
-    """Start the workers as child processes here; False waits for ``workers`` remote ones."""
-    worker_urls: list[str] = field(default_factory=list)
-    """Standing workers (``fds-minutesort worker --serve``) to invite, one per worker; overrides ``spawn``."""
-    host: str = "127.0.0.1"
-    port: int = 0
-    advertise_url: str = ""
-    """The URL workers reach the head at (default: from ``host`` and the port)."""
-    silence_timeout: float = 15.0
-    register_timeout: float = 300.0
-    """Seconds to wait for every worker to register."""
-    seed: int = 1
-
-
-@dataclass
-class SortResult:
-    input_blob: str
-    output_blobs: list[str]
-    records: int
-    bytes: int
-    seconds: float
-    phases: dict[str, float]
-    workers: list[dict[str, Any]]
-    bucket_records: list[int]
-    mode: str
+    status = 410
+    default_code = "aborted"
 
 
 @dataclass
@@ -158,9 +118,9 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
     @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 before).")
     async def job() -> Response:
         if state.abort:
-            return json_response({"error": {"code": "aborted", "message": state.abort}}, status=410)
+            raise Aborted(state.abort)
         if state.job is None:
-            return json_response({"error": {"code": "not_ready", "message": "waiting for workers"}}, status=503)
+            raise Unavailable("waiting for workers", code="not_ready")
         return json_response(state.job)
 
     @app.post("/v1/work", tags=["sort"], summary="The next unit of input for this worker.")
@@ -289,14 +249,14 @@ async def _inspect_input(client: Client, guid: str) -> tuple[int, int, int]:
     table = await client.table()
     if info.tracts == 0:
         raise BadRequest(f"blob {guid} is empty: nothing to sort")
-    if info.length is not None and info.length % RECORD:
-        raise BadRequest(f"blob {guid} holds {info.length} bytes, not a whole number of {RECORD}-byte records")
+    if info.length is not None and info.length % RECORD_SIZE:
+        raise BadRequest(f"blob {guid} holds {info.length} bytes, not a whole number of {RECORD_SIZE}-byte records")
     last = await blob.read_tract(info.tracts - 1)
-    per_tract = table.tract_size // RECORD
-    if len(last) % RECORD:
+    per_tract = table.tract_size // RECORD_SIZE
+    if len(last) % RECORD_SIZE:
         raise BadRequest(f"blob {guid} is not a record blob: its last tract holds {len(last)} bytes, not a whole "
-                         f"number of {RECORD}-byte records (write sort inputs with `fds-minutesort gen`)")
-    return info.tracts, (info.tracts - 1) * per_tract + len(last) // RECORD, table.tract_size
+                         f"number of {RECORD_SIZE}-byte records (write sort inputs with `fds-minutesort gen`)")
+    return info.tracts, (info.tracts - 1) * per_tract + len(last) // RECORD_SIZE, table.tract_size
 
 
 async def _sample(client: Client, guid: str, tracts: int, options: SortOptions) -> np.ndarray:
@@ -423,8 +383,10 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     if total != records:
         raise SortFailed(f"sort lost records: read {records}, wrote {total}")
     return SortResult(
-        input_blob=input_blob, output_blobs=ordered, records=records, bytes=records * RECORD,
+        input_blob=input_blob, output_blobs=ordered, records=records, bytes=records * RECORD_SIZE,
         seconds=time.perf_counter() - started, phases=phases,
-        workers=[{**r.model_dump(), "tracts_given": state.tracts_given[i]} for i, r in sorted(state.finished.items())],
+        workers=[WorkerReport(worker=r.worker, tracts_read=r.tracts_read, bytes_received=r.bytes_received,
+                              peak_rss_bytes=r.peak_rss_bytes, seconds=r.seconds, tracts_given=state.tracts_given[i])
+                 for i, r in sorted(state.finished.items())],
         bucket_records=[bucket_records[b] for b in range(buckets)],
         mode=("daytona" if options.daytona else "indy") + (" static" if options.static else ""))

@@ -41,16 +41,16 @@ from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
-import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
 
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
+from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
 from apps.minutesort._records import Records, argsort_records, as_records, partition
 from fds.buffers import uninitialized
 from fds.client import Client
-from fds.errors import BadRequest, Conflict, Unavailable
+from fds.errors import BadRequest, Conflict, FDSError, Unavailable
 from fds.httpclient import HTTPPool
 from fds.web import bind_socket, create_app, json_response, url_of
 
@@ -58,7 +58,6 @@ __all__ = ["run_worker", "Bucket"]
 
 log = logging.getLogger("fds.minutesort")
 
-RECORD = 100
 _RECEIVER_WAIT = 60.0
 """Seconds a peer's bin may wait for this worker to learn the job."""
 
@@ -74,9 +73,9 @@ def anonymous(size: int) -> memoryview:
 
 def gather_rows(records: Records, order: Any) -> bytearray:
     """``records[order]`` as the bytes of one output tract (a fresh heap buffer glibc recycles)."""
-    out = uninitialized(len(order) * RECORD)
-    rows = records.reshape(-1).view(f"V{RECORD}")
-    np.take(rows, order, out=np.frombuffer(out, dtype=f"V{RECORD}"), mode="clip")
+    out = uninitialized(len(order) * RECORD_SIZE)
+    rows = records.reshape(-1).view(f"V{RECORD_SIZE}")
+    np.take(rows, order, out=np.frombuffer(out, dtype=f"V{RECORD_SIZE}"), mode="clip")
     return out
 
 
@@ -85,7 +84,7 @@ class Bucket:
 
     def __init__(self, expected_records: int) -> None:
         capacity = int(expected_records * 1.1) + 4096
-        self.buffer = anonymous(capacity * RECORD)
+        self.buffer = anonymous(capacity * RECORD_SIZE)
         self.fill = 0
         self.overflow: list[bytes] = []
         self.records = 0
@@ -96,14 +95,14 @@ class Bucket:
             return None
         view = self.buffer[self.fill:self.fill + nbytes]
         self.fill += nbytes
-        self.records += nbytes // RECORD
+        self.records += nbytes // RECORD_SIZE
         return view
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
         view = self.reserve(len(data))
         if view is None:
             self.overflow.append(bytes(data))
-            self.records += len(data) // RECORD
+            self.records += len(data) // RECORD_SIZE
         else:
             view[:] = data
 
@@ -118,7 +117,7 @@ class Bucket:
 async def _answer(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, code: str = "",
                   message: str = "") -> None:
     """A response from a bare ASGI app: ``{}``, or the fds error body."""
-    body = orjson.dumps({"error": {"code": code, "message": message}}) if message else b"{}"
+    body = FDSError(message, code=code).to_body() if message else b"{}"
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -174,7 +173,7 @@ class _Receiver:
             except (KeyError, ValueError):
                 await answer(400, f"no owned bucket {path[:20]!r} here, or no Content-Length")
                 return
-            if scope["method"] != "PUT" or length % RECORD:
+            if scope["method"] != "PUT" or length % RECORD_SIZE:
                 await answer(400, "PUT whole 100-byte records")
                 return
             if length > self.max_bin:
@@ -192,7 +191,7 @@ class _Receiver:
                     break
             if view is None:
                 bucket.overflow.append(bytes(target))
-                bucket.records += length // RECORD
+                bucket.records += length // RECORD_SIZE
             self.bytes_received += length
             await answer(200)
 
@@ -433,8 +432,8 @@ async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, rece
             upcoming = asyncio.create_task(next_unit())  # ask for the next while this one is read
             unit_started = time.perf_counter()
             async for index, data in blob.read_tracts(range(unit.first, unit.first + unit.count)):
-                if len(data) % RECORD:
-                    raise ValueError(f"input tract {index} holds {len(data)} bytes, not whole {RECORD}-byte "
+                if len(data) % RECORD_SIZE:
+                    raise ValueError(f"input tract {index} holds {len(data)} bytes, not whole {RECORD_SIZE}-byte "
                                      "records: sort inputs written by `fds-minutesort gen` (each tract holds whole "
                                      "records)")
                 await shuffler.deal(data)
@@ -457,7 +456,7 @@ async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, rece
         outputs: dict[int, str] = {}
         records: dict[int, int] = {}
         sort_seconds = write_seconds = 0.0
-        per_tract = job.tract_size // RECORD
+        per_tract = job.tract_size // RECORD_SIZE
         loop = asyncio.get_running_loop()
         for bucket_index, bucket in sorted(receiver.buckets.items()):
             t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def test_run_sorts_50mb_and_validates(cluster_k1: LocalCluster, flags: list[str]
 def test_sort_output_is_exactly_the_sorted_input(cluster_k1: LocalCluster, tmp_path: Path) -> None:
     """Concatenated in manifest order, the output blobs are the input's records sorted by key."""
     gen = _ms("gen", "--records", "60000", "--skew", "--metaserver", cluster_k1.metaserver_url)
-    guid = _last_json(gen)["input_blob"]
+    guid = gen.stdout.strip()  # gen prints the GUID, as `fds put` does
     manifest = tmp_path / "m.json"
     result = _ms("sort", guid, "--workers", "3", "--daytona", "--quiet", "--manifest", str(manifest),
                  "--metaserver", cluster_k1.metaserver_url)
@@ -124,7 +124,7 @@ def _free_port() -> int:
 def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> None:
     """SIGKILL one of two remote workers mid-run: the sort exits non-zero with a message, it does not hang."""
     gen = _ms("gen", "--size", "30MB", "--metaserver", cluster_k1.metaserver_url)
-    guid = _last_json(gen)["input_blob"]
+    guid = gen.stdout.strip()
     port = _free_port()
     head = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "apps.minutesort.cli", "sort", guid,
                              "--workers", "2",

@@ -24,6 +24,19 @@ class SortOptions:
     """Split the input into fixed equal ranges up front instead of handing it out on demand (for comparison)."""
     unit_tracts: int = 4
     """Tracts per unit of input work."""
+    buckets_per_worker: int = 4
+    """Buckets per worker when the data fits in memory (more when it spills)."""
+    fixed_buckets: bool = False
+    """Each worker sorts the buckets it holds, none on demand (for comparison)."""
+    memory: int = 0
+    """Bytes each worker's process may use in all (0: each worker's own ``--memory``, else a share of the
+    memory its host has available)."""
+    record_memory: int = 0
+    """Bytes of records each worker may hold in memory (0: what ``memory`` leaves)."""
+    spill_all: bool = False
+    """Write every bucket to fds before sorting it (materialise everything, for comparison)."""
+    solo_bytes: int = 0
+    """Sort inputs up to this size in this process, without workers (0: never)."""
     bin_bytes: int = 4 << 20
     bins_in_flight: int = 2
     read_in_flight: int = 8
@@ -43,6 +56,7 @@ class SortOptions:
     advertise_url: str = ""
     """The URL workers reach the head at (default: from ``host`` and the port)."""
     silence_timeout: float = 15.0
+    """A worker silent this long is declared dead (its work goes to the others)."""
     register_timeout: float = 300.0
     """Seconds to wait for every worker to register."""
     seed: int = 1
@@ -53,12 +67,18 @@ class WorkerReport:
     """What one worker did in a sort."""
 
     worker: int
+    alive: bool
     tracts_read: int
     bytes_received: int
     peak_rss_bytes: int
     seconds: dict[str, float]
     """Time of each phase on this worker."""
+    peak_records_bytes: int = 0
+    """The most bytes of records it held in memory at once (never above its capacity)."""
+    capacity: int = 0
+    """Bytes of records it was allowed to hold."""
     tracts_given: int = 0
+    buckets_sorted: int = 0
 
 
 @dataclass
@@ -76,6 +96,12 @@ class SortResult:
     workers: list[WorkerReport]
     bucket_records: list[int]
     mode: str
+    spilled_bytes: int = 0
+    """Bytes written to fds before the output (buckets that did not fit in memory)."""
+    deaths: list[str] = field(default_factory=list)
+    """Workers that died during the sort, and why; their work went to the others."""
+    lineage_units: int = 0
+    """Units read again to rebuild buckets lost with a worker."""
 
     def to_json(self) -> dict[str, Any]:
         """The result as the ``sort`` command prints it (one JSON object)."""
@@ -84,7 +110,11 @@ class SortResult:
                 "bucket_records": self.bucket_records, "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "worker_seconds": [{k: round(v, 3) for k, v in w.seconds.items()} for w in self.workers],
                 "tracts_per_worker": [w.tracts_given for w in self.workers],
-                "peak_rss_per_worker_bytes": [w.peak_rss_bytes for w in self.workers]}
+                "peak_rss_per_worker_bytes": [w.peak_rss_bytes for w in self.workers],
+                "peak_records_per_worker_bytes": [w.peak_records_bytes for w in self.workers],
+                "records_capacity_per_worker_bytes": [w.capacity for w in self.workers],
+                "buckets_per_worker": [w.buckets_sorted for w in self.workers],
+                "spilled_bytes": self.spilled_bytes, "deaths": self.deaths, "lineage_units": self.lineage_units}
 
 
 @dataclass

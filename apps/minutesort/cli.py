@@ -167,7 +167,9 @@ def _options(args: argparse.Namespace) -> SortOptions:
     return SortOptions(workers=workers, daytona=args.daytona, static=args.static, unit_tracts=args.unit_tracts,
                        slow_worker=slow_worker, slow_factor=slow_factor, spawn=not args.remote_workers,
                        worker_urls=urls, host=args.host, port=args.port, advertise_url=args.advertise_url or "",
-                       silence_timeout=args.silence_timeout)
+                       silence_timeout=args.silence_timeout, memory=args.memory or 0,
+                       record_memory=args.record_memory or 0, buckets_per_worker=args.buckets_per_worker,
+                       fixed_buckets=args.fixed_buckets, spill_all=args.spill_all, solo_bytes=args.solo_bytes)
 
 
 def _sort(args: argparse.Namespace) -> int:
@@ -243,8 +245,10 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _err(exc, 2)
     count = args.records if args.records is not None else (args.size // RECORD_SIZE if args.size else None)
-    if not count:
-        return _err("give --size SIZE (e.g. 1GB) or --records N", 2)
+    if not count and not args.input:
+        return _err("give --size SIZE (e.g. 1GB), --records N, or --input GUID", 2)
+    if count and args.input:
+        return _err("--input sorts an existing blob: leave out --size and --records", 2)
     cluster = None
     try:
         running = _running_cluster(Path(args.dir)) if args.local else None
@@ -269,9 +273,9 @@ def _run(args: argparse.Namespace) -> int:
         else:
             metaserver = find_metaserver(args.metaserver)
         with _bars(args.quiet) as progress:
-            report = run_async(run(metaserver, records=count, options=options, skew=args.skew, keep=args.keep,
-                                   manifest=args.manifest, progress=progress,
-                                   gen_progress=_byte_counter(progress, "gen", count * RECORD_SIZE)))
+            report = run_async(run(metaserver, records=count or 0, input_blob=args.input, options=options,
+                                   skew=args.skew, keep=args.keep, manifest=args.manifest, progress=progress,
+                                   gen_progress=_byte_counter(progress, "gen", (count or 0) * RECORD_SIZE)))
     except NoCluster as exc:
         return _err(exc, 3)
     except (SortFailed, FDSError, RuntimeError, TimeoutError) as exc:
@@ -323,7 +327,8 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         return run_async(run_worker(args.head, host=args.host or "127.0.0.1", advertise=args.advertise_url or "",
                                     throttle=args.throttle, job=args.job or "", sock=sock,
-                                    service_pid=args.service_pid, service_url=args.service_url or ""))
+                                    service_pid=args.service_pid, service_url=args.service_url or "",
+                                    budget=args.memory or 0))
     except KeyboardInterrupt:
         return 130
     except Exception:  # noqa: BLE001 - a crash, told apart from a failure the head knows of (status 1)
@@ -338,7 +343,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
 
     overrides = {"host": args.host, "port": args.port, "data_port": args.data_port,
                  "advertise_url": args.advertise_url, "advertise_data_url": args.advertise_data_url,
-                 "secret_file": args.secret_file}
+                 "secret_file": args.secret_file, "metaserver": args.metaserver}
     try:
         config = load_worker_config(args.config, overrides)
         check_worker_config(config)
@@ -380,7 +385,21 @@ def _sort_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit-tracts", dest="unit_tracts", type=int, default=4,
                    help="tracts per unit of work, read with that many requests in flight (default 4)")
     p.add_argument("--slow-worker", dest="slow_worker", metavar="I[:FACTOR]", type=_slow_worker,
-                   help="make worker I work FACTOR times slower (default 3), for the straggler experiment")
+                   help="make worker I read and sort FACTOR times slower (default 3), for the straggler experiments")
+    p.add_argument("--memory", type=parse_size, metavar="SIZE",
+                   help="memory each worker may use in all, e.g. 1GB (default: each worker's own --memory, else "
+                        "70%% of its host's available memory, shared by the workers there); what does not fit "
+                        "spills to fds")
+    p.add_argument("--record-memory", dest="record_memory", type=parse_size, metavar="SIZE",
+                   help="records each worker may hold in memory (default: what --memory leaves)")
+    p.add_argument("--buckets-per-worker", dest="buckets_per_worker", type=int, default=4,
+                   help="key ranges per worker when everything fits in memory (default 4): handed out on demand")
+    p.add_argument("--fixed-buckets", dest="fixed_buckets", action="store_true",
+                   help="each worker sorts the buckets it holds, none handed out on demand (for comparison)")
+    p.add_argument("--spill-all", dest="spill_all", action="store_true",
+                   help="write every bucket to fds before sorting it (materialise everything, for comparison)")
+    p.add_argument("--solo-bytes", dest="solo_bytes", type=parse_size, default=0, metavar="SIZE",
+                   help="sort inputs up to SIZE in this process, without workers (default 0: never)")
     p.add_argument("--remote-workers", dest="remote_workers", action="store_true",
                    help="start no workers: wait for --workers of them to register (`fds-minutesort worker --head`)")
     p.add_argument("--worker-urls", dest="worker_urls", metavar="URL[,URL...]",
@@ -432,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="gen, sort and validate, with a report")
     p.add_argument("--size", type=parse_size, help="how much data, e.g. 1GB")
     p.add_argument("--records", type=int, help="how many records")
+    p.add_argument("--input", metavar="GUID", help="sort and validate this blob of records instead of generating one "
+                                                  "(it is kept)")
     p.add_argument("--skew", action="store_true", help="skewed keys (use with --daytona)")
     p.add_argument("--local", action="store_true", help="start a local cluster in --dir first (as `fds local up`)")
     p.add_argument("--dir", default="./.fds", help="the local cluster's data directory (default ./.fds)")
@@ -459,7 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise-data-url", dest="advertise_data_url", help="--serve: URL peers send bins to")
     p.add_argument("--secret-file", dest="secret_file", help="--serve: the cluster secret (default: as fds clients)")
     p.add_argument("--ready-file", dest="ready_file", help="--serve: write the URL here once serving")
+    p.add_argument("--metaserver", help="--serve: the cluster whose small blobs it sorts on its own (POST /v1/solo; "
+                                        "default $FDS_METASERVER)")
     p.add_argument("--throttle", type=float, default=1.0, help="work this many times slower (straggler tests)")
+    p.add_argument("--memory", type=parse_size, metavar="SIZE",
+                   help="with --head: memory this worker may use in all (default: the head decides)")
     p.add_argument("--job", help="with --head: the sort this worker was invited to (the head checks it)")
     # Set by a standing worker for the child it starts per sort.
     p.add_argument("--listen-fd", dest="listen_fd", type=int, help=argparse.SUPPRESS)

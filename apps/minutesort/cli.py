@@ -38,6 +38,7 @@ from apps.minutesort._check import blob_checksum, validate_blobs
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._types import SortFailed, SortOptions
 from apps.minutesort._valsort import validate_file
+from fds import tune_allocator
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
 
@@ -506,6 +507,7 @@ def _quiet_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_logs()
+    tune_allocator()  # heads and workers move tracts and bins of megabytes (fds.buffers.tune_allocator)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

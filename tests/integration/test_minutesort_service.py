@@ -167,6 +167,7 @@ def _slow_sort(cluster: LocalCluster, guid: str, urls: str, port: int = 0) -> su
     """A sort that takes a while: worker 0 reads its fixed share 30 times slower, a tract at a time."""
     return subprocess.Popen([sys.executable, "-X", "faulthandler", *MS[1:], "sort", guid, "--worker-urls", urls,
                              "--static", "--unit-tracts", "1", "--slow-worker", "0:30", "--quiet", "--port", str(port),
+                             "--manifest", os.devnull,
                              "--metaserver", cluster.metaserver_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -148,9 +148,11 @@ def test_a_budget_far_below_the_data_spills_and_validates(cluster_k1: LocalClust
 
 
 def test_a_sort_that_cannot_fit_even_by_spilling_is_refused_up_front(cluster_k1: LocalCluster,
-                                                                     input_12mb: tuple[str, int]) -> None:
+                                                                     input_12mb: tuple[str, int],
+                                                                     tmp_path: Path) -> None:
     guid = input_12mb[0]
-    result = _ms("sort", guid, "--memory", "50MB", "--quiet", "--metaserver", cluster_k1.metaserver_url)
+    result = _ms("sort", guid, "--memory", "50MB", "--quiet", "--metaserver", cluster_k1.metaserver_url,
+                 cwd=tmp_path)
     assert result.returncode == 1
     assert "a worker needs at least" in result.stderr and "give it more (--memory)" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -194,14 +196,15 @@ def test_cli_refuses_malformed_arguments_without_a_traceback(cluster_k1: LocalCl
         assert proc.returncode == code and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
-def test_a_slow_sorter_hands_its_buckets_to_the_fast_one(cluster_k1: LocalCluster,
-                                                        input_12mb: tuple[str, int]) -> None:
+def test_a_slow_sorter_hands_its_buckets_to_the_fast_one(cluster_k1: LocalCluster, input_12mb: tuple[str, int],
+                                                        tmp_path: Path) -> None:
     """Worker 0 reads and sorts 5 times slower: with buckets on demand, worker 1 sorts most of them; with
     fixed buckets each sorts its own 4."""
     guid, checksum = input_12mb
-    on_demand = _ms("sort", guid, "--slow-worker", "0:5", "--quiet", "--metaserver", cluster_k1.metaserver_url)
+    on_demand = _ms("sort", guid, "--slow-worker", "0:5", "--quiet", "--metaserver", cluster_k1.metaserver_url,
+                    cwd=tmp_path)
     fixed = _ms("sort", guid, "--slow-worker", "0:5", "--fixed-buckets", "--quiet",
-                "--metaserver", cluster_k1.metaserver_url)
+                "--metaserver", cluster_k1.metaserver_url, cwd=tmp_path)
     for result in (on_demand, fixed):
         assert result.returncode == 0, result.stderr
         report = _last_json(result)
@@ -221,8 +224,8 @@ def _head_status(url: str) -> dict[str, Any]:
 
 _PHASES: dict[str, tuple[Callable[[dict[str, Any]], bool], tuple[float, float]]] = {
     # When worker 0 (the victim) is in each phase, by the head's status, and how long after that to kill it.
-    "reading": (lambda s: 0 in s["reading"].values() and s["units_complete"] < s["units"] // 2, (0.0, 0.2)),
-    "shuffling": (lambda s: 0 in s["reading"].values() and s["units_complete"] >= s["units"] // 2, (0.0, 0.2)),
+    "reading": (lambda s: 0 in s["reading"].values(), (0.0, 0.15)),
+    "shuffling": (lambda s: 0 in s["reading"].values(), (0.15, 0.3)),
     "sorting": (lambda s: 0 in s["sorting"].values(), (0.0, 0.02)),
     "writing": (lambda s: 0 in s["sorting"].values(), (0.1, 0.2)),
 }
@@ -230,13 +233,13 @@ _PHASES: dict[str, tuple[Callable[[dict[str, Any]], bool], tuple[float, float]]]
 
 @pytest.mark.parametrize("phase", list(_PHASES))
 def test_a_worker_sigkilled_mid_sort_still_yields_valid_output(cluster_k1: LocalCluster, input_12mb: tuple[str, int],
-                                                              phase: str) -> None:
+                                                              phase: str, tmp_path: Path) -> None:
     """SIGKILL one of three workers at a seeded random instant of a phase: the head notices its process
     is gone, hands its units and buckets to the others (reading its lost buckets' records again), and the
     output is complete and in order. Worker 0 works 10 times slower, so each of its tasks lasts long enough
-    to aim at: reading (an early unit being read and dealt), shuffling (one of the last units, its bins in
-    flight), sorting (a bucket, just as its order is computed), writing (later in the same task, as its
-    rows are gathered and written)."""
+    to aim at: reading (early in a unit: its tract read and dealt), shuffling (late in a unit: its bins
+    sent), sorting (a bucket, just as its order is computed), writing (later in the same task, as its rows
+    are gathered and written)."""
     seed = int(os.environ.get("FDS_TEST_SEED", random.randrange(1 << 30)))
     print(f"seed {seed} (FDS_TEST_SEED={seed} reruns this)")
     rng = random.Random(seed)
@@ -244,7 +247,8 @@ def test_a_worker_sigkilled_mid_sort_still_yields_valid_output(cluster_k1: Local
     port = _free_port()
     head = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "apps.minutesort.cli", "sort", guid,
                              "--workers", "3", "--slow-worker", "0:10", "--unit-tracts", "1", "--port", str(port),
-                             "--quiet", "--metaserver", cluster_k1.metaserver_url],
+                             "--quiet", "--manifest", str(tmp_path / "m.json"),
+                             "--metaserver", cluster_k1.metaserver_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -38,12 +38,13 @@ def gather_rows(records: Records, order: Any) -> bytearray:
 
 async def write_sorted(fds: Client, records: Records, guid: str | None, tract_size: int,
                        times: dict[str, float] | None = None, output: Blob | None = None,
-                       pace: float = 1.0) -> Blob:
+                       pace: float = 1.0, extended: bool = False) -> Blob:
     """Sort ``records`` and write them, in order, into a new blob named ``guid`` (or into ``output``).
 
     ``times`` gets the seconds spent computing the order (``sort``) and
     moving and writing the rows (``gather_write``) added to it. ``pace``
     above 1 makes every step that many times slower (straggler experiments).
+    ``extended``: ``output`` has its tracts already.
     """
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
@@ -53,7 +54,7 @@ async def write_sorted(fds: Client, records: Records, guid: str | None, tract_si
     async def prepare(blob: Blob | None) -> Blob:
         if blob is None:
             blob = await fds.create_blob(guid)
-        if tracts:
+        if tracts and not extended:
             await blob.extend(tracts)
         return blob
 

@@ -130,7 +130,7 @@ class _Head:
         if schedule is None:
             self.fail(f"worker {worker} died before the sort began: {reason}")
         elif schedule.worker_died(worker, reason):
-            log.warning("worker %d declared dead: %s", worker, reason)
+            log.info("worker %d declared dead: %s", worker, reason)  # in the result: SortResult.deaths
             self.deaths.append(f"worker {worker}: {reason}")
             if schedule.abort:
                 self.fail(schedule.abort)

@@ -41,9 +41,23 @@ async def sort_blob(fds: Client, input_blob: str, output: str | None = None, *,
     if info is None:
         info = await fds.stat(input_blob)
     source = Blob(fds, parse_guid(input_blob), info.incarnation)
-    created = asyncio.ensure_future(fds.create_blob(output))
+    tract_size = (await fds.table()).tract_size
+    per_tract = tract_size // RECORD_SIZE
+    # The output's tracts, when the input's size says so: then it is created and extended while the input
+    # is read, and only the writes are left after the sort.
+    known = -(-info.length // RECORD_SIZE // per_tract) if info.length is not None else 1 if info.tracts == 1 else 0
+
+    async def create(extend: asyncio.Future[int]) -> Blob:
+        blob = await fds.create_blob(output)
+        if await extend:
+            await blob.extend(extend.result())
+        return blob
+
+    extend: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    if known:
+        extend.set_result(known)
+    created = asyncio.ensure_future(create(extend))
     try:
-        tract_size = (await fds.table()).tract_size
         stride = tract_size if info.length is not None else 0
         capacity = info.length if info.length is not None else info.tracts * tract_size
         buffer = anonymous(capacity) if capacity > 1 << 20 else memoryview(bytearray(capacity))
@@ -51,6 +65,9 @@ async def sort_blob(fds: Client, input_blob: str, output: str | None = None, *,
         async for index, data in source.read_tracts(range(info.tracts)):
             if index == 0 and not stride:
                 stride = len(data)
+                if stride == per_tract * RECORD_SIZE and not extend.done():
+                    known = info.tracts  # whole records per tract, as the output holds them: as many tracts
+                    extend.set_result(known)
             want_full = index < info.tracts - 1
             if want_full and len(data) != stride:
                 raise BadRequest(f"tract {index} of blob {input_blob} holds {len(data)} bytes, but tract 0 holds "
@@ -62,10 +79,17 @@ async def sort_blob(fds: Client, input_blob: str, output: str | None = None, *,
             raise BadRequest(f"blob {input_blob} holds {filled} bytes, not a whole number of {RECORD_SIZE}-byte "
                              "records", code="not_records")
         times["read"] = time.perf_counter() - started
+        if not extend.done():
+            extend.set_result(0)  # extended after the sort
         records = as_records(buffer[:filled])
         blob = await created
-        await write_sorted(fds, records, None, tract_size, times, output=blob)
+        if known and known != -(-len(records) // per_tract):
+            raise BadRequest(f"blob {input_blob} holds {len(records)} records, not what its length says",
+                             code="not_records")
+        await write_sorted(fds, records, None, tract_size, times, output=blob, extended=bool(known))
     except BaseException:
+        if not extend.done():
+            extend.set_result(0)
         created.cancel()
         if created.done() and not created.cancelled() and created.exception() is None:
             await _delete(fds, created.result().guid)

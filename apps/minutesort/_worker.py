@@ -326,7 +326,7 @@ class _Worker:
             return
         except Exception as exc:  # noqa: BLE001 - the head gives the unit to someone, this worker included
             await dealer.cancel()
-            log.warning("worker %d: unit %d failed: %s", self.me, task.unit, exc)
+            log.info("worker %d: unit %d failed: %s", self.me, task.unit, exc)  # the head gives it to another
             report = Commit(worker=self.me, attempt=task.attempt, failed=f"worker {self.me}: {exc}")
         self.times["read_deal"] += time.perf_counter() - started
         await _post(self.http, f"{self.head}/v1/commits", report)
@@ -364,7 +364,7 @@ class _Worker:
         except _Lost as exc:
             report.failed, report.lost = str(exc), True
         except Exception as exc:  # noqa: BLE001 - the head gives the bucket to someone
-            log.warning("worker %d: bucket %d failed: %s", self.me, task.bucket, exc)
+            log.info("worker %d: bucket %d failed: %s", self.me, task.bucket, exc)  # the head gives it to another
             report.failed, report.lost = f"worker {self.me}: {exc}", task.source not in (-1, self.me)
             if written:
                 await self._delete(guid)

@@ -36,7 +36,7 @@ from apps.minutesort._auth import insecure_process
 from apps.minutesort._blobio import generate_blob
 from apps.minutesort._check import blob_checksum, validate_blobs
 from apps.minutesort._gensort import RECORD_SIZE
-from apps.minutesort._types import SortFailed, SortOptions
+from apps.minutesort._types import SortFailed, SortOptions, SortResult
 from apps.minutesort._valsort import validate_file
 from fds import tune_allocator
 from fds.cli.discover import NoCluster, find_metaserver
@@ -190,9 +190,19 @@ def _sort(args: argparse.Namespace) -> int:
     write_manifest(manifest, result)
     print(f"sorted {result.records:,} records ({result.bytes / 1e9:.3f} GB) in {result.seconds:.2f} s "
           f"({result.bytes / 1e9 / result.seconds:.2f} GB/s) into {len(result.output_blobs)} blobs; "
-          f"manifest {manifest}", file=sys.stderr)
+          f"manifest {manifest}" + _recovered(result), file=sys.stderr)
     print(json.dumps({**result.to_json(), "manifest": str(manifest)}))
     return 0
+
+
+def _recovered(result: SortResult) -> str:
+    """What the summary line says about spilling and lost workers (nothing when there was neither)."""
+    said = ""
+    if result.spilled_bytes:
+        said += f"; {result.spilled_bytes / 1e9:.2f} GB spilled to fds (more than the workers' memory)"
+    if result.deaths:
+        said += f"; {len(result.deaths)} worker(s) lost on the way, their work went to the others"
+    return said
 
 
 # -- validate --------------------------------------------------------------------------------------------
@@ -289,6 +299,10 @@ def _run(args: argparse.Namespace) -> int:
           f"{report.workers} workers", file=sys.stderr)
     for name, seconds in report.phases.items():
         print(f"  {name:<20} {seconds:8.2f} s", file=sys.stderr)
+    if report.sort.spilled_bytes:
+        print(f"  {'spilled to fds':<20} {report.sort.spilled_bytes / 1e9:8.2f} GB", file=sys.stderr)
+    for death in report.sort.deaths:
+        print(f"  {'worker lost':<20} {death} (its work went to the others)", file=sys.stderr)
     print(f"  {'sort time':<20} {report.sort.seconds:8.2f} s  ({gb / report.sort.seconds:.2f} GB/s)\n"
           f"  {'checksum':<20} {report.checksum}\n"
           f"  {'verdict':<20} {'VALID' if report.valid else 'INVALID'}", file=sys.stderr)

@@ -43,13 +43,11 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from apps.minutesort import SortOptions, run_async  # noqa: E402
-from apps.minutesort import run as run_sort  # noqa: E402
-from apps.minutesort.cli import parse_size  # noqa: E402
-from fds.auth import client_headers  # noqa: E402
-from fds.cli._local import LocalCluster  # noqa: E402
+from apps.minutesort import SortOptions, run_async
+from apps.minutesort import run as run_sort
+from apps.minutesort.cli import parse_size
+from fds.auth import client_headers
+from fds.local import LocalCluster
 
 HERE = Path(__file__).resolve().parents[1]
 

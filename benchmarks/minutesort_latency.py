@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from apps.minutesort import Sorter, run_async  # noqa: E402
-from apps.minutesort._blobio import generate_blob  # noqa: E402
-from apps.minutesort._check import validate_blobs  # noqa: E402
-from apps.minutesort.cli import parse_size  # noqa: E402
-from fds.cli._local import LocalCluster  # noqa: E402
-from fds.client import Client  # noqa: E402
+from apps.minutesort import Sorter, run_async
+from apps.minutesort._blobio import generate_blob
+from apps.minutesort._check import validate_blobs
+from apps.minutesort.cli import parse_size
+from fds.client import Client
+from fds.local import LocalCluster
 
 
 def start_service(directory: Path, metaserver: str) -> tuple[subprocess.Popen[bytes], str]:

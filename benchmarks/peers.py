@@ -38,12 +38,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from apps.minutesort import RECORD_SIZE, Summary, combine, generate, validate_file  # noqa: E402
-from apps.minutesort.cli import parse_size  # noqa: E402
+from apps.minutesort import RECORD_SIZE, Summary, combine, generate, validate_file
+from apps.minutesort.cli import parse_size
 
 _CHUNK = 1_000_000
 """Records generated per step when writing an input file."""

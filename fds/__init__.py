@@ -15,11 +15,15 @@ The shared pieces live here, importing none of the roles:
 - :mod:`fds.buffers`: large and O_DIRECT-aligned buffers, and :func:`tune_allocator`.
 - :mod:`fds.http1`: the one HTTP/1.1 head parser, for the data-path client and the data port.
 - :mod:`fds.httpclient`: the data-path HTTP client.
+- :mod:`fds.progress`: progress bars for commands (bytes with a rate, counts).
+- :mod:`fds.local`: local clusters of real processes (``fds local up``, tests, benchmarks).
 - :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares (app factory, middleware for
   auth, request ids and metrics, error handlers, serving). Only servers import it.
 
 The roles are :mod:`fds.metaserver`, :mod:`fds.tractserver`, :mod:`fds.gateway`
-and the client library :mod:`fds.client`.
+and the client library :mod:`fds.client`. :mod:`fds.local` runs a whole cluster on one
+machine as child processes (``fds local up``, the tests and the benchmarks use it), and
+:mod:`fds.cli` is the ``fds`` command.
 """
 
 __version__ = "0.1.0"

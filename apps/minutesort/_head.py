@@ -457,8 +457,10 @@ async def _watch(head: _Head, spawned: Spawned | None, shuffle_started: float,
                     who = head.registered[index].service or head.registered[index].url
                     head.died(index, f"silent for {now - seen:.0f} s ({who})")
             if progress is not None:
-                progress("read", schedule.units_complete(), schedule.units)
-                progress("sort", len(schedule.done), schedule.buckets)
+                if schedule.units_complete() < schedule.units:
+                    progress("read", schedule.units_complete(), schedule.units)
+                else:
+                    progress("sort", len(schedule.done), schedule.buckets)
         await asyncio.sleep(0.05)
 
 

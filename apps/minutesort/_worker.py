@@ -1,7 +1,7 @@
 """A sort worker: asks the head for tasks and does them, until the head says done.
 
 One process per worker, with its own HTTP endpoint for the bins peers send
-it and the buckets it hands over (FDS-REFERENCE §6). It registers with the
+it and the buckets it hands over (docs/design.md §6). It registers with the
 head (its URL, its memory), gets the job, and then asks for one task after
 another (the head holds each request until it has one: no polling):
 

@@ -41,6 +41,7 @@ from apps.minutesort._valsort import validate_file
 from fds import tune_allocator
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
+from fds.progress import byte_bar, count_bar
 
 __all__ = ["main", "parse_size", "build_parser"]
 
@@ -63,30 +64,30 @@ def _err(message: object, code: int = 1) -> int:
 
 
 # -- progress on a terminal ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _bars(quiet: bool) -> Iterator[PhaseProgress | None]:
-    """One progress bar per phase on a terminal (yields the ``(phase, done, total)`` callback), else nothing."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+_UNITS_OF = {"read": "units", "sort": "buckets"}
 
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description:<8}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bars:
+
+@contextlib.contextmanager
+def _bars(quiet: bool) -> Iterator[PhaseProgress]:
+    """The ``(phase, done, total)`` callback of a sort or run: one bar per phase as it is reached
+    (:mod:`fds.progress`: drawn only on a terminal, and not with ``--quiet``), each gone when the next begins."""
+    with contextlib.ExitStack() as stack:
+        shown: dict[str, Any] = {}
+
         def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
+            if phase not in shown:
+                stack.close()  # the previous phase's bar
+                shown.clear()
+                bar = byte_bar(phase, total, quiet=quiet) if phase == "gen" \
+                    else count_bar(phase, total, unit=_UNITS_OF.get(phase, ""), quiet=quiet)
+                shown[phase] = stack.enter_context(bar)
+            shown[phase].update(done, total=total)
 
         yield update
 
 
-def _byte_counter(progress: PhaseProgress | None, phase: str, total: int) -> ByteProgress | None:
+def _byte_counter(progress: PhaseProgress, phase: str, total: int) -> ByteProgress:
     """A per-tract byte callback feeding ``progress`` as phase ``phase``."""
-    if progress is None:
-        return None
     done = 0
 
     def advance(nbytes: int) -> None:
@@ -269,10 +270,13 @@ def _run(args: argparse.Namespace) -> int:
             if running[1]:
                 os.environ.setdefault("FDS_SECRET_FILE", running[1])
         elif args.local:
-            from fds.cli._local import LocalCluster
+            from fds.local import LocalCluster
 
-            cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
-                                   port=0, gateway=False)
+            try:
+                cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
+                                       port=0, gateway=False)
+            except ValueError as exc:  # settings that cannot work
+                return _err(exc)
             for warning in cluster.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"starting a local cluster in {cluster.dir} ({cluster.tractservers} tract servers, "
@@ -314,15 +318,16 @@ def _running_cluster(directory: Path) -> tuple[str, str] | None:
     """(metaserver URL, secret file) of a cluster already serving from ``directory`` (``fds local up``), if any."""
     import httpx
 
-    from fds.cli._local import CLUSTER_FILE
+    from fds.local import ClusterFile
 
     try:
-        recorded = json.loads((directory / CLUSTER_FILE).read_text())
-        url, secret = str(recorded["metaserver"]), str(recorded.get("secret_file") or "")
-        httpx.get(f"{url}/healthz", timeout=2.0).raise_for_status()
-    except (OSError, ValueError, KeyError, TypeError, httpx.HTTPError):
+        recorded = ClusterFile.read(directory)
+        if not recorded.metaserver:
+            return None
+        httpx.get(f"{recorded.metaserver}/healthz", timeout=2.0).raise_for_status()
+    except (OSError, ValueError, httpx.HTTPError):
         return None
-    return url, secret
+    return recorded.metaserver, recorded.secret_file
 
 
 # -- worker --------------------------------------------------------------------------------------------

@@ -26,15 +26,17 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
+from fds.local import LocalCluster
 from tests.fuzz._fuzzing import auth_variants, fuzz_server, response_problem
 from tests.fuzz._minutesort import JOB, MS, StandInHead, stop
 from tests.fuzz.conftest import assert_all_alive
 
 
+@pytest.mark.slow
 def test_head_api(head_process: tuple[subprocess.Popen[bytes], str, Path], fuzz_cluster: LocalCluster,
                   fuzz_examples: int, fuzz_seed: int) -> None:
     proc, head, log = head_process
@@ -69,6 +71,7 @@ def _bucket_of(path: str) -> int | None:
         return None
 
 
+@pytest.mark.slow
 def test_worker_api(waiting_worker: tuple[StandInHead, subprocess.Popen[bytes], Path], fuzz_cluster: LocalCluster,
                     fuzz_examples: int, fuzz_seed: int) -> None:
     head, proc, log = waiting_worker
@@ -132,6 +135,7 @@ def test_worker_api(waiting_worker: tuple[StandInHead, subprocess.Popen[bytes], 
     assert_all_alive(fuzz_cluster)
 
 
+@pytest.mark.slow
 def test_worker_service_api(fuzz_cluster: LocalCluster, tmp_path: Path, fuzz_examples: int, fuzz_seed: int) -> None:
     ready = tmp_path / "ready"
     log = tmp_path / "service.log"

@@ -25,9 +25,9 @@ import pytest
 from apps.minutesort._blobio import generate_blob
 from apps.minutesort._check import validate_blobs
 from apps.minutesort._gensort import generate
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH
+from fds.local import LocalCluster
+from tests.support.credentials import AUTH
 
 
 def _ms(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -60,6 +60,7 @@ def _gen(cluster: LocalCluster, *args: str) -> str:
     return gen.stdout.strip()  # gen prints the GUID, as `fds put` does
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--daytona"], ["--daytona", "--skew"]], ids=["indy", "daytona", "skew"])
 def test_run_sorts_20mb_and_validates(cluster_k1: LocalCluster, flags: list[str], tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
@@ -190,12 +191,15 @@ def test_cli_refuses_malformed_arguments_without_a_traceback(cluster_k1: LocalCl
         (["validate", "--manifest", str(tmp_path / "bad.json")], 1, "is not a manifest"),
         (["validate", "--manifest", str(tmp_path / "odd.json")], 1, "is not a manifest"),
         (["run", "--size", "1MB", "--input", "0" * 32], 2, "leave out --size"),
+        (["run", "--local", "--dir", str(tmp_path / "c"), "--tractservers", "0", "--records", "100"], 1,
+         "--tractservers must be at least 1"),  # fds.local's ValueError, said plainly
     ]
     for args, code, says in cases:
         proc = _ms(*args, "--metaserver", ms)
         assert proc.returncode == code and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_a_slow_sorter_hands_its_buckets_to_the_fast_one(cluster_k1: LocalCluster, input_12mb: tuple[str, int],
                                                         tmp_path: Path) -> None:
     """Worker 0 reads and sorts 5 times slower: with buckets on demand, worker 1 sorts most of them; with
@@ -231,6 +235,7 @@ _PHASES: dict[str, tuple[Callable[[dict[str, Any]], bool], tuple[float, float]]]
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", list(_PHASES))
 def test_a_worker_sigkilled_mid_sort_still_yields_valid_output(cluster_k1: LocalCluster, input_12mb: tuple[str, int],
                                                               phase: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ show up in each server's OpenAPI page (``/docs``).
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -14,11 +15,14 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
+    "MemberState",
+    "ClusterState",
     "ServerRef",
     "TableModel",
     "RegisterRequest",
     "Heartbeat",
     "HeartbeatReply",
+    "TableAck",
     "ServerStatus",
     "ClusterStatus",
     "BlobInfo",
@@ -33,6 +37,9 @@ __all__ = [
     "Traffic",
     "FilledRequest",
     "RecoveryStatus",
+    "OutageStatus",
+    "PublishStatus",
+    "DeclaredDead",
     "RowListing",
     "RowsRequest",
 ]
@@ -56,6 +63,29 @@ def _check_url(url: str) -> str:
     if not ok:
         raise ValueError(f"not an http:// or https:// URL with a host: {url[:80]!r}; e.g. http://10.0.0.5:7100")
     return url
+
+
+class MemberState(StrEnum):
+    """Where a tract server stands with the metaserver (``ServerStatus.state``)."""
+
+    ACTIVE = "active"
+    """Takes part: holds rows, may be handed more."""
+    DEAD = "dead"
+    """Declared dead after its heartbeat timed out (or by an operator); its rows were handed to others.
+    It becomes active again when it heartbeats."""
+    DECOMMISSIONING = "decommissioning"
+    """Handing its rows to others (``fds decommission``)."""
+    DECOMMISSIONED = "decommissioned"
+    """Holds no rows any more; it may be stopped."""
+
+
+class ClusterState(StrEnum):
+    """``ClusterStatus.state``."""
+
+    WAITING = "waiting"
+    """Fewer tract servers than ``expected_servers`` have registered: no table yet."""
+    READY = "ready"
+    """The table is built."""
 
 
 class ServerRef(BaseModel):
@@ -85,6 +115,11 @@ class TableModel(BaseModel):
         default_factory=dict,
         description="Row -> servers (indices) that leave the row once its filling servers are done "
                     "(adding or decommissioning servers). They hold every tract until then.")
+    absent: dict[int, list[int]] = Field(
+        default_factory=dict,
+        description="Row -> servers (indices) declared dead out of the row's write set that may hold its last "
+                    "good copy: neither written nor read, they keep the row's tracts until the row has k live, "
+                    "complete holders again. One that comes back rejoins the row as filling.")
 
 
 class RegisterRequest(BaseModel):
@@ -145,6 +180,16 @@ class FilledRequest(BaseModel):
 
 class HeartbeatReply(BaseModel):
     table_version: int = Field(description="The current table version; refetch the table if newer.")
+    lease_seconds: float | None = Field(default=None, description="The lease granted: the server may serve for this "
+                                                                  "long after it sent the heartbeat. 0: no new lease "
+                                                                  "(the one it has runs out); null: leases are off "
+                                                                  "(it serves regardless).")
+
+
+class TableAck(BaseModel):
+    """A tract server's answer to a table pushed to it: the version it now uses."""
+
+    table_version: int
 
 
 class ServerStatus(BaseModel):
@@ -160,12 +205,22 @@ class ServerStatus(BaseModel):
     disk_free: int
     in_table: bool
     table_version: int
-    state: str = Field(default="active", description="active, dead (declared after its heartbeat timed out), "
-                                                     "decommissioning, or decommissioned.")
+    state: MemberState = Field(default=MemberState.ACTIVE,
+                               description="active, dead (declared after its heartbeat timed out, or by an "
+                                           "operator), decommissioning, or decommissioned.")
     rows: int = Field(default=0, description="Rows this server holds (filling ones included).")
     filling_rows: int = Field(default=0, description="Rows this server is still copying.")
     fill: FillProgress = Field(default_factory=FillProgress)
     traffic: Traffic = Field(default_factory=Traffic, description="As of its last heartbeat (`heartbeat_age` ago).")
+
+
+class PublishStatus(BaseModel):
+    """A table change waiting to be published: it takes servers out of rows, and waits until each has the new
+    table (pushed to it) or its lease has surely run out, so none serves a row it no longer holds."""
+
+    table_version: int = Field(description="The version waiting.")
+    waiting_for: list[str] = Field(description="Servers that have neither acknowledged it nor run out of lease.")
+    since: float = Field(description="Seconds it has waited.")
 
 
 class RecoveryStatus(BaseModel):
@@ -181,8 +236,26 @@ class RecoveryStatus(BaseModel):
     last_seconds: float | None = Field(default=None, description="How long the last completed repair took.")
 
 
+class OutageStatus(BaseModel):
+    """Too many tract servers are silent at once: an outage, not failures, so nobody is declared dead."""
+
+    silent: list[str] = Field(description="Ids of the silent servers.")
+    servers: int = Field(description="Tract servers that count: in the table, not dead or decommissioned.")
+    limit: int = Field(description="Repair is held while more than this many are silent (outage_silent).")
+    message: str
+
+
+class DeclaredDead(BaseModel):
+    """What ``POST /v1/servers/{id}/declare-dead`` did."""
+
+    server: str
+    rows_left: int = Field(description="Rows it left (re-replicating now; it stays an absent holder meanwhile).")
+    rows_kept: int = Field(description="Rows where it stays: it holds their only complete copy.")
+    table_version: int
+
+
 class ClusterStatus(BaseModel):
-    state: str = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
+    state: ClusterState = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
     table_version: int
     tract_size: int
     replicas: int
@@ -192,6 +265,10 @@ class ClusterStatus(BaseModel):
     healthy: bool = Field(default=False, description="True only when every row has k live holders that hold "
                                                      "every tract; false from a failure's detection until repaired.")
     recovery: RecoveryStatus | None = None
+    publishing: PublishStatus | None = Field(default=None, description="A table change waiting for servers it "
+                                                                       "takes out of rows (see `lease_seconds`).")
+    outage: OutageStatus | None = Field(default=None, description="Present while repair is held: more servers "
+                                                                  "are silent than the replication level covers.")
 
 
 class BlobInfo(BaseModel):
@@ -240,10 +317,10 @@ class MetaRecord(BaseModel):
 
 
 class RowListing(BaseModel):
-    """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum]``)
-    and every metadata record."""
+    """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum,
+    stamp, writer]``: stamp and writer are its version) and every metadata record."""
 
-    tracts: list[tuple[str, int, int, int, str]]
+    tracts: list[tuple[str, int, int, int, str, int, int]]
     meta: list[MetaRecord]
 
 
@@ -255,6 +332,8 @@ class RowsRequest(BaseModel):
 class TractWritten(BaseModel):
     length: int
     checksum: str = Field(description="xxh3_64 of the tract, 16 hex digits.")
+    stamp: int = Field(default=0, description="The version stored: the write's own, or the server's if it sent none.")
+    writer: int = Field(default=0)
 
 
 class TractServerStats(BaseModel):
@@ -265,3 +344,6 @@ class TractServerStats(BaseModel):
     disk_free: int
     capacity_bytes: int
     table_version: int
+    copied_tracts: int = Field(default=0, description="Tracts copied here from row-mates since the server started "
+                                                      "(filling rows, scrub repairs).")
+    copied_bytes: int = Field(default=0, description="Their bytes.")

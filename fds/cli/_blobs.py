@@ -27,7 +27,7 @@ from fds.cli._output import OutputError, download, open_output
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Unavailable
 from fds.guid import parse_guid
-from fds.models import BlobInfo, ClusterStatus
+from fds.models import BlobInfo, ClusterStatus, MemberState
 from fds.progress import byte_bar
 
 __all__ = ["add_parsers", "find_metaserver", "NoCluster"]
@@ -226,7 +226,7 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for s in status.servers:
         health = "[green]alive[/]" if s.alive else "[red]down[/]"
-        if s.state != "active":
+        if s.state != MemberState.ACTIVE:
             health += f" [yellow]{s.state}[/]"
         if not s.in_table:
             health += " (not in table)"
@@ -243,6 +243,15 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
                   f"k={status.replicas}, tract size {decimal(status.tract_size)}, "
                   f"{alive}/{len(status.servers)} servers alive (expected {status.expected_servers})",
                   highlight=False)
+    if status.outage is not None:
+        console.print(f"[red bold]{status.outage.message}[/]: silent {', '.join(status.outage.silent)}; "
+                      f"nobody is declared dead while more than {status.outage.limit} are silent. "
+                      "`fds admin declare-dead ID` releases one.", highlight=False)
+    if status.publishing is not None:
+        console.print(f"[yellow]table version {status.publishing.table_version} waits to be published[/] "
+                      f"({status.publishing.since:.1f}s) until "
+                      f"{', '.join(status.publishing.waiting_for) or 'the next pass'} have it or their leases "
+                      "run out", highlight=False)
     rec = status.recovery
     if status.healthy:
         last = f" (last repair took {rec.last_seconds:.1f}s)" if rec and rec.last_seconds is not None else ""

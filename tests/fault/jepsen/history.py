@@ -176,8 +176,9 @@ class History:
         return f"{event.time - self.started:9.3f}  {event.process:<10} {event.kind:<6} {what}{shown}{detail}"
 
     def excerpt(self, ops: list[Op], *, margin: float = 0.5, limit: int = 40) -> str:
-        """The events of ``ops``, and every nemesis event from ``margin`` s before the first to ``margin`` s
-        after the last, in time order: what a reader needs to see why ``ops`` are a violation."""
+        """The events of ``ops``, every nemesis event from ``margin`` s before the first to ``margin`` s
+        after the last, and the start of any fault in force then, in time order: what a reader needs to
+        see why ``ops`` are a violation."""
         chosen: dict[int, Event] = {}
         for op in ops:
             chosen[op.invoke.index] = op.invoke
@@ -187,7 +188,18 @@ class History:
             return ""
         low = min(e.time for e in chosen.values()) - margin
         high = max(e.time for e in chosen.values()) + margin
-        nemesis = [e for e in self.events if e.f not in ("read", "write") and low <= e.time <= high]
+        in_force: dict[str, Event] = {}  # faults injected before the excerpt and not yet healed
+        nemesis = []
+        for e in self.events:
+            if e.f in ("read", "write") or e.time > high:
+                continue
+            if e.time >= low:
+                nemesis.append(e)
+            elif e.kind == "invoke":
+                in_force[e.f] = e
+            elif e.kind in ("ok", "fail"):
+                in_force.pop(e.f, None)
+        nemesis += in_force.values()
         lines = sorted([*chosen.values(), *nemesis], key=lambda e: (e.time, e.index))
         text = [self.format(e) for e in lines]
         if len(text) > limit:

@@ -1,0 +1,163 @@
+"""The Jepsen-style run: writers and readers, a seeded nemesis, then the checker (issue 11).
+
+``pytest tests/fault/jepsen -s`` prints the seed and what the nemesis did;
+``--jepsen-seconds 600`` adds ten minutes of random faults after the one of each kind, ``--jepsen-seed N`` replays a
+schedule (the faults and their targets; the timing of the operations around them
+varies from run to run). A failure lists each violation with the stretch of
+history that shows it; the whole history is written to ``history.txt`` in the
+test's temporary directory.
+
+The run, on a k=3 cluster of 4 tract servers with 1 MiB tracts:
+
+1. create one blob of ``KEYS`` tracts; start 3 writers and 4 readers, each its own client;
+2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``;
+3. heal every fault, let the clients run on a moment, stop them;
+4. wait for the cluster to be healthy (every row k live, complete holders);
+5. read every tract through a fresh client; run one scrub pass on every server (the
+   anti-entropy meant to reconcile replicas), then read each replica on its own data port;
+6. check: no garbage, no stale or non-linearizable read, every tract readable at the end,
+   every replica of every tract holds the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fds.client import Client
+from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
+
+from .checker import Violation, check, check_replicas
+from .history import History
+from .nemesis import Nemesis, ProxiedCluster
+from .workload import Workload, final_reads, replica_values
+
+KEYS = 8
+"""Tracts the clients share: few, so writers race on the same tract often."""
+
+HEAL_TIMEOUT = 120.0
+"""Seconds the healed cluster has to become healthy before that is itself a failure."""
+
+
+@pytest.mark.xfail(reason="issue 11: today's fds serves stale reads from a server cut off from the metaserver "
+                   "(and can lose its last copies in an outage); remove once the trust fixes land", strict=False)
+def test_jepsen(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    seed = int(request.config.getoption("--jepsen-seed"))
+    seconds = float(request.config.getoption("--jepsen-seconds"))
+    print(f"\njepsen: seed {seed}, one fault of each kind then {seconds:.0f} s more (replay: --jepsen-seed {seed})")
+    cluster = ProxiedCluster(tmp_path / "cluster", tractservers=4, replicas=3, tract_size=SMALL_TRACT, port=0,
+                             gateway=False, heartbeat_interval=0.2, secret_file=SECRET_FILE)
+    try:
+        cluster.start()
+        report = _run(cluster, tmp_path, seed, seconds)
+    finally:
+        cluster.stop()
+        for child in cluster.children:
+            if child.dir:
+                shutil.rmtree(child.dir, ignore_errors=True)
+    print(report.text)
+    assert not report.violations, report.text
+
+
+class _Report:
+    def __init__(self, seed: int, violations: list[Violation], text: str) -> None:
+        self.seed, self.violations, self.text = seed, violations, text
+
+
+def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> _Report:
+    ms = cluster.metaserver_url
+    history = History()
+    guid = asyncio.run(_create_blob(ms, KEYS))
+    workload = Workload(ms, guid, KEYS, history, seed)
+    detect = max(3.0, 6 * cluster.heartbeat_interval)  # LocalCluster's default heartbeat timeout
+    nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    clients = threading.Thread(target=loop.run_until_complete, args=(workload.run(stop),), daemon=True)
+    clients.start()
+    violations: list[Violation] = []
+    try:
+        time.sleep(1.0)  # some history before the first fault
+        nemesis.run(seconds)
+    finally:
+        nemesis.heal()
+        time.sleep(detect)  # the clients go on a while against the healed cluster
+        loop.call_soon_threadsafe(stop.set)
+        clients.join(workload.retry_for + workload.timeout + 30)
+    if clients.is_alive():
+        violations.append(Violation("stuck", None, "the clients did not finish their last operations"))
+    healthy, status = _settle(cluster)
+    if not healthy:
+        violations.append(Violation("did not heal", None, f"the cluster was not healthy {HEAL_TIMEOUT:.0f} s after "
+                                    f"every fault ended: {_brief(status)}"))
+    asyncio.run(final_reads(ms, guid, KEYS, history))
+    _scrub(cluster)
+    replicas = replica_values(ms, guid, KEYS, AUTH)
+    violations += check(history) + check_replicas(replicas)
+    strict = [v for v in check(history, linearizable=True) if v.kind == "not linearizable" or v not in violations]
+    (tmp_path / "history.txt").write_text("\n".join(history.format(e) for e in history.events) + "\n")
+    return _Report(seed, violations, _describe(seed, history, nemesis, violations, strict, tmp_path))
+
+
+async def _create_blob(metaserver: str, keys: int) -> str:
+    async with Client(metaserver) as client:
+        blob = await client.create_blob()
+        await blob.extend(keys)
+        return blob.guid
+
+
+def _settle(cluster: ProxiedCluster) -> tuple[bool, dict[str, Any]]:
+    """Wait until every row has k live, complete holders and the table stays put for a second."""
+    deadline = time.monotonic() + HEAL_TIMEOUT
+    status: dict[str, Any] = {}
+    stable: tuple[int, float] | None = None
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", headers=AUTH, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.2)
+            continue
+        if status.get("healthy") and not status["recovery"]["rows_filling"]:
+            if stable is None or stable[0] != status["table_version"]:
+                stable = (status["table_version"], time.monotonic())
+            elif time.monotonic() - stable[1] >= 1.0:
+                return True, status
+        else:
+            stable = None
+        time.sleep(0.2)
+    return False, status
+
+
+def _scrub(cluster: ProxiedCluster) -> None:
+    """One scrub pass on every running tract server: the anti-entropy that reconciles replicas."""
+    for child in cluster.tract_children:
+        if child.alive():
+            httpx.post(f"{child.url}/v1/admin/scrub", headers=AUTH, timeout=60).raise_for_status()
+
+
+def _brief(status: dict[str, Any]) -> str:
+    servers = ", ".join(f"{s['id']} {s['state']}{'' if s['alive'] else ' silent'}" for s in status.get("servers", []))
+    return f"healthy={status.get('healthy')}, recovery={status.get('recovery')}, servers: {servers}"
+
+
+def _describe(seed: int, history: History, nemesis: Nemesis, violations: list[Violation], strict: list[Violation],
+              tmp_path: Path) -> str:
+    counts = Counter((op.f, op.status) for op in history.ops())
+    ops = ", ".join(f"{f} {status}: {n}" for (f, status), n in sorted(counts.items()))
+    lines = [f"jepsen seed {seed}: {len(violations)} violation(s)", f"operations: {ops}", "nemesis:"]
+    lines += [f"  {line}" for line in nemesis.done]
+    lines.append(f"not linearizable (fds does not promise it; for information): {len(strict)} place(s)")
+    lines += [str(v) for v in violations[:12]]
+    if len(violations) > 12:
+        lines.append(f"... and {len(violations) - 12} more")
+    lines.append(f"history: {tmp_path / 'history.txt'}")
+    return "\n".join(lines)

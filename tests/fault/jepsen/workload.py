@@ -1,0 +1,158 @@
+"""Writers and readers over the tracts of one blob, through the real client, recording every operation.
+
+Each writer and each reader is its own :class:`fds.client.Client` (its own
+cached table, as separate client machines would have), looping until told
+to stop. Writers put unique values (:func:`.history.encode_value`) on
+random tracts; readers read random tracts. Some readers pick a random
+replica each time (the client's default); the others always try replicas
+in one fixed order of preference, as a client next to one of the servers
+would, so they keep reading a server as long as it answers. Every operation is an invoke
+event and a completion: a write that raised is *info* (it may have reached
+some replicas), a read that raised is *fail* (reads change nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import MutableSequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fds.client import Blob, Client, TractNotFound
+from fds.guid import format_guid, parse_guid
+from fds.models import TableModel
+from fds.tlt import Table
+
+from .checker import FINAL
+from .history import History, ReadValue, ValueId, decode_value, encode_value
+
+__all__ = ["Workload", "Nearest", "final_reads", "replica_values"]
+
+
+@dataclass
+class Workload:
+    """``writers`` writers and ``readers`` readers on tracts ``0 .. keys-1`` of blob ``guid``."""
+
+    metaserver: str
+    guid: str
+    keys: int
+    history: History
+    seed: int
+    writers: int = 3
+    readers: int = 4
+    nearest: int = 2
+    """How many of the readers prefer replicas in a fixed order (:class:`Nearest`)."""
+    min_bytes: int = 1024
+    max_bytes: int = 64 * 1024
+    timeout: float = 10.0
+    """Seconds before one request to one server gives up (a paused server holds it)."""
+    retry_for: float = 10.0
+    """Seconds a client keeps retrying one operation (stale tables, unreachable servers)."""
+
+    def _client(self, rng: random.Random | None = None) -> Client:
+        return Client(self.metaserver, timeout=self.timeout, retry_for=self.retry_for, attempts=4, max_in_flight=4,
+                      rng=rng)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every writer and reader until ``stop`` is set; each finishes the operation it is in."""
+        await asyncio.gather(*(self._writer(i, stop) for i in range(self.writers)),
+                             *(self._reader(i, stop) for i in range(self.readers)))
+
+    async def _writer(self, number: int, stop: asyncio.Event) -> None:
+        rng = random.Random(self.seed * 101 + number)
+        process = f"w{number}"
+        async with self._client() as client:
+            blob = await client.open_blob(self.guid)
+            seq = 0
+            while not stop.is_set():
+                seq += 1
+                key = rng.randrange(self.keys)
+                value = ValueId(number, seq)
+                data = encode_value(value, key, rng.randint(self.min_bytes, self.max_bytes))
+                self.history.add(process, "invoke", "write", key, value)
+                try:
+                    await blob.write_tract(key, data)
+                except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
+                    self.history.add(process, "info", "write", key, value, detail=_why(exc))
+                    await asyncio.sleep(0.05)
+                else:
+                    self.history.add(process, "ok", "write", key, value)
+
+    async def _reader(self, number: int, stop: asyncio.Event) -> None:
+        rng = random.Random(self.seed * 103 + number)
+        process = f"r{number}"
+        nearest = number >= self.readers - self.nearest
+        async with self._client(Nearest(rng.random()) if nearest else None) as client:
+            blob = await client.open_blob(self.guid)
+            while not stop.is_set():
+                key = rng.randrange(self.keys)
+                await _read(self.history, process, blob, key)
+                await asyncio.sleep(0.005)
+
+
+class Nearest(random.Random):
+    """A client's replica order that never changes: each server gets a fixed rank, as distance would give."""
+
+    def __init__(self, seed: float) -> None:
+        super().__init__(seed)
+        self._rank: dict[str, float] = {}
+
+    def shuffle(self, x: MutableSequence[Any]) -> None:
+        x[:] = sorted(x, key=lambda server: self._rank.setdefault(server.id, self.random()))
+
+
+async def _read(history: History, process: str, blob: Blob, key: int) -> None:
+    history.add(process, "invoke", "read", key)
+    try:
+        data = await blob.read_tract(key)
+    except TractNotFound:
+        history.add(process, "ok", "read", key, None)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
+        history.add(process, "fail", "read", key, detail=_why(exc))
+        await asyncio.sleep(0.05)
+    else:
+        history.add(process, "ok", "read", key, decode_value(data, key))
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+async def final_reads(metaserver: str, guid: str, keys: int, history: History, *, retry_for: float = 30.0) -> None:
+    """Once the cluster is healed: read every tract through a fresh client, as process :data:`.checker.FINAL`."""
+    async with Client(metaserver, retry_for=retry_for, timeout=10.0) as client:
+        blob = await client.open_blob(guid)
+        for key in range(keys):
+            await _read(history, FINAL, blob, key)
+
+
+def replica_values(metaserver: str, guid: str, keys: int,
+                   headers: dict[str, str]) -> dict[int, dict[str, ReadValue | str]]:
+    """Every holder's copy of every tract, read on its own data port: tract -> server id -> value
+    (or why the server has none)."""
+    raw = parse_guid(guid)
+    out: dict[int, dict[str, ReadValue | str]] = {}
+    with httpx.Client(timeout=30, headers=headers) as http:
+        table = Table(TableModel.model_validate_json(http.get(f"{metaserver}/v1/table").content))
+        incarnation = http.get(f"{table.holders(raw, -1)[0].url}/v1/meta/{format_guid(raw)}",
+                               params={"version": table.version}).json()["incarnation"]
+        for key in range(keys):
+            seen: dict[str, ReadValue | str] = {}
+            out[key] = seen
+            for server in table.holders(raw, key):
+                try:
+                    resp = http.get(f"{server.data_url or server.url}/v1/tracts/{format_guid(raw)}/{key}",
+                                    params={"version": table.version, "incarnation": incarnation})
+                except httpx.HTTPError as exc:
+                    seen[server.id] = f"unreachable: {exc}"
+                    continue
+                if resp.status_code == 200:
+                    seen[server.id] = decode_value(resp.content, key)
+                elif resp.status_code == 404 and b"tract_not_found" in resp.content:
+                    seen[server.id] = None
+                else:
+                    seen[server.id] = f"{resp.status_code} {resp.text[:200]}"
+    return out

@@ -9,7 +9,8 @@ test's temporary directory.
 
 The run, on a k=3 cluster of 4 tract servers with 1 MiB tracts:
 
-1. create one blob of ``KEYS`` tracts; start 3 writers and 4 readers, each its own client;
+1. create one blob of ``KEYS`` tracts; start 3 writers, 2 readers that pick replicas at random
+   and one reader next to each tract server (it reads that server first), each its own client;
 2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``;
 3. heal every fault, let the clients run on a moment, stop them;
 4. wait for the cluster to be healthy (every row k live, complete holders);
@@ -77,7 +78,8 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
     ms = cluster.metaserver_url
     history = History()
     guid = asyncio.run(_create_blob(ms, KEYS))
-    workload = Workload(ms, guid, KEYS, history, seed)
+    workload = Workload(ms, guid, KEYS, history, seed,
+                        nearest=tuple(cluster.server_id(c.name) for c in cluster.tract_children))
     detect = max(3.0, 6 * cluster.heartbeat_interval)  # LocalCluster's default heartbeat timeout
     nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH)
     loop = asyncio.new_event_loop()
@@ -105,7 +107,10 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
     violations += check(history) + check_replicas(replicas)
     strict = [v for v in check(history, linearizable=True) if v.kind == "not linearizable" or v not in violations]
     (tmp_path / "history.txt").write_text("\n".join(history.format(e) for e in history.events) + "\n")
-    return _Report(seed, violations, _describe(seed, history, nemesis, violations, strict, tmp_path))
+    first = cluster.tract_children[:len(workload.nearest)]  # the servers there were when the clients started
+    near = [f"r{workload.readers + i} next to {c.name}" for i, c in enumerate(first)]
+    text = _describe(seed, history, nemesis, violations, strict, tmp_path, f"readers: {', '.join(near)}")
+    return _Report(seed, violations, text)
 
 
 async def _create_blob(metaserver: str, keys: int) -> str:
@@ -150,10 +155,10 @@ def _brief(status: dict[str, Any]) -> str:
 
 
 def _describe(seed: int, history: History, nemesis: Nemesis, violations: list[Violation], strict: list[Violation],
-              tmp_path: Path) -> str:
+              tmp_path: Path, readers: str) -> str:
     counts = Counter((op.f, op.status) for op in history.ops())
     ops = ", ".join(f"{f} {status}: {n}" for (f, status), n in sorted(counts.items()))
-    lines = [f"jepsen seed {seed}: {len(violations)} violation(s)", f"operations: {ops}", "nemesis:"]
+    lines = [f"jepsen seed {seed}: {len(violations)} violation(s)", f"operations: {ops}", readers, "nemesis:"]
     lines += [f"  {line}" for line in nemesis.done]
     lines.append(f"not linearizable (fds does not promise it; for information): {len(strict)} place(s)")
     lines += [str(v) for v in violations[:12]]

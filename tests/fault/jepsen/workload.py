@@ -4,9 +4,10 @@ Each writer and each reader is its own :class:`fds.client.Client` (its own
 cached table, as separate client machines would have), looping until told
 to stop. Writers put unique values (:func:`.history.encode_value`) on
 random tracts; readers read random tracts. Some readers pick a random
-replica each time (the client's default); the others always try replicas
-in one fixed order of preference, as a client next to one of the servers
-would, so they keep reading a server as long as it answers. Every operation is an invoke
+replica each time (the client's default); the others are "next to" one
+tract server each (:class:`Nearest`): they try it first whenever it holds
+the tract, as a client on that machine would, so they keep reading it as
+long as it answers. Every operation is an invoke
 event and a completion: a write that raised is *info* (it may have reached
 some replicas), a read that raised is *fail* (reads change nothing).
 """
@@ -42,9 +43,10 @@ class Workload:
     history: History
     seed: int
     writers: int = 3
-    readers: int = 4
-    nearest: int = 2
-    """How many of the readers prefer replicas in a fixed order (:class:`Nearest`)."""
+    readers: int = 2
+    """Readers that pick a random replica each time."""
+    nearest: tuple[str, ...] = ()
+    """Server ids: one more reader next to each (:class:`Nearest`)."""
     min_bytes: int = 1024
     max_bytes: int = 64 * 1024
     timeout: float = 10.0
@@ -59,7 +61,7 @@ class Workload:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every writer and reader until ``stop`` is set; each finishes the operation it is in."""
         await asyncio.gather(*(self._writer(i, stop) for i in range(self.writers)),
-                             *(self._reader(i, stop) for i in range(self.readers)))
+                             *(self._reader(i, stop) for i in range(self.readers + len(self.nearest))))
 
     async def _writer(self, number: int, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed * 101 + number)
@@ -84,8 +86,8 @@ class Workload:
     async def _reader(self, number: int, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed * 103 + number)
         process = f"r{number}"
-        nearest = number >= self.readers - self.nearest
-        async with self._client(Nearest(rng.random()) if nearest else None) as client:
+        near = self.nearest[number - self.readers] if number >= self.readers else None
+        async with self._client(Nearest(rng.random(), near) if near else None) as client:
             blob = await client.open_blob(self.guid)
             while not stop.is_set():
                 key = rng.randrange(self.keys)
@@ -94,11 +96,12 @@ class Workload:
 
 
 class Nearest(random.Random):
-    """A client's replica order that never changes: each server gets a fixed rank, as distance would give."""
+    """A client's replica order that never changes, as distance would give: server ``first`` before all
+    others, and the others each in a fixed rank."""
 
-    def __init__(self, seed: float) -> None:
+    def __init__(self, seed: float, first: str) -> None:
         super().__init__(seed)
-        self._rank: dict[str, float] = {}
+        self._rank: dict[str, float] = {first: -1.0}
 
     def shuffle(self, x: MutableSequence[Any]) -> None:
         x[:] = sorted(x, key=lambda server: self._rank.setdefault(server.id, self.random()))

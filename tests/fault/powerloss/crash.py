@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from .trace import (
     relative_parent,
 )
 
-__all__ = ["BLOCK", "CrashState", "Enumeration", "crash_states", "materialize"]
+__all__ = ["BLOCK", "CrashState", "Enumeration", "crash_states", "Workspace"]
 
 BLOCK = 4096
 """The unit a write reaches the disk in: a block either has its new bytes or its old ones."""
@@ -262,19 +263,53 @@ def _sizes(inode: _Inode) -> list[int]:
     return out
 
 
-def materialize(state: CrashState, root: str | os.PathLike[str]) -> Path:
-    """Lay ``state`` out under ``root`` (which must not exist): directories, files and a RocksDB index
-    holding the durable entries, opened with the options the store uses."""
-    top = Path(root)
-    top.mkdir(parents=True)
-    for d in sorted(state.dirs):
-        (top / d).mkdir(parents=True, exist_ok=True)
-    for path, data in state.files:
-        (top / path).write_bytes(data)
-    db = rocksdict.Rdict(str(top / INDEX_DIR), rocksdict.Options(raw_mode=True))
-    try:
-        for key, value in state.db:
-            db.put(key, value)
-    finally:
-        db.close()
-    return top
+class Workspace:
+    """One directory that is made to hold each crash state in turn (:meth:`lay_out`).
+
+    Rebuilding a whole tree per state costs hundreds of directory operations
+    (a store has 256 shard directories); this one changes only what differs
+    from the state laid out before, and copies each distinct RocksDB index
+    from a cache instead of building it again.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], cache: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.cache = Path(cache)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
+
+    def lay_out(self, state: CrashState) -> Path:
+        """Make the workspace hold exactly ``state``'s directories, files and index; returns its root."""
+        wanted = dict(state.files)
+        for dirpath, dirnames, filenames in os.walk(self.root, topdown=True):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            for name in list(dirnames):
+                rel = os.path.join(rel_dir, name) if rel_dir else name
+                if rel == INDEX_DIR or rel not in state.dirs:
+                    shutil.rmtree(os.path.join(dirpath, name))
+                    dirnames.remove(name)
+            for name in filenames:
+                rel = os.path.join(rel_dir, name) if rel_dir else name
+                if rel not in wanted:
+                    os.unlink(os.path.join(dirpath, name))
+        for d in sorted(state.dirs, key=len):
+            (self.root / d).mkdir(exist_ok=True)
+        for path, data in wanted.items():
+            (self.root / path).write_bytes(data)
+        shutil.copytree(self._index(state.db), self.root / INDEX_DIR)
+        return self.root
+
+    def _index(self, entries: tuple[tuple[bytes, bytes], ...]) -> Path:
+        h = hashlib.blake2b(digest_size=16)
+        for key, value in entries:
+            h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        path = self.cache / h.hexdigest()
+        if not path.exists():
+            db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+            try:
+                for key, value in entries:
+                    db.put(key, value)
+            finally:
+                db.close()
+        return path

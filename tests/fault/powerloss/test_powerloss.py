@@ -19,7 +19,6 @@ and sampled (seeded) beyond; each test prints its counts.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from fds.errors import ChecksumMismatch, TractNotFound
 from fds.models import MetaRecord
 from fds.tractserver import TractStore
 
-from .crash import CrashState, Enumeration, crash_states, materialize
+from .crash import CrashState, Enumeration, Workspace, crash_states
 from .trace import Ack, Recorder
 
 LIMIT = 256
@@ -104,8 +103,9 @@ def check_states(tmp_path: Path, recorder: Recorder, readers: dict[str, Reader],
     """Start a store on every crash state of ``recorder``'s trace and check ``readers``' keys."""
     stats = Enumeration()
     problems: list[str] = []
-    for n, state in enumerate(crash_states(recorder.base, recorder.ops, limit=LIMIT, stats=stats)):
-        root = materialize(state, tmp_path / f"state-{n}")
+    workspace = Workspace(tmp_path / "state", tmp_path / "indexes")
+    for state in crash_states(recorder.base, recorder.ops, limit=LIMIT, stats=stats):
+        root = workspace.lay_out(state)
         try:
             store = TractStore(root)
             try:
@@ -116,7 +116,6 @@ def check_states(tmp_path: Path, recorder: Recorder, readers: dict[str, Reader],
                 store.close()
         except Exception as exc:  # noqa: BLE001 - a store that cannot start on a crash state is a finding
             problems.append(f"crash after op {state.point}: the store did not start: {type(exc).__name__}: {exc}")
-        shutil.rmtree(root)
     return stats, problems
 
 
@@ -248,8 +247,9 @@ def test_write_durably_replaces_whole(tmp_path: Path) -> None:
         recorder.ack("server.json", new)
     stats = Enumeration()
     problems = []
-    for n, state in enumerate(crash_states(recorder.base, recorder.ops, limit=LIMIT, stats=stats)):
-        top = materialize(state, tmp_path / f"state-{n}")
+    workspace = Workspace(tmp_path / "state", tmp_path / "indexes")
+    for state in crash_states(recorder.base, recorder.ops, limit=LIMIT, stats=stats):
+        top = workspace.lay_out(state)
         fds.durable.remove_temporaries(top)
         got = (top / "server.json").read_bytes() if (top / "server.json").exists() else None
         acked = any(a.key == "server.json" for a in state.acked)
@@ -257,7 +257,6 @@ def test_write_durably_replaces_whole(tmp_path: Path) -> None:
             problems.append(f"crash after op {state.point} (lost: {state.lost}): server.json holds {got!r:.60}")
         if [p.name for p in top.iterdir() if p.name.endswith(".tmp")]:
             problems.append(f"crash after op {state.point}: a temporary survived remove_temporaries")
-        shutil.rmtree(top)
     report("write_durably", stats, problems)
 
 

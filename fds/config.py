@@ -62,6 +62,11 @@ class MetaserverConfig(SecurityConfig):
     (with k >= 2). Seconds suit a laptop; on a real network, allow for GC pauses and brief partitions."""
     detect_interval: float = 0.5
     """Seconds between passes of the failure detector and repair planner."""
+    outage_silent: int = -1
+    """Repair is held while more than this many tract servers are silent at once: that is an outage (power,
+    network), not disks dying, and re-replicating would only copy what is about to come back. -1: k - 1,
+    the failures k copies survive. An operator releases a server with ``fds admin declare-dead ID``.
+    On large clusters, where a few silent disks at a time are routine, raise it."""
     auto_rebalance: int = 1
     """1: hand rows to newly added servers automatically once the cluster is healthy; 0: never."""
     seed: int | None = None

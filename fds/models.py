@@ -7,6 +7,7 @@ show up in each server's OpenAPI page (``/docs``).
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -14,6 +15,8 @@ import httpx
 from pydantic import BaseModel, Field, field_validator
 
 __all__ = [
+    "MemberState",
+    "ClusterState",
     "ServerRef",
     "TableModel",
     "RegisterRequest",
@@ -33,6 +36,8 @@ __all__ = [
     "Traffic",
     "FilledRequest",
     "RecoveryStatus",
+    "OutageStatus",
+    "DeclaredDead",
     "RowListing",
     "RowsRequest",
 ]
@@ -56,6 +61,29 @@ def _check_url(url: str) -> str:
     if not ok:
         raise ValueError(f"not an http:// or https:// URL with a host: {url[:80]!r}; e.g. http://10.0.0.5:7100")
     return url
+
+
+class MemberState(StrEnum):
+    """Where a tract server stands with the metaserver (``ServerStatus.state``)."""
+
+    ACTIVE = "active"
+    """Takes part: holds rows, may be handed more."""
+    DEAD = "dead"
+    """Declared dead after its heartbeat timed out (or by an operator); its rows were handed to others.
+    It becomes active again when it heartbeats."""
+    DECOMMISSIONING = "decommissioning"
+    """Handing its rows to others (``fds decommission``)."""
+    DECOMMISSIONED = "decommissioned"
+    """Holds no rows any more; it may be stopped."""
+
+
+class ClusterState(StrEnum):
+    """``ClusterStatus.state``."""
+
+    WAITING = "waiting"
+    """Fewer tract servers than ``expected_servers`` have registered: no table yet."""
+    READY = "ready"
+    """The table is built."""
 
 
 class ServerRef(BaseModel):
@@ -85,6 +113,11 @@ class TableModel(BaseModel):
         default_factory=dict,
         description="Row -> servers (indices) that leave the row once its filling servers are done "
                     "(adding or decommissioning servers). They hold every tract until then.")
+    absent: dict[int, list[int]] = Field(
+        default_factory=dict,
+        description="Row -> servers (indices) declared dead out of the row's write set that may hold its last "
+                    "good copy: neither written nor read, they keep the row's tracts until the row has k live, "
+                    "complete holders again. One that comes back rejoins the row as filling.")
 
 
 class RegisterRequest(BaseModel):
@@ -160,8 +193,9 @@ class ServerStatus(BaseModel):
     disk_free: int
     in_table: bool
     table_version: int
-    state: str = Field(default="active", description="active, dead (declared after its heartbeat timed out), "
-                                                     "decommissioning, or decommissioned.")
+    state: MemberState = Field(default=MemberState.ACTIVE,
+                               description="active, dead (declared after its heartbeat timed out, or by an "
+                                           "operator), decommissioning, or decommissioned.")
     rows: int = Field(default=0, description="Rows this server holds (filling ones included).")
     filling_rows: int = Field(default=0, description="Rows this server is still copying.")
     fill: FillProgress = Field(default_factory=FillProgress)
@@ -181,8 +215,26 @@ class RecoveryStatus(BaseModel):
     last_seconds: float | None = Field(default=None, description="How long the last completed repair took.")
 
 
+class OutageStatus(BaseModel):
+    """Too many tract servers are silent at once: an outage, not failures, so nobody is declared dead."""
+
+    silent: list[str] = Field(description="Ids of the silent servers.")
+    servers: int = Field(description="Tract servers that count: in the table, not dead or decommissioned.")
+    limit: int = Field(description="Repair is held while more than this many are silent (outage_silent).")
+    message: str
+
+
+class DeclaredDead(BaseModel):
+    """What ``POST /v1/servers/{id}/declare-dead`` did."""
+
+    server: str
+    rows_left: int = Field(description="Rows it left (re-replicating now; it stays an absent holder meanwhile).")
+    rows_kept: int = Field(description="Rows where it stays: it holds their only complete copy.")
+    table_version: int
+
+
 class ClusterStatus(BaseModel):
-    state: str = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
+    state: ClusterState = Field(description="'waiting' until enough tract servers registered, then 'ready'.")
     table_version: int
     tract_size: int
     replicas: int
@@ -192,6 +244,8 @@ class ClusterStatus(BaseModel):
     healthy: bool = Field(default=False, description="True only when every row has k live holders that hold "
                                                      "every tract; false from a failure's detection until repaired.")
     recovery: RecoveryStatus | None = None
+    outage: OutageStatus | None = Field(default=None, description="Present while repair is held: more servers "
+                                                                  "are silent than the replication level covers.")
 
 
 class BlobInfo(BaseModel):
@@ -265,3 +319,6 @@ class TractServerStats(BaseModel):
     disk_free: int
     capacity_bytes: int
     table_version: int
+    copied_tracts: int = Field(default=0, description="Tracts copied here from row-mates since the server started "
+                                                      "(filling rows, scrub repairs).")
+    copied_bytes: int = Field(default=0, description="Their bytes.")

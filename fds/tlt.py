@@ -119,6 +119,7 @@ class Table:
         self.row_versions = model.row_versions
         self.filling = model.filling
         self.leaving = model.leaving
+        self.absent = model.absent
         self._index = {s.id: i for i, s in enumerate(model.servers)}
 
     def __len__(self) -> int:
@@ -158,6 +159,15 @@ class Table:
     def rows_of(self, server_id: str) -> list[int]:
         i = self._index.get(server_id)
         return [] if i is None else [r for r, row in enumerate(self.rows) if i in row]
+
+    def absent_rows(self, server_id: str) -> list[int]:
+        """Rows ``server_id`` is an absent holder of: out of their write sets, but it keeps their tracts."""
+        i = self._index.get(server_id)
+        return [] if i is None else sorted(r for r, members in self.absent.items() if i in members)
+
+    def kept_rows(self, server_id: str) -> set[int]:
+        """Rows whose tracts ``server_id`` must keep: those it holds and those it is absent from."""
+        return set(self.rows_of(server_id)) | set(self.absent_rows(server_id))
 
     def filling_rows(self, server_id: str) -> list[int]:
         """Rows ``server_id`` must still copy."""

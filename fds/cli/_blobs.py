@@ -28,7 +28,7 @@ from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Progress, Unavailable
 from fds.guid import parse_guid
-from fds.models import BlobInfo, ClusterStatus
+from fds.models import BlobInfo, ClusterStatus, MemberState
 
 __all__ = ["add_parsers", "find_metaserver", "NoCluster"]
 
@@ -256,7 +256,7 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for s in status.servers:
         health = "[green]alive[/]" if s.alive else "[red]down[/]"
-        if s.state != "active":
+        if s.state != MemberState.ACTIVE:
             health += f" [yellow]{s.state}[/]"
         if not s.in_table:
             health += " (not in table)"
@@ -273,6 +273,10 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
                   f"k={status.replicas}, tract size {decimal(status.tract_size)}, "
                   f"{alive}/{len(status.servers)} servers alive (expected {status.expected_servers})",
                   highlight=False)
+    if status.outage is not None:
+        console.print(f"[red bold]{status.outage.message}[/]: silent {', '.join(status.outage.silent)}; "
+                      f"nobody is declared dead while more than {status.outage.limit} are silent. "
+                      "`fds admin declare-dead ID` releases one.", highlight=False)
     rec = status.recovery
     if status.healthy:
         last = f" (last repair took {rec.last_seconds:.1f}s)" if rec and rec.last_seconds is not None else ""

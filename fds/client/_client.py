@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -42,6 +42,17 @@ T = TypeVar("T")
 DEFAULT_IN_FLIGHT = 50
 """Tract requests in flight per client; FDS used about 50."""
 
+HEDGE_AFTER = 1.0
+"""Seconds a tract read waits for one replica before asking the next one too.
+
+A replica that is paused, or cut off behind a kernel that still acknowledges TCP, answers nothing
+until the request times out (a minute); reads of an 8 MiB tract take tens of milliseconds here, so a
+second is long past any normal answer, and the extra request is rare."""
+
+RECHECK_AFTER = 1.0
+"""Seconds a tract write waits for its slowest replica before checking whether the table has moved
+on (that replica declared dead and out of the row), and every second after that."""
+
 DEFAULT_PER_SERVER = 4
 """Tract requests in flight from one client to one tract server: the RTS/CTS idea on one host.
 
@@ -71,7 +82,7 @@ class Client:
                  per_server: int = DEFAULT_PER_SERVER, timeout: float = 60.0,
                  attempts: int = 8, retry_for: float = 120.0, rng: random.Random | None = None,
                  token: str | None = None, secret_file: str | None = None,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None, hedge_after: float = HEDGE_AFTER) -> None:
         if max_in_flight < 1:
             raise BadRequest("max_in_flight must be at least 1")
         tune_allocator()
@@ -88,6 +99,7 @@ class Client:
         self._attempts = attempts
         self._retry_for = retry_for
         self._rng = rng or random.Random()
+        self._hedge_after = hedge_after
 
     async def __aenter__(self) -> Client:
         return self
@@ -154,7 +166,7 @@ class Client:
                 if attempt > 1:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
-            except (ConnectError, Unavailable, TableNotReady) as exc:
+            except (ConnectError, TimeoutError, Unavailable, TableNotReady) as exc:
                 if isinstance(exc, ChecksumMismatch):
                     raise
                 last = exc
@@ -194,8 +206,13 @@ class Client:
 
         async def op(table: Table) -> Any:
             primary = table.holders(guid, METADATA_TRACT)[0]
-            resp = await self._send(method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}{op_id}",
-                                    body, headers)
+            send = asyncio.ensure_future(self._send(
+                method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}{op_id}", body, headers))
+            try:
+                await self._await_unless_moved([send], table, table.row_of(guid, METADATA_TRACT))
+            finally:
+                send.cancel()
+            resp = send.result()
             if resp.status >= 300:
                 raise error_from_response(resp.status, resp.body, where=f"{method} blob {text}")
             return orjson.loads(resp.body) if resp.body else None
@@ -213,17 +230,45 @@ class Client:
                 raise TractTooLarge(f"tract of {len(data)} bytes is over the cluster's tract size of "
                                     f"{table.tract_size} bytes")
             path = f"/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
-            bases = [s.data_url or s.url for s in table.holders(guid, tract)]
-            results = await asyncio.gather(*(self._send_tract("PUT", b, path, data) for b in bases),
-                                           return_exceptions=True)
-            for result in results:  # raise the most telling failure
-                if isinstance(result, BaseException):
-                    raise result
+            holders = table.holders(guid, tract)
+            sends = [asyncio.ensure_future(self._send_tract("PUT", s.data_url or s.url, path, data)) for s in holders]
+            try:
+                await self._await_unless_moved(sends, table, table.row_of(guid, tract))
+            finally:
+                for task in sends:
+                    task.cancel()
+            for task in sends:  # raise the most telling failure
+                failed = task.exception()
+                if failed is not None:
+                    raise failed
+                result = task.result()
                 if result.status != 200:
                     raise error_from_response(result.status, result.body, where=f"write tract {tract} of {text}")
 
         async with self._slots:
             await self._retrying(op, f"write tract {tract} of blob {text}")
+
+    async def _await_unless_moved(self, sends: Sequence[asyncio.Future[HTTPResponse]], table: Table,
+                                  row: int) -> None:
+        """Wait for every server's answer (or a first failure), unless the table moves the row on meanwhile.
+
+        A server that went silent (paused, cut off) holds its request until it times out; the
+        metaserver meanwhile declares it dead and takes it out of the row. So past
+        ``RECHECK_AFTER`` seconds the table is fetched again each second, and a newer version
+        of the row ends the wait (StaleVersion): the operation is retried against the row's new holders.
+        """
+        pending = set(sends)
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=RECHECK_AFTER)
+            if not pending or any(t.exception() is not None or t.result().status != 200 for t in done):
+                return  # all answered, or one failed: the write is retried either way
+            try:
+                current = await self.tables.refresh(table.version)
+            except Unavailable:
+                continue  # metaserver down: keep waiting for the replica
+            if current.version > table.version and current.row_versions[row] > table.row_versions[row]:
+                raise StaleVersion(f"row {row} changed (table version {current.version}) while a replica "
+                                   "did not answer; retrying with its new holders", server_version=current.version)
 
     async def _read_tract(self, guid: bytes, incarnation: int, tract: int) -> bytes | bytearray:
         if not 0 <= tract <= MAX_TRACT:
@@ -232,22 +277,42 @@ class Client:
 
         async def op(table: Table) -> bytes | bytearray:
             holders = table.readers(guid, tract, self._rng)
+            path = f"/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
             failures: list[Exception] = []
-            for server in holders:
-                try:
-                    resp = await self._send_tract("GET", server.data_url or server.url,
-                                                  f"/v1/tracts/{text}/{tract}"
-                                                  f"?version={table.version}&incarnation={incarnation}")
-                except ConnectError as exc:
-                    failures.append(exc)
-                    continue
-                if resp.status == 200:
-                    return resp.body
-                err = error_from_response(resp.status, resp.body, where=f"read tract {tract} of {text}")
-                if isinstance(err, (StaleVersion, PastEnd, BadRequest)) or (
-                        isinstance(err, NotFound) and not isinstance(err, TractNotFound)):
-                    raise err
-                failures.append(err)  # a bad or missing copy: try another replica
+            asked: set[asyncio.Future[HTTPResponse]] = set()
+            untried = list(holders)
+
+            def ask_next() -> None:
+                server = untried.pop(0)
+                asked.add(asyncio.ensure_future(self._send_tract("GET", server.data_url or server.url, path)))
+
+            ask_next()
+            try:
+                while asked:
+                    done, _ = await asyncio.wait(asked, timeout=self._hedge_after if untried else None,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        ask_next()  # this replica is slow to answer: ask the next one as well
+                        continue
+                    for task in done:
+                        asked.discard(task)
+                        try:
+                            resp = task.result()
+                        except (ConnectError, TimeoutError) as exc:
+                            failures.append(ConnectError(f"read tract {tract} of {text}: {exc or 'timed out'}"))
+                            continue
+                        if resp.status == 200:
+                            return resp.body
+                        err = error_from_response(resp.status, resp.body, where=f"read tract {tract} of {text}")
+                        if isinstance(err, (StaleVersion, PastEnd, BadRequest)) or (
+                                isinstance(err, NotFound) and not isinstance(err, TractNotFound)):
+                            raise err
+                        failures.append(err)  # a bad or missing copy: try another replica
+                    if not asked and untried:
+                        ask_next()
+            finally:
+                for task in asked:
+                    task.cancel()
             if all(isinstance(f, TractNotFound) for f in failures):
                 raise failures[0]
             if all(isinstance(f, (TractNotFound, ChecksumMismatch)) for f in failures):
@@ -257,4 +322,3 @@ class Client:
 
         async with self._slots:
             return await self._retrying(op, f"read tract {tract} of blob {text}")
-

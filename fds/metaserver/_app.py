@@ -16,7 +16,15 @@ from fds.auth import HttpxAuth
 from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState, TickResult
 from fds.metaserver._status_page import router as status_page
-from fds.models import ClusterStatus, FilledRequest, Heartbeat, HeartbeatReply, RegisterRequest, TableModel
+from fds.models import (
+    ClusterStatus,
+    DeclaredDead,
+    FilledRequest,
+    Heartbeat,
+    HeartbeatReply,
+    RegisterRequest,
+    TableModel,
+)
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 
@@ -98,6 +106,17 @@ def create_app(state: MetaState, *, detect: bool = True) -> FastAPI:
               summary="Hand every row of this server to others; once it holds none it is 'decommissioned'.")
     async def decommission(server_id: str) -> Response:
         result = state.decommission(server_id)
+        table = state.table
+        if table is not None:
+            await tell(TickResult(fill=sorted({table.servers[i].id for v in table.filling.values() for i in v})))
+        return json_response(result)
+
+    @app.post("/v1/servers/{server_id}/declare-dead", response_model=DeclaredDead, tags=["membership"],
+              summary="Declare a silent tract server dead now, even during an outage (repair held): its rows "
+                      "are re-replicated from their other holders. Audited in the metaserver's log. A server "
+                      "that is heartbeating is refused (409 server_alive): decommission it instead.")
+    async def declare_dead(server_id: str) -> Response:
+        result = state.declare_dead(server_id)
         table = state.table
         if table is not None:
             await tell(TickResult(fill=sorted({table.servers[i].id for v in table.filling.values() for i in v})))

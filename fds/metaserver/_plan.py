@@ -3,11 +3,23 @@
 Every change to who holds a row goes through here, so the rules live in one
 place (FDS-REFERENCE §4):
 
-- **A dead server** leaves each of its rows at once, and a replacement is
-  appended as *filling*: it takes writes straight away and copies the row's
-  tracts from a surviving row-mate. A row whose other holders are all dead
-  keeps the dead server (it holds the last copy; if it comes back, nothing
-  is lost).
+- **A dead server** leaves each of its rows' write sets at once, and a
+  replacement is appended as *filling*: it takes writes straight away and
+  copies the row's tracts from a surviving row-mate. The dead server stays
+  recorded as an *absent* holder of the row: it is neither written nor
+  read, but its copy may be the last good one, so it keeps it. A row whose
+  other holders are all dead keeps the dead server in the row itself (it
+  holds the last copy).
+- **A server that comes back** rejoins the rows it is absent from as
+  *filling* (:meth:`Layout.readmit`): it copies only what changed while it
+  was away (partial recovery), and a replacement that has not finished is
+  dropped. Once everyone in a row is complete, a row with more staying
+  holders than k gives up the surplus (:meth:`Layout.trim`): usually the
+  replacement, which took on more than its share. An absent holder is
+  dropped only once its row has k live, complete holders again, and only
+  if it is back but cannot rejoin (:meth:`Layout.drop_absent`); only then
+  may it delete the row's tracts. A server that never comes back stays
+  absent: its entry costs nothing, and its disk is gone.
 - **Adding and decommissioning** are two-phase hand-overs: the new server
   joins the row as *filling* and the old one is marked *leaving*; both take
   writes. When the new one reports the row filled, the leaving one is
@@ -30,6 +42,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from fds.models import TableModel
 
@@ -45,23 +58,37 @@ class Layout:
     leaving: dict[int, list[int]]
     domains: list[str]
     replicas: int
+    absent: dict[int, list[int]] = field(default_factory=dict)
+    """Row -> servers out of its write set that may hold its last good copy (see the module doc)."""
+    alive: set[int] | None = None
+    """Servers heartbeating now; None: every one (the planner's pure tests)."""
     changed: set[int] = field(default_factory=set)
     """Rows whose holders changed: they get the new row version."""
+    touched: bool = False
+    """Something changed that needs a new table version but no new row version (absent holders dropped)."""
 
     @classmethod
-    def of(cls, model: TableModel) -> Layout:
+    def of(cls, model: TableModel, alive: set[int] | None = None) -> Layout:
         return cls(rows=[list(r) for r in model.rows],
                    filling={r: list(v) for r, v in model.filling.items()},
                    leaving={r: list(v) for r, v in model.leaving.items()},
-                   domains=[s.domain for s in model.servers], replicas=model.replicas)
+                   absent={r: list(v) for r, v in model.absent.items()},
+                   domains=[s.domain for s in model.servers], replicas=model.replicas, alive=alive)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the table needs a new version."""
+        return bool(self.changed) or self.touched
 
     def apply(self, model: TableModel, version: int) -> TableModel:
         """A new table model with this layout at ``version``."""
         row_versions = [version if r in self.changed else v for r, v in enumerate(model.row_versions)]
-        return model.model_copy(update={
+        update: dict[str, Any] = {
             "version": version, "rows": [list(row) for row in self.rows], "row_versions": row_versions,
             "filling": {r: list(v) for r, v in self.filling.items() if v},
-            "leaving": {r: list(v) for r, v in self.leaving.items() if v}})
+            "leaving": {r: list(v) for r, v in self.leaving.items() if v},
+            "absent": {r: list(v) for r, v in self.absent.items() if v}}
+        return model.model_copy(update=update)
 
     # -- views -------------------------------------------------------------
     def loads(self) -> list[int]:
@@ -77,6 +104,10 @@ class Layout:
     def complete(self, r: int) -> list[int]:
         filling = self.filling.get(r, ())
         return [i for i in self.rows[r] if i not in filling]
+
+    def live_complete(self, r: int) -> list[int]:
+        """The row's complete holders that are heartbeating."""
+        return [i for i in self.complete(r) if self.alive is None or i in self.alive]
 
     def staying(self, r: int) -> list[int]:
         leaving = self.leaving.get(r, ())
@@ -100,9 +131,11 @@ class Layout:
 
     # -- changes -----------------------------------------------------------
     def remove_dead(self, dead: int, eligible: Collection[int], rng: random.Random) -> tuple[int, int]:
-        """Take ``dead`` out of its rows and fill each with a replacement.
+        """Take ``dead`` out of its rows' write sets and fill each with a replacement.
 
-        Returns (rows it left, rows where it stays because it has the only copy left).
+        Where the row is left with fewer than k live, complete holders, ``dead`` stays recorded as
+        an absent holder (its copy may be the last good one). Returns (rows it left, rows where it
+        stays in the row because it has the only complete copy left).
         """
         load = self.loads()
         left = kept = 0
@@ -114,9 +147,71 @@ class Layout:
                 kept += 1
                 continue
             self._drop(r, dead)
+            if len(self.live_complete(r)) < self.replicas:
+                self.absent.setdefault(r, []).append(dead)
             left += 1
             self._restore(r, eligible, load, rng)
         return left, kept
+
+    def readmit(self, server: int) -> int:
+        """``server`` is back: it rejoins, as *filling*, every row it is absent from. Returns how many.
+
+        It copies only what changed while it was away; until then it serves none of the row's
+        tracts it has not checked. A replacement still filling the row (outside a hand-over) is
+        dropped: the returning server has nearly all of it already.
+        """
+        back = 0
+        for r in [r for r, servers in self.absent.items() if server in servers]:
+            self.absent[r].remove(server)
+            if not self.absent[r]:
+                del self.absent[r]
+            self.touched = True
+            if server in self.rows[r]:
+                continue
+            self.rows[r].append(server)
+            self.filling.setdefault(r, []).append(server)
+            self.changed.add(r)
+            back += 1
+            if not self.leaving.get(r):
+                for other in [i for i in self.filling[r] if i != server]:
+                    self._drop(r, other)
+        return back
+
+    def drop_absent(self, servers: Collection[int]) -> list[int]:
+        """Forget ``servers`` as absent holders of rows that have k live, complete holders again; returns the
+        servers dropped (they may now delete those rows' tracts). For servers that are back but cannot rejoin
+        their rows (a full disk); absent holders that are still dead are kept."""
+        dropped: list[int] = []
+        for r in list(self.absent):
+            gone = [i for i in self.absent[r] if i in servers]
+            if gone and len(self.live_complete(r)) >= self.replicas:
+                self.absent[r] = [i for i in self.absent[r] if i not in gone]
+                if not self.absent[r]:
+                    del self.absent[r]
+                dropped.extend(gone)
+                self.touched = True
+        return dropped
+
+    def trim(self, r: int) -> list[int]:
+        """Give up row ``r``'s staying holders beyond k (a returning server next to its replacement); returns
+        the servers dropped.
+
+        Only once nobody in the row is filling or leaving. A holder that shares a failure domain with
+        another goes first, then the one holding the most rows; never the primary.
+        """
+        dropped: list[int] = []
+        if self.filling.get(r) or self.leaving.get(r):
+            return dropped
+        load = self.loads()
+        while len(self.rows[r]) > self.replicas:
+            count: dict[str, int] = {}
+            for i in self.rows[r]:
+                count[self.domains[i]] = count.get(self.domains[i], 0) + 1
+            victim = max(self.rows[r][1:], key=lambda i: (count[self.domains[i]] > 1, load[i], i))
+            self._drop(r, victim)
+            load[victim] -= 1
+            dropped.append(victim)
+        return dropped
 
     def _drop(self, r: int, server: int) -> None:
         self.rows[r].remove(server)

@@ -5,8 +5,10 @@ detection, replacements for rows that lost a holder, and hand-overs to
 new servers. The rules for changing rows are in :mod:`._plan`.
 
 Liveness is kept in memory only. After a restart every member gets a full
-heartbeat timeout of grace, so a metaserver restart never declares the
-cluster dead.
+heartbeat timeout and a lease of grace, so a metaserver restart never
+declares the cluster dead. Silence of more servers at once than the
+replication level covers is an outage, not failures: nobody is declared
+dead until it ends or an operator releases a server (``declare_dead``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,9 +28,13 @@ from fds.durable import ensure_dir
 from fds.errors import BadRequest, Conflict, NotFound, TableNotReady
 from fds.metaserver._plan import Layout
 from fds.models import (
+    ClusterState,
     ClusterStatus,
+    DeclaredDead,
     FillProgress,
     Heartbeat,
+    MemberState,
+    OutageStatus,
     RecoveryStatus,
     RegisterRequest,
     ServerRef,
@@ -53,8 +59,7 @@ class _Member(BaseModel):
     """A member as stored: its registration and where it stands."""
 
     req: RegisterRequest
-    state: str = "active"
-    """active, dead, decommissioning or decommissioned."""
+    state: MemberState = MemberState.ACTIVE
     removed_at: int = 0
     """Table version at which it last left a row; it takes rows again only once it has cleaned up past it."""
 
@@ -108,6 +113,16 @@ class MetaState:
         self.live: dict[str, _Live] = {m: _Live(last_seen=started) for m in self.members}
         self.repair_started: float | None = None
         self.last_repair_seconds: float | None = None
+        self._grace_until = started + config.heartbeat_timeout + self.lease_seconds
+        """Nobody is declared dead before this: after a restart, every member gets a fair chance to report."""
+        self._grace: dict[str, float] = {}
+        """Per server: not declared dead before this (silent servers when an outage ends)."""
+        self.outage: OutageStatus | None = None
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a tract server may serve after sending a heartbeat the metaserver acknowledged."""
+        return 0.0
 
     def _adopt_settings(self) -> None:
         raw = self._db.get(_CONFIG)
@@ -131,8 +146,22 @@ class MetaState:
     def close(self) -> None:
         self._db.close()
 
-    def _save_member(self, member: _Member) -> None:
-        self._db.put(_MEMBER + member.req.id.encode(), member.model_dump_json().encode(), self._sync)
+    def _save(self, members: Iterable[_Member] = (), table: TableModel | None = None) -> None:
+        """Store ``members`` and ``table`` durably in one RocksDB write batch: all of them or none.
+
+        A member and the table that names it change together (registering, leaving rows); two
+        separate puts would let a crash between them leave a member the table never got.
+        """
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for member in members:
+            batch.put(_MEMBER + member.req.id.encode(), member.model_dump_json().encode())
+        raw = table.model_dump_json().encode() if table is not None else None
+        if raw is not None:
+            batch.put(_TABLE, raw)
+        self._db.write(batch, self._sync)
+        if table is not None:
+            self.table = table
+            self._table_json = raw
 
     # -- membership ------------------------------------------------------
     def register(self, req: RegisterRequest) -> int:
@@ -149,31 +178,33 @@ class MetaState:
             member = _Member(req=req)
         else:
             member.req = req
-            self._revive(member)
+            self._revive(member, save=False)
         self.members[req.id] = member
-        self._save_member(member)
         self.live.setdefault(req.id, _Live()).last_seen = self._clock()
+        table: TableModel | None = None
         if self.table is None:
             if len(self.members) >= self.config.expected_servers:
-                self._build_table()
+                table = self._built_table()
         elif not self._in_table(req.id):
             servers = [*self.table.servers, ServerRef(id=req.id, url=req.url, domain=req.domain,
                                                       data_url=req.data_url)]
-            self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
-            log.info("server %s (%s) joined; table version %d", req.id, req.domain, self.table.version)
+            table = self.table.model_copy(update={"servers": servers, "version": self.table.version + 1})
+            log.info("server %s (%s) joined; table version %d", req.id, req.domain, table.version)
         elif old is not None and (old.url, old.data_url) != (req.url, req.data_url):
             servers = [s if s.id != req.id else ServerRef(id=s.id, url=req.url, domain=s.domain, data_url=req.data_url)
                        for s in self.table.servers]
-            self._store_table(self.table.model_copy(update={"servers": servers, "version": self.table.version + 1}))
-            log.info("server %s moved to %s; table version %d", req.id, req.url, self.table.version)
+            table = self.table.model_copy(update={"servers": servers, "version": self.table.version + 1})
+            log.info("server %s moved to %s; table version %d", req.id, req.url, table.version)
+        self._save([member], table)
         return self.table.version if self.table else 0
 
-    def _revive(self, member: _Member) -> None:
-        if member.state == "dead":
-            member.state = "active"
-            self._save_member(member)
-            log.warning("server %s is back after being declared dead; it rejoins without the rows it lost, "
-                        "whose tracts it removes", member.req.id)
+    def _revive(self, member: _Member, *, save: bool = True) -> None:
+        if member.state == MemberState.DEAD:
+            member.state = MemberState.ACTIVE
+            if save:
+                self._save([member])
+            log.warning("server %s is back after being declared dead; it rejoins the rows it is still an "
+                        "absent holder of as a filling holder, and removes the tracts of any others", member.req.id)
 
     def heartbeat(self, server_id: str, beat: Heartbeat) -> int:
         member = self.members.get(server_id)
@@ -188,29 +219,40 @@ class MetaState:
     def _in_table(self, server_id: str) -> bool:
         return self.table is not None and any(s.id == server_id for s in self.table.servers)
 
-    def _alive(self, server_id: str, now: float) -> bool:
+    def _alive(self, server_id: str, now: float, fraction: float = 1.0) -> bool:
+        """Whether ``server_id`` heartbeat within the timeout (or ``fraction`` of it)."""
         live = self.live.get(server_id)
-        return live is not None and live.last_seen is not None and now - live.last_seen < self.config.heartbeat_timeout
+        return (live is not None and live.last_seen is not None
+                and now - live.last_seen < fraction * self.config.heartbeat_timeout)
+
+    def _alive_indices(self, now: float) -> set[int]:
+        assert self.table is not None
+        return {i for i, s in enumerate(self.table.servers) if self._alive(s.id, now)}
+
+    def _can_hold(self, i: int, now: float) -> bool:
+        """Whether server ``i`` may hold rows now: active, alive, and its disk not full."""
+        assert self.table is not None
+        ref = self.table.servers[i]
+        member = self.members.get(ref.id)
+        if member is None or member.state != MemberState.ACTIVE or not self._alive(ref.id, now):
+            return False
+        beat = self.live[ref.id].beat
+        return not (beat.capacity_bytes and beat.disk_free < 8 * self.table.tract_size)
 
     def _eligible(self, now: float) -> list[int]:
         """Servers that may take rows: active, alive, clean of every row they left, and not full."""
         assert self.table is not None
         out = []
-        room = 8 * self.table.tract_size
         for i, ref in enumerate(self.table.servers):
-            member = self.members.get(ref.id)
-            if member is None or member.state != "active" or not self._alive(ref.id, now):
+            if not self._can_hold(i, now):
                 continue
-            beat = self.live[ref.id].beat
-            if beat.clean_version < member.removed_at:
+            if self.live[ref.id].beat.clean_version < self.members[ref.id].removed_at:
                 continue  # still holds stale copies of rows it left
-            if beat.capacity_bytes and beat.disk_free < room:
-                continue  # a full disk cannot take a row's tracts
             out.append(i)
         return out
 
     # -- table -----------------------------------------------------------
-    def _build_table(self) -> None:
+    def _built_table(self) -> TableModel:
         members = sorted((m.req for m in self.members.values()), key=lambda m: m.id)
         rng = random.Random(self.config.seed)
         rows = build_rows([Member(m.id, m.domain) for m in members], self.config.replicas, rng)
@@ -222,29 +264,29 @@ class MetaState:
             rows=rows,
             row_versions=[1] * len(rows),
         )
-        self._store_table(table)
         log.info("built table: %d servers, %d rows, k=%d", len(members), len(rows), self.config.replicas)
+        return table
 
-    def _store_table(self, table: TableModel) -> None:
-        raw = table.model_dump_json().encode()
-        self._db.put(_TABLE, raw, self._sync)
-        self.table = table
-        self._table_json = raw
+    def _commit(self, layout: Layout, changed: Iterable[_Member] = ()) -> None:
+        """Publish ``layout`` as the next table version, with ``changed`` members, in one write batch.
 
-    def _commit(self, layout: Layout) -> None:
-        """Publish ``layout`` as the next table version; servers that left rows must clean up before taking
-        rows again."""
+        Servers that gave up a row for good (not merely left its write set as an absent holder) must clean
+        it up before taking rows again.
+        """
         assert self.table is not None
         version = self.table.version + 1
         before = self.table
         after = layout.apply(before, version)
-        for r in layout.changed:
-            for i in set(before.rows[r]) - set(after.rows[r]):
+        members = {m.req.id: m for m in changed}
+        for r in range(len(before.rows)):
+            kept_before = set(before.rows[r]) | set(before.absent.get(r, ()))
+            kept_after = set(after.rows[r]) | set(after.absent.get(r, ()))
+            for i in kept_before - kept_after:
                 member = self.members.get(before.servers[i].id)
                 if member is not None:
                     member.removed_at = version
-                    self._save_member(member)
-        self._store_table(after)
+                    members[member.req.id] = member
+        self._save(members.values(), after)
 
     def table_json(self) -> bytes:
         if self._table_json is None:
@@ -258,47 +300,58 @@ class MetaState:
     def tick(self) -> TickResult:
         """One pass of the failure detector and repair planner (the loop in the app calls this).
 
-        1. Servers whose heartbeat is older than the timeout are declared
-           dead and leave their rows; each row gets a replacement
-           (k >= 2 only: with k = 1 there is nothing to copy from, so the
-           rows wait for the server to come back).
-        2. Rows still short of k holders get one, when a server can take it.
-        3. When nothing is being repaired, rows are handed to servers with
-           fewer than their share (new servers), if ``auto_rebalance``.
+        1. **Outage or failures.** If more servers are silent than ``outage_silent`` (k - 1 by default),
+           that is an outage: nobody is declared dead, and ``status`` says so. Otherwise servers whose
+           heartbeat is older than the timeout are declared dead and leave their rows' write sets
+           (k >= 2 only: with k = 1 there is nothing to copy from, so the rows wait for them); each row
+           gets a replacement, and keeps the dead server as an absent holder while it is short.
+        2. A server that came back rejoins the rows it is absent from as filling (partial recovery);
+           one that cannot (a full disk) is dropped from those that are whole again.
+        3. Rows still short of k holders get one, when a server can take it; rows with more than k,
+           everyone complete (a returning server next to its replacement), give up the surplus.
+        4. When nothing is being repaired, rows are handed to servers with fewer than their share
+           (new servers), if ``auto_rebalance``.
         """
         result = TickResult()
         if self.table is None:
             return result
         now = self._clock()
-        layout = Layout.of(self.table)
-        index = {s.id: i for i, s in enumerate(self.table.servers)}
+        table = self.table
+        layout = Layout.of(table, alive=self._alive_indices(now))
+        index = {s.id: i for i, s in enumerate(table.servers)}
         before_filling = {r: set(v) for r, v in layout.filling.items()}
-        if self.table.replicas >= 2:
-            for ref in self.table.servers:
-                member = self.members.get(ref.id)
-                if member is None or member.state in ("dead", "decommissioned") or self._alive(ref.id, now):
-                    continue
-                eligible = [i for i in self._eligible(now) if i != index[ref.id]]
-                left, kept = layout.remove_dead(index[ref.id], eligible, self._rng)
-                member.state = "dead"
-                self._save_member(member)
-                result.declared_dead.append(ref.id)
+        dead: list[_Member] = []
+        if table.replicas >= 2:
+            for server_id in self._dying(now):
+                member = self.members[server_id]
+                eligible = [i for i in self._eligible(now) if i != index[server_id]]
+                left, kept = layout.remove_dead(index[server_id], eligible, self._rng)
+                member.state = MemberState.DEAD
+                dead.append(member)
+                result.declared_dead.append(server_id)
                 log.error("server %s declared dead (no heartbeat for %.1fs): %d rows re-replicating%s",
-                          ref.id, self.config.heartbeat_timeout, left,
+                          server_id, self.config.heartbeat_timeout, left,
                           f"; {kept} rows keep it as their last copy" if kept else "")
+            self._drop_absent(layout, now)
+            for i in sorted({i for servers in layout.absent.values() for i in servers}):
+                if self._can_hold(i, now) and (back := layout.readmit(i)):
+                    log.warning("server %s is back: it rejoins %d rows it was absent from, copying only what "
+                                "changed", table.servers[i].id, back)
             layout.fill_short_rows(self._eligible(now), self._rng)
+            for r in range(len(layout.rows)):
+                layout.trim(r)
         # Rows a decommission could not hand over yet (no server could take them) get another try.
-        decommissioning = [m.req.id for m in self.members.values() if m.state == "decommissioning"]
+        decommissioning = [m.req.id for m in self.members.values() if m.state == MemberState.DECOMMISSIONING]
         for server_id in decommissioning:
             if server_id in index:
                 layout.decommission(index[server_id], self._eligible(now), self._rng)
-        if (self.config.auto_rebalance and not decommissioning and not layout.filling and not layout.changed
+        if (self.config.auto_rebalance and not decommissioning and not layout.filling and not layout.dirty
                 and self._healthy(now)):
             moved = layout.rebalance(self._eligible(now), self._rng)
             if moved:
                 log.info("handing %d rows to servers below their share", moved)
-        if layout.changed:
-            self._commit(layout)
+        if layout.dirty:
+            self._commit(layout, dead)
             self._finish_decommissions()
             result.rows_changed = len(layout.changed)
             for r, members in layout.filling.items():
@@ -306,14 +359,90 @@ class MetaState:
                     result.fill.append(self.table.servers[i].id)
             result.fill = sorted(set(result.fill))
             log.info("table version %d: %d rows changed", self.table.version, len(layout.changed))
+        elif dead:
+            self._save(dead)
         self._track_repair(now)
         return result
+
+    def _drop_absent(self, layout: Layout, now: float) -> None:
+        """Absent holders that are back but cannot rejoin (a full disk) are dropped from rows that are whole."""
+        assert self.table is not None
+        stuck = {i for servers in layout.absent.values() for i in servers
+                 if self._alive(self.table.servers[i].id, now) and not self._can_hold(i, now)}
+        for i in sorted(set(layout.drop_absent(stuck))):
+            log.info("server %s is back but cannot rejoin rows it was absent from; they have %d live, "
+                     "complete holders, so it removes its copies", self.table.servers[i].id, self.table.replicas)
+
+    def _outage(self, now: float) -> tuple[OutageStatus | None, list[str]]:
+        """The outage, if more servers are silent than ``outage_silent`` (k >= 2 only); and the silent servers."""
+        table = self.table
+        if table is None:
+            return None, []
+        counted = [s.id for s in table.servers
+                   if (m := self.members.get(s.id)) is not None
+                   and m.state in (MemberState.ACTIVE, MemberState.DECOMMISSIONING)]
+        silent = [server_id for server_id in counted if not self._alive(server_id, now)]
+        # Servers stopped together fall silent within a heartbeat of each other, so the first passes the
+        # timeout while the rest are just short of it: count those silent for half the timeout.
+        suspect = [server_id for server_id in counted if not self._alive(server_id, now, 0.5)]
+        limit = self.config.outage_silent if self.config.outage_silent >= 0 else table.replicas - 1
+        if table.replicas < 2 or len(suspect) <= limit:
+            return None, silent
+        return OutageStatus(silent=suspect, servers=len(counted), limit=limit,
+                            message=f"outage: {len(suspect)} of {len(counted)} servers silent, repair held"), silent
+
+    def _dying(self, now: float) -> list[str]:
+        """Silent servers to declare dead now; none during an outage (more silent than ``outage_silent``)."""
+        outage, silent = self._outage(now)
+        if outage is not None:
+            if self.outage is None:
+                log.error("%s (nobody is declared dead while more than %d are silent; `fds admin declare-dead ID` "
+                          "releases one)", outage.message, outage.limit)
+            self.outage = outage
+            return []
+        if self.outage is not None:
+            # The outage is over; servers still silent get a full timeout from now before they count as dead.
+            log.warning("outage over: %d tract servers still silent; repair resumes for those still silent in "
+                        "%.1fs", len(silent), self.config.heartbeat_timeout)
+            for server_id in silent:
+                self._grace[server_id] = now + self.config.heartbeat_timeout
+            self.outage = None
+        return [server_id for server_id in silent
+                if now >= max(self._grace_until, self._grace.get(server_id, 0.0))]
+
+    def declare_dead(self, server_id: str) -> DeclaredDead:
+        """An operator declares a silent server dead now, whatever the outage rule says (it is audited
+        in the log). A server that is heartbeating cannot be: decommission it instead."""
+        member = self.members.get(server_id)
+        if member is None or self.table is None or not self._in_table(server_id):
+            raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
+        now = self._clock()
+        if self._alive(server_id, now):
+            age = now - (self.live[server_id].last_seen or now)
+            raise Conflict(f"server {server_id} is alive (last heartbeat {age:.1f}s ago) and cannot be declared "
+                           f"dead; to take it out of service, decommission it", code="server_alive")
+        if member.state in (MemberState.DEAD, MemberState.DECOMMISSIONED):
+            raise Conflict(f"server {server_id} is already {member.state}", code=f"server_{member.state}")
+        layout = Layout.of(self.table, alive=self._alive_indices(now))
+        index = {s.id: i for i, s in enumerate(self.table.servers)}
+        eligible = [i for i in self._eligible(now) if i != index[server_id]]
+        left, kept = layout.remove_dead(index[server_id], eligible, self._rng)
+        member.state = MemberState.DEAD
+        if layout.dirty:
+            self._commit(layout, [member])
+        else:
+            self._save([member])
+        log.warning("operator declared server %s dead (silent for %.1fs%s): %d rows re-replicating, %d keep it "
+                    "as their last copy", server_id, now - (self.live[server_id].last_seen or now),
+                    ", during an outage" if self.outage else "", left, kept)
+        self._track_repair(now)
+        return DeclaredDead(server=server_id, rows_left=left, rows_kept=kept, table_version=self.table.version)
 
     def filled(self, server_id: str, rows: list[int]) -> int:
         """``server_id`` has copied every tract of ``rows``. Returns the table version."""
         if self.table is None or not self._in_table(server_id):
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
-        layout = Layout.of(self.table)
+        layout = Layout.of(self.table, alive=self._alive_indices(self._clock()))
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         done = layout.commit_filled(index[server_id], rows)
         if done:
@@ -328,15 +457,16 @@ class MetaState:
         member = self.members.get(server_id)
         if member is None or self.table is None or not self._in_table(server_id):
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
-        if member.state == "dead":
+        if member.state == MemberState.DEAD:
             raise Conflict(f"server {server_id} is dead; its rows are already re-replicated", code="server_dead")
-        member.state = "decommissioning"
-        self._save_member(member)
+        member.state = MemberState.DECOMMISSIONING
         layout = Layout.of(self.table)
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         moved, stuck = layout.decommission(index[server_id], self._eligible(self._clock()), self._rng)
         if layout.changed:
-            self._commit(layout)
+            self._commit(layout, [member])
+        else:
+            self._save([member])
         self._finish_decommissions()
         log.info("decommissioning %s: %d rows handed over, %d waiting for a server that can take them",
                  server_id, moved, stuck)
@@ -346,9 +476,9 @@ class MetaState:
         assert self.table is not None
         held = {self.table.servers[i].id for row in self.table.rows for i in row}
         for member in self.members.values():
-            if member.state == "decommissioning" and member.req.id not in held:
-                member.state = "decommissioned"
-                self._save_member(member)
+            if member.state == MemberState.DECOMMISSIONING and member.req.id not in held:
+                member.state = MemberState.DECOMMISSIONED
+                self._save([member])
                 log.info("server %s is decommissioned: it holds no rows and may be stopped", member.req.id)
 
     # -- status ----------------------------------------------------------
@@ -418,11 +548,11 @@ class MetaState:
                 bytes_done=total.bytes_done, bytes_total=total.bytes_total,
                 started=self.repair_started, last_seconds=self.last_repair_seconds)
         return ClusterStatus(
-            state="ready" if table else "waiting",
+            state=ClusterState.READY if table else ClusterState.WAITING,
             table_version=table.version if table else 0,
             tract_size=self.config.tract_size, replicas=self.config.replicas,
             expected_servers=self.config.expected_servers,
             rows=len(table.rows) if table else 0, servers=servers,
-            healthy=healthy, recovery=recovery,
+            healthy=healthy, recovery=recovery, outage=self._outage(now)[0],
         )
 

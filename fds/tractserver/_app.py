@@ -141,7 +141,7 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     async def stat_blob(guid: str, version: int = _VERSION) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(meta.stat(raw, table))
+        return json_response(await meta.stat(raw, table))
 
     @app.post("/v1/meta/{guid}/extend", response_model=ExtendResult, tags=["metadata"],
               summary="Atomically add tracts; each caller gets its own new range.")
@@ -204,7 +204,8 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         return json_response(TractServerStats(
             id=node.id, url=node.url, tracts=node.store.tracts, bytes_used=node.store.bytes_used,
             disk_free=await node.run_io(node.store.disk_free), capacity_bytes=node.store.capacity_bytes,
-            table_version=node.table.version if node.table else 0))
+            table_version=node.table.version if node.table else 0, copied_tracts=node.copied_tracts,
+            copied_bytes=node.copied_bytes))
 
     @app.post("/v1/admin/collect", tags=["ops"], summary="Run one pass of the orphan-tract collector now.")
     async def collect() -> Response:

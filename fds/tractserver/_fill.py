@@ -11,9 +11,12 @@ decommissioned. Each filling server:
    written before the change is missed), then lists every tract and
    metadata record of the row;
 2. keeps the newer of each metadata record, and copies each tract it does
-   not have, at most ``fill_in_flight`` at a time, checking every byte
-   against the checksum the source served. A tract a client wrote here
-   since the change is newer than the listing and is kept;
+   not have or holds differently, at most ``fill_in_flight`` at a time,
+   checking every byte against the checksum the source served. A tract a
+   client wrote here since the change is newer than the listing and is
+   kept. A server back from an absence (partial recovery) holds most of
+   the row already and copies only what changed; until the row is filled
+   it serves only tracts copied or checked this way;
 3. tells the metaserver which rows are complete; the row stops filling.
 
 A dead server's rows are spread over all the others, and each row picks
@@ -76,7 +79,11 @@ async def copy_tract(node: Node, pool: HTTPPool, source: ServerRef, guid: bytes,
     async with node.locks.hold((guid, tract)):
         entry = await node.run_io(functools.partial(node.store.write, guid, tract, resp.body, incarnation,
                                                       unless=unless))
-    return None if entry is None else entry.length
+    if entry is None:
+        return None
+    node.copied_tracts += 1
+    node.copied_bytes += entry.length
+    return entry.length
 
 
 class Filler:
@@ -184,15 +191,21 @@ class Filler:
         progress.tracts_total += len(listing.tracts)
         progress.bytes_total += sum(t[3] for t in listing.tracts)
 
-        async def one(guid_text: str, incarnation: int, tract: int, length: int) -> None:
+        async def one(guid_text: str, incarnation: int, tract: int, length: int, checksum: str) -> None:
             guid = parse_guid(guid_text)
+            row = table.row_of(guid, tract)
             async with slots:
-                if node.store.entry(guid, tract, incarnation) is None:
-                    await copy_tract(node, self.pool, source, guid, incarnation, tract, table.version)
+                mine = node.store.entry(guid, tract, incarnation)
+                if mine is None or f"{mine.checksum:016x}" != checksum:
+                    # Missing here, or different: copy, unless a client rewrote it here meanwhile.
+                    await copy_tract(node, self.pool, source, guid, incarnation, tract, table.version,
+                                     unless=mine.generation if mine else -1)
+                if node.store.entry(guid, tract, incarnation) is not None:
+                    node.mark_current(row, guid, incarnation, tract)
             progress.tracts_done += 1
             progress.bytes_done += length
 
-        await asyncio.gather(*(one(g, inc, t, n) for g, inc, t, n, _ in listing.tracts))
+        await asyncio.gather(*(one(g, inc, t, n, c) for g, inc, t, n, c in listing.tracts))
 
     async def _report(self, rows: list[int], version: int) -> bool:
         node = self.node

@@ -21,6 +21,15 @@ A primary that crashes and restarts (without being declared dead) has its
 own log, newer than or equal to every holder's, and its next change carries
 the whole record to all of them.
 
+**Only committed records are answered.** The primary's log may hold a record
+that never reached every holder (the prepare failed, or the primary crashed
+before it ended). Such a record is in doubt, and must not be shown to anyone:
+a ``stat`` or an extent check that saw it, followed by a failover to a holder
+without it, would have shown a size that then vanished. So after each commit
+the primary marks the record committed, and before it answers from a record
+without that mark (after a failed prepare, a restart, or on becoming primary)
+it replicates the record to every holder first, finishing the commit.
+
 Why this survives a crash of any one process: an acknowledged change is on
 *every* holder of the row, so whichever survivor becomes primary (the
 metaserver promotes the next holder in the row, never a filling one) has
@@ -65,6 +74,7 @@ class MetaService:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        node.committed_meta = self.committed
 
     def _require_primary(self, guid: bytes, table: Table) -> None:
         primary = table.holders(guid, METADATA_TRACT)[0]
@@ -72,8 +82,8 @@ class MetaService:
             raise StaleVersion(f"this server is not the metadata primary of blob {format_guid(guid)} "
                                f"(that is {primary.id}); refetch the table", server_version=table.version)
 
-    def _live(self, guid: bytes) -> MetaRecord:
-        record = self.node.store.meta(guid)
+    async def _live(self, guid: bytes, table: Table) -> MetaRecord:
+        record = await self.committed(guid, table)
         if record is None or record.deleted:
             raise BlobNotFound(f"no blob {format_guid(guid)}")
         return record
@@ -90,6 +100,7 @@ class MetaService:
             if op and old is not None and op in old.ops:
                 # A retry: the change is in our log; make sure every holder has it before answering again.
                 await self._replicate(guid, table, old)
+                await self.node.run_io(self.node.store.mark_committed, old, guid)
                 return old, old.ops[op]
             record, result = change(old)
             ops = dict(record.ops)
@@ -100,9 +111,29 @@ class MetaService:
             epoch = table.row_versions[table.row_of(guid, METADATA_TRACT)]
             seq = max(record.seq, (old.seq + 1) if old else 1)
             record = record.model_copy(update={"ops": ops, "epoch": epoch, "seq": seq})
-            await self.node.run_io(self.node.store.put_meta, guid, record)  # the primary's log
+            if not await self.node.run_io(self.node.store.put_meta_if_newer, guid, record):  # the primary's log
+                raise StaleVersion(f"blob {format_guid(guid)} has metadata from a newer primary than this server "
+                                   f"(row version {epoch}); refetch the table", server_version=table.version)
             await self._replicate(guid, table, record)  # every other holder has it durably
+            await self.node.run_io(self.node.store.mark_committed, record, guid)
             return record, result  # acknowledged: committed
+
+    async def committed(self, guid: bytes, table: Table) -> MetaRecord | None:
+        """The blob's record as every holder of its row has it (None if there is none).
+
+        A record this primary has not seen committed (in doubt) is replicated first;
+        if a holder cannot be reached, that raises Unavailable rather than answer from it.
+        """
+        store = self.node.store
+        record = store.meta(guid)
+        if record is None or store.is_committed(record, guid):
+            return record
+        async with self.node.locks.hold(("meta", guid)):
+            record = store.meta(guid)
+            if record is not None and not store.is_committed(record, guid):
+                await self._replicate(guid, table, record)
+                await self.node.run_io(store.mark_committed, record, guid)
+            return record
 
     async def _replicate(self, guid: bytes, table: Table, record: MetaRecord) -> None:
         others = [s for s in table.holders(guid, METADATA_TRACT) if s.id != self.node.id]
@@ -135,11 +166,11 @@ class MetaService:
                               incarnation=seq, ops=old.ops if old else {}), 0
 
         record, _ = await self._change(guid, table, op, change)
-        return _info(record) if not record.deleted else _info(self._live(guid))
+        return _info(record) if not record.deleted else _info(await self._live(guid, table))
 
-    def stat(self, guid: bytes, table: Table) -> BlobInfo:
+    async def stat(self, guid: bytes, table: Table) -> BlobInfo:
         self._require_primary(guid, table)
-        return _info(self._live(guid))
+        return _info(await self._live(guid, table))
 
     async def extend(self, guid: bytes, count: int, table: Table, op: str | None = None) -> ExtendResult:
         def change(old: MetaRecord | None) -> tuple[MetaRecord, int]:

@@ -61,6 +61,14 @@ class _TractServerCollector(Collector):
                                 value=fill.tracts_done)
         yield GaugeMetricFamily("fds_fill_tracts_total", "Tracts its current or last fill has to copy.",
                                 value=fill.tracts_total)
+        copied = CounterMetricFamily("fds_copied_tracts", "Tracts copied here from row-mates since start "
+                                     "(filling rows, scrub repairs).", labels=labels)
+        copied.add_metric(which, node.copied_tracts)
+        yield copied
+        copied = CounterMetricFamily("fds_copied_bytes", "Bytes copied here from row-mates since start.",
+                                     labels=labels)
+        copied.add_metric(which, node.copied_bytes)
+        yield copied
         if node.heartbeat_acked is not None:
             yield GaugeMetricFamily("fds_heartbeat_sent_age_seconds", "Seconds since the metaserver last "
                                     "accepted this server's heartbeat (absent before the first).",

@@ -6,11 +6,14 @@ are in flight in which rows, and the background loops (heartbeat, orphan
 collector, clean-up of rows it no longer holds). Each loop is a ``while``
 around a ``*_once`` method that tests can call directly.
 
-**Leaving a row.** When a table takes rows away from this server (it was
-declared dead, or handed them over), :meth:`Node.clean_once` removes their
-tracts and metadata and reports the table version it cleaned at in its
-heartbeats. The metaserver hands such a server rows again only after that,
-so a server never mistakes its own stale copy for a fresh one.
+**Leaving a row.** When a table takes rows away from this server for good
+(handed over, or dropped as an absent holder once the row had k live,
+complete holders again), :meth:`Node.clean_once` removes their tracts and
+metadata and reports the table version it cleaned at in its heartbeats.
+The metaserver hands such a server new rows only after that. Rows it is an
+*absent* holder of (declared dead while its copy may be the last good one)
+are kept: coming back, it rejoins them as filling and copies only what
+changed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,7 +47,7 @@ from fds.errors import (
     error_from_response,
 )
 from fds.guid import format_guid, parse_guid
-from fds.models import BlobInfo, FillProgress, Heartbeat, RegisterRequest, TableModel, Traffic
+from fds.models import BlobInfo, FillProgress, Heartbeat, MetaRecord, RegisterRequest, TableModel, Traffic
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
@@ -111,12 +114,20 @@ class Node:
         self._clean_needed = True  # a restart may follow rows being taken away while down
         self._cleaning: asyncio.Task[int] | None = None
         self.fill_progress = FillProgress()
+        self.copied_tracts = 0
+        self.copied_bytes = 0
+        """Tracts and bytes copied here from row-mates since start (filling rows, scrub repairs)."""
+        self._current: dict[int, set[tuple[bytes, int, int]]] = {}
+        """Per row this server is filling: tracts known current here (copied, checked against a complete
+        holder, or written by a client since). Until the row is filled only these are served."""
         self.traffic: Callable[[], Traffic] = Traffic
         """What heartbeats report of this server's requests (the app hands in its metrics' counts)."""
         self.heartbeat_acked: float | None = None
         """``time.monotonic()`` when the metaserver last accepted a heartbeat; None before the first."""
         self.on_table: list[Callable[[Table], None]] = []
         """Called with each newer table (the filler listens)."""
+        self.committed_meta: Callable[[bytes, Table], Awaitable[MetaRecord | None]] = self._stored_meta
+        """A blob's metadata record as every holder has it, on its primary (the metadata service sets this)."""
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -221,12 +232,14 @@ class Node:
         old = self.table
         self.table = table
         log.info("table version %d: %d rows, k=%d", table.version, len(table), table.replicas)
-        if old is None or set(old.rows_of(self.id)) - set(table.rows_of(self.id)):
+        if old is None or old.kept_rows(self.id) - table.kept_rows(self.id):
             self._clean_needed = True
         if self._clean_needed:
             self._start_clean()
         elif self._cleaning is None or self._cleaning.done():
             self.clean_version = table.version
+        for row in [r for r in self._current if not table.is_filling(self.id, r)]:
+            del self._current[row]
         for listener in self.on_table:
             listener(table)
 
@@ -244,6 +257,16 @@ class Node:
             raise StaleVersion(f"table version {version} is newer than this server's {table.version}; "
                                "retry shortly", server_version=table.version)
         return table
+
+    # -- rows being filled -----------------------------------------------------
+    def mark_current(self, row: int, guid: bytes, incarnation: int, tract: int) -> None:
+        """This server's copy of a tract of a row it is filling is known current: it may be served."""
+        table = self.table
+        if table is not None and table.is_filling(self.id, row):
+            self._current.setdefault(row, set()).add((guid, incarnation, tract))
+
+    def is_current(self, row: int, guid: bytes, incarnation: int, tract: int) -> bool:
+        return (guid, incarnation, tract) in self._current.get(row, ())
 
     # -- writes in flight ----------------------------------------------------
     @asynccontextmanager
@@ -294,7 +317,8 @@ class Node:
         return removed
 
     async def clean_once(self) -> int:
-        """Remove tracts and metadata of every row this server does not hold in the current table.
+        """Remove tracts and metadata of every row this server neither holds nor is absent from in the
+        current table.
 
         Asks the metaserver for the newest table first, so a stale view
         never removes a row this server was just handed. Returns the number
@@ -304,7 +328,7 @@ class Node:
         self._clean_needed = False
         table = self.table
         assert table is not None
-        held = set(table.rows_of(self.id))
+        held = table.kept_rows(self.id)
         gone = [r for r in range(len(table)) if r not in held]
         await self.drain(gone, table)
 
@@ -364,7 +388,7 @@ class Node:
         """Ask the blob's metadata primary (which may be this server) for its size."""
         primary = table.holders(guid, METADATA_TRACT)[0]
         if primary.id == self.id:
-            record = self.store.meta(guid)
+            record = await self.committed_meta(guid, table)
             if record is None or record.deleted:
                 raise BlobNotFound(f"no blob {format_guid(guid)}")
             return BlobInfo(guid=record.guid, tracts=record.tracts, length=record.length, created=record.created,
@@ -379,6 +403,9 @@ class Node:
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content)
         return BlobInfo.model_validate_json(resp.content)
+
+    async def _stored_meta(self, guid: bytes, table: Table) -> MetaRecord | None:
+        return self.store.meta(guid)
 
     def forget_extent(self, guid: bytes) -> None:
         self._extents.pop(guid, None)

@@ -4,6 +4,8 @@ Layout under the server's data directory::
 
     index.rocksdb/      t<guid:16><incarnation:8 BE><tract:8 BE>  -> length, xxh3, generation, written_at
                         m<guid:16>                                -> MetaRecord JSON (tract -1)
+                        c<guid:16>                                -> (epoch, seq) of the record known on
+                                                                     every holder (metadata primaries)
     tracts/<gg>/<guid hex>.<incarnation>.<tract>.<generation hex>    the tract's bytes, nothing else
 
 The 256 shard directories ``tracts/<gg>`` are made, durably, when the store
@@ -60,6 +62,10 @@ log = logging.getLogger("fds.tractserver")
 _ENTRY = struct.Struct(">QQQQ")
 _TRACT = b"t"
 _META = b"m"
+_COMMITTED = b"c"
+_MARK = struct.Struct(">QQ")
+_META_LOCKS = 64
+"""Stripes of the lock that makes each metadata record's compare-and-put one step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,7 @@ class TractStore:
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
         self._lock = threading.Lock()
+        self._meta_locks = [threading.Lock() for _ in range(_META_LOCKS)]
         self._last_generation = 0
         self.capacity_bytes = capacity_bytes or shutil.disk_usage(self.root).total
         self.tracts = 0
@@ -274,19 +281,38 @@ class TractStore:
         raw = self._db.get(_META + guid)
         return None if raw is None else MetaRecord.model_validate_json(raw)
 
-    def put_meta(self, guid: bytes, record: MetaRecord) -> None:
-        self._db.put(_META + guid, record.model_dump_json().encode(), self._sync)
-
     def put_meta_if_newer(self, guid: bytes, record: MetaRecord) -> bool:
-        """Keep ``record`` if it is newer by (epoch, seq) than the one stored; returns whether it was."""
-        current = self.meta(guid)
-        if current is not None and (record.epoch, record.seq) <= (current.epoch, current.seq):
-            return False
-        self.put_meta(guid, record)
-        return True
+        """Keep ``record`` if it is newer by (epoch, seq) than the one stored; returns whether it was.
+
+        The comparison and the put are one step under the blob's lock: the two-phase commit's
+        prepare, the filler and the scrubber all apply records here, at once, and a record they
+        compared against must still be the stored one when theirs goes in (or an acknowledged
+        extend could be overwritten by an older record).
+        """
+        with self._meta_locks[hash(guid) % _META_LOCKS]:
+            current = self.meta(guid)
+            if current is not None and (record.epoch, record.seq) <= (current.epoch, current.seq):
+                return False
+            self._db.put(_META + guid, record.model_dump_json().encode(), self._sync)
+            return True
 
     def delete_meta(self, guid: bytes) -> None:
-        self._db.delete(_META + guid, self._sync)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch.delete(_META + guid)
+        batch.delete(_COMMITTED + guid)
+        self._db.write(batch, self._sync)
+
+    def mark_committed(self, record: MetaRecord, guid: bytes) -> None:
+        """Note that ``record`` is on every holder of its row (the primary replicated it).
+
+        Not synced: a mark lost to a power cut only makes the primary replicate the record once
+        more before it answers from it."""
+        self._db.put(_COMMITTED + guid, _MARK.pack(record.epoch, record.seq))
+
+    def is_committed(self, record: MetaRecord, guid: bytes) -> bool:
+        """Whether ``record`` is the one :meth:`mark_committed` last marked."""
+        raw = self._db.get(_COMMITTED + guid)
+        return raw is not None and _MARK.unpack(raw) == (record.epoch, record.seq)
 
     # -- maintenance -------------------------------------------------------
     def sweep(self) -> int:

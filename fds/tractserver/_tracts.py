@@ -56,22 +56,28 @@ class TractService:
         if len(body) > table.tract_size:
             raise TractTooLarge(f"tract body of {len(body)} bytes is over the cluster's tract size of "
                                 f"{table.tract_size} bytes")
-        async with self.node.writing(table.row_of(raw, number), version):
+        row = table.row_of(raw, number)
+        async with self.node.writing(row, version):
             await self.node.check_extent(raw, incarnation, number, table)
             async with self.node.locks.hold((raw, number)):
                 entry = await self.node.run_io(self.node.store.write, raw, number, body, incarnation)
+                self.node.mark_current(row, raw, incarnation, number)
         assert entry is not None
         return entry
 
     async def read(self, guid: str, tract: str, version: int, incarnation: int) -> tuple[memoryview, TractEntry]:
-        """Read and verify a tract; a missing one says whether it is past the end or never written."""
+        """Read and verify a tract; a missing one says whether it is past the end or never written.
+
+        On a row this server is filling, only tracts known current are served: a server back from
+        an absence may hold older copies of the rest."""
         raw, number, table = await self.locate(guid, tract, version)
+        row = table.row_of(raw, number)
+        if table.is_filling(self.node.id, row) and not self.node.is_current(row, raw, incarnation, number):
+            raise Unavailable(f"tract {number} of blob {format_guid(raw)} is not yet copied to or checked on this "
+                              "server (it is filling the row); read another replica", code="filling")
         try:
             return await self.node.run_io(self.node.store.read, raw, number, incarnation)
         except TractNotFound:
-            if table.is_filling(self.node.id, table.row_of(raw, number)):
-                raise Unavailable(f"tract {number} of blob {format_guid(raw)} has not been copied to this "
-                                  "server yet (it is filling the row); read another replica") from None
             await self.node.check_extent(raw, incarnation, number, table)  # past the end, or no such blob?
             raise
 

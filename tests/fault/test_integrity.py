@@ -69,7 +69,9 @@ def test_scrub_copies_a_missing_copy_and_collects_moved_rows(make_cluster) -> No
     """A holder that lost a tract (its index entry and file are gone) gets it back from a row-mate."""
     import rocksdict
 
-    cluster = make_cluster(tractservers=4, replicas=3, cache_bytes=0)
+    # A long heartbeat timeout: the holder is stopped and restarted, and must not be declared dead meanwhile
+    # (it would then rejoin as a filling holder, and its fill, not the scrub, would copy the tract back).
+    cluster = make_cluster(tractservers=4, replicas=3, cache_bytes=0, heartbeat_timeout=20.0)
 
     async def write() -> tuple[str, int]:
         async with Client(cluster.metaserver_url) as fds:

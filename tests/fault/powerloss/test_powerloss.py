@@ -215,7 +215,7 @@ def test_metadata_records(tmp_path: Path) -> None:
     first = MetaRecord(guid=str(uuid.UUID(bytes=G1)), tracts=1, created=1.0, seq=1)
 
     def setup(store: TractStore) -> None:
-        store.put_meta(G1, first)
+        assert store.put_meta_if_newer(G1, first)
 
     def action(store: TractStore, rec: Recorder) -> None:
         key = meta_key(G1)

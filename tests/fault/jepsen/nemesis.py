@@ -29,6 +29,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -165,6 +166,8 @@ class Nemesis:
     headers: dict[str, str]
     max_servers: int = 6
     """Live tract servers at most (``add`` is skipped beyond)."""
+    after_fault: Callable[[], None] | None = None
+    """Called after each fault has been healed (the workload freezes a tract then)."""
     killed: set[str] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
     done: list[str] = field(default_factory=list)
@@ -179,6 +182,8 @@ class Nemesis:
             kind = plan.pop(0) if plan else self.rng.choice(KINDS)
             getattr(self, kind)()
             self._retire_decommissioned()
+            if self.after_fault is not None:
+                self.after_fault()
             if not plan and deadline == math.inf:
                 deadline = time.monotonic() + seconds
             time.sleep(self.rng.uniform(0.3, 1.0))

@@ -11,7 +11,9 @@ The run, on a k=3 cluster of 4 tract servers with 1 MiB tracts:
 
 1. create one blob of ``KEYS`` tracts; start 3 writers, 2 readers that pick replicas at random
    and one reader next to each tract server (it reads that server first), each its own client;
-2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``;
+2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``; after
+   each, the writers leave one more tract alone (while more than two are written), so the state
+   each fault left, replicas that disagree for instance, is still there at the end;
 3. heal every fault, let the clients run on a moment, stop them;
 4. wait for the cluster to be healthy (every row k live, complete holders);
 5. read every tract through a fresh client; run one scrub pass on every server (the
@@ -81,7 +83,7 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
     workload = Workload(ms, guid, KEYS, history, seed,
                         nearest=tuple(cluster.server_id(c.name) for c in cluster.tract_children))
     detect = max(3.0, 6 * cluster.heartbeat_interval)  # LocalCluster's default heartbeat timeout
-    nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH)
+    nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH, after_fault=workload.freeze_one)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     clients = threading.Thread(target=loop.run_until_complete, args=(workload.run(stop),), daemon=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import MutableSequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -53,6 +53,18 @@ class Workload:
     """Seconds before one request to one server gives up (a paused server holds it)."""
     retry_for: float = 10.0
     """Seconds a client keeps retrying one operation (stale tables, unreachable servers)."""
+    frozen: set[int] = field(default_factory=set)
+    """Tracts no longer written (:meth:`freeze_one`); readers go on reading them."""
+
+    def freeze_one(self) -> None:
+        """Stop writing one more tract (while more than two are written), so that what the last fault did
+        to it, replicas that disagree for instance, stays for the end of the run to find. Called from
+        another thread (the nemesis's) after each fault."""
+        live = [k for k in range(self.keys) if k not in self.frozen]
+        if len(live) > 2:
+            key = random.Random(self.seed * 107 + len(self.frozen)).choice(live)
+            self.frozen.add(key)
+            self.history.add("workload", "ok", "freeze", key, detail=f"no more writes to t{key}")
 
     def _client(self, rng: random.Random | None = None) -> Client:
         return Client(self.metaserver, timeout=self.timeout, retry_for=self.retry_for, attempts=4, max_in_flight=4,
@@ -71,7 +83,7 @@ class Workload:
             seq = 0
             while not stop.is_set():
                 seq += 1
-                key = rng.randrange(self.keys)
+                key = rng.choice([k for k in range(self.keys) if k not in self.frozen])
                 value = ValueId(number, seq)
                 data = encode_value(value, key, rng.randint(self.min_bytes, self.max_bytes))
                 self.history.add(process, "invoke", "write", key, value)

@@ -12,7 +12,9 @@ Kinds of fault (each injected, held, then healed, one at a time):
   the server, the metaserver does not hear from it;
 - ``add``: start one more tract server;
 - ``decommission``: decommission an active server (adding one first if too few are left), and
-  stop it once it holds no rows.
+  stop it once it holds no rows;
+- ``crashed_writer``: a writer that crashed after its write reached one replica of the row
+  (``crash_writer``, given by the workload).
 
 The first kinds come as a seeded permutation of all of them, so even a short run
 has one of each; then random kinds until the time is up. Hold times scale with
@@ -42,7 +44,7 @@ from .history import History
 
 __all__ = ["MetaProxy", "ProxiedCluster", "Nemesis", "KINDS"]
 
-KINDS = ("kill", "pause", "outage", "metaserver", "cut", "add", "decommission")
+KINDS = ("kill", "pause", "outage", "metaserver", "cut", "add", "decommission", "crashed_writer")
 
 
 class MetaProxy:
@@ -168,6 +170,8 @@ class Nemesis:
     """Live tract servers at most (``add`` is skipped beyond)."""
     after_fault: Callable[[], None] | None = None
     """Called after each fault has been healed (the workload freezes a tract then)."""
+    crash_writer: Callable[[random.Random], str] | None = None
+    """Makes a write that reached one replica only; returns what it did."""
     killed: set[str] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
     done: list[str] = field(default_factory=list)
@@ -269,6 +273,10 @@ class Nemesis:
         resp = httpx.post(f"{self.cluster.metaserver_url}/v1/servers/{server}/decommission", headers=self.headers,
                           timeout=10)
         self._event("ok" if resp.status_code == 200 else "fail", "decommission", f"{name}: {resp.status_code}")
+
+    def crashed_writer(self) -> None:
+        if self.crash_writer is not None:
+            self._event("ok", "crashed_writer", self.crash_writer(self.rng))
 
     def heal(self) -> None:
         """End every fault still in force: continue the paused, restart the killed, mend the proxies."""

@@ -14,7 +14,8 @@ The run, on a k=3 cluster of 4 tract servers with 1 MiB tracts:
 2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``; after
    each, the writers leave one more tract alone (while more than two are written), so the state
    each fault left, replicas that disagree for instance, is still there at the end;
-3. heal every fault, let the clients run on a moment, stop them;
+3. heal every fault, crash one more writer after its first replica, let the clients run on a
+   moment, stop them;
 4. wait for the cluster to be healthy (every row k live, complete holders);
 5. read every tract through a fresh client; run one scrub pass on every server (the
    anti-entropy meant to reconcile replicas), then read each replica on its own data port;
@@ -42,7 +43,7 @@ from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
 from .checker import Violation, check, check_replicas
 from .history import History
 from .nemesis import Nemesis, ProxiedCluster
-from .workload import Workload, final_reads, replica_values
+from .workload import Workload, crashed_write, final_reads, replica_values
 
 KEYS = 8
 """Tracts the clients share: few, so writers race on the same tract often."""
@@ -83,7 +84,8 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
     workload = Workload(ms, guid, KEYS, history, seed,
                         nearest=tuple(cluster.server_id(c.name) for c in cluster.tract_children))
     detect = max(3.0, 6 * cluster.heartbeat_interval)  # LocalCluster's default heartbeat timeout
-    nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH, after_fault=workload.freeze_one)
+    nemesis = Nemesis(cluster, history, random.Random(seed), detect, AUTH, after_fault=workload.freeze_one,
+                      crash_writer=lambda rng: crashed_write(workload, AUTH, rng))
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     clients = threading.Thread(target=loop.run_until_complete, args=(workload.run(stop),), daemon=True)
@@ -94,6 +96,7 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
         nemesis.run(seconds)
     finally:
         nemesis.heal()
+        nemesis.crashed_writer()  # once more, so that no later fault moves what it left
         time.sleep(detect)  # the clients go on a while against the healed cluster
         loop.call_soon_threadsafe(stop.set)
         clients.join(workload.retry_for + workload.timeout + 30)

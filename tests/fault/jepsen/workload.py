@@ -30,7 +30,7 @@ from fds.tlt import Table
 from .checker import FINAL
 from .history import History, ReadValue, ValueId, decode_value, encode_value
 
-__all__ = ["Workload", "Nearest", "final_reads", "replica_values"]
+__all__ = ["Workload", "Nearest", "crashed_write", "final_reads", "replica_values"]
 
 
 @dataclass
@@ -117,6 +117,31 @@ class Nearest(random.Random):
 
     def shuffle(self, x: MutableSequence[Any]) -> None:
         x[:] = sorted(x, key=lambda server: self._rank.setdefault(server.id, self.random()))
+
+
+def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Random) -> str:
+    """A writer that crashed after its write reached one replica of the row: the real request (the data
+    port's PUT, the current table version, the blob's incarnation) sent to one holder only. It goes
+    to a tract no longer written (:meth:`Workload.freeze_one`), so what it leaves stays to the end.
+    Recorded as an invocation that never completes (its process never comes back)."""
+    frozen = sorted(workload.frozen)
+    if not frozen:
+        return "no frozen tract yet"
+    key = rng.choice(frozen)
+    raw = parse_guid(workload.guid)
+    number = sum(1 for e in workload.history.events if e.process.startswith("crashed"))
+    value = ValueId(100 + number, 1)
+    with httpx.Client(timeout=10, headers=headers) as http:
+        table = Table(TableModel.model_validate_json(http.get(f"{workload.metaserver}/v1/table").content))
+        incarnation = http.get(f"{table.holders(raw, -1)[0].url}/v1/meta/{workload.guid}",
+                               params={"version": table.version}).json()["incarnation"]
+        server = rng.choice(table.holders(raw, key))
+        workload.history.add(f"crashed{number}", "invoke", "write", key, value,
+                             detail=f"to {server.id} only, then the writer crashed")
+        resp = http.put(f"{server.data_url or server.url}/v1/tracts/{workload.guid}/{key}",
+                        params={"version": table.version, "incarnation": incarnation},
+                        content=encode_value(value, key, rng.randint(workload.min_bytes, workload.max_bytes)))
+    return f"{value} to t{key} on {server.id} only: {resp.status_code}"
 
 
 async def _read(history: History, process: str, blob: Blob, key: int) -> None:

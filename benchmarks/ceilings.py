@@ -47,9 +47,9 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script: make ``fds`` importable without installing
     sys.path.insert(0, str(REPO))
 
+from fds import tune_allocator  # noqa: E402
 from fds.buffers import aligned  # noqa: E402
 from fds.durable import create_durably, read_direct, write_durably  # noqa: E402
-from fds.web import tune_allocator  # noqa: E402
 
 GiB = 1024**3
 BODY_BYTES = 8 * 1024 * 1024
@@ -283,7 +283,7 @@ def http_ceiling(*, seconds: float = 1.0, max_requests: int = 400, clients: Sequ
     Each client/method pair runs ``repeats`` times (interleaved, so slow drift
     on a shared machine hits every client alike) for at most ``seconds`` or
     ``max_requests`` requests, in a fresh subprocess. Our HTTPPool always runs
-    with :func:`fds.web.tune_allocator`, as the fds client does; the others
+    with :func:`fds.tune_allocator`, as the fds command does; the others
     only with ``tune_all``.
     """
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(c, m): [] for c in clients for m in methods}
@@ -417,7 +417,7 @@ def _table(http: dict[str, Any], disk: dict[str, Any]) -> str:
         cells = [f"{methods[m]['gib_s']:10.2f}" if m in methods else f"{'-':>10}" for m in METHODS]
         tuned = " *" if http["tuned_allocator"][client] else ""
         lines.append(f"  {labels.get(client, client) + tuned:28} {' '.join(cells)}")
-    lines.append("  * glibc allocator tuned in the client (fds.web.tune_allocator)")
+    lines.append("  * glibc allocator tuned in the client (fds.tune_allocator)")
     lines += ["", f"Durable-write ceiling: 8 MiB files, write_durably, {disk['files_per_run']} files per run,"
               f" median of {disk['repeats']}, in {disk['directory']}",
               f"  {'writers':>7} {'write GiB/s':>12} {'read back GiB/s (warm cache)':>30}"

@@ -1,13 +1,16 @@
 """One client against a local cluster of 4 tract servers: throughput and latency.
 
     python benchmarks/cluster.py [--tracts N] [--in-flight C] [--replicas 1 3] [--cache-bytes B]
-                                 [--ceilings] [--json OUT]
+                                 [--ceilings] [--untuned] [--json OUT]
 
 Starts a real LocalCluster (8 MiB tracts) in a temp dir for each
 replication level, writes N tracts of one blob with C requests in flight,
 reads them back, and reports GiB/s and per-tract p50/p99 latency (median of
 --repeat runs). With --ceilings it also measures, in the same run, the HTTP
 and durable-write ceilings (benchmarks/ceilings.py) and prints the ratios.
+The client process tunes its allocator first (:func:`fds.tune_allocator`), as
+the ``fds`` command does; ``--untuned`` shows what a program that does not
+gets.
 """
 
 from __future__ import annotations
@@ -108,11 +111,18 @@ def main() -> None:
     parser.add_argument("--direct-io", type=int, choices=[0, 1], help="tract servers' O_DIRECT setting")
     parser.add_argument("--ceilings", action="store_true", help="also measure HTTP and durable-write ceilings")
     parser.add_argument("--json", help="write all figures here")
+    parser.add_argument("--untuned", action="store_true", help="leave this client process's allocator as glibc "
+                        "starts it (no fds.tune_allocator())")
     parser.add_argument("--auth-cost", action="store_true",
                         help="instead: alternate clusters with auth on and off (--insecure), --repeat rounds each, "
                              "and print the ratio")
     args = parser.parse_args()
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {}}
+    if not args.untuned:
+        from fds import tune_allocator
+
+        tune_allocator()
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "fds": {},
+                              "tuned_allocator": not args.untuned}
     if args.auth_cost:
         for k in args.replicas:
             modes: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}

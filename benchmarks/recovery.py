@@ -114,6 +114,9 @@ def run_one(servers: int, gb: float, base: Path, timeout: float, seed: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fds import tune_allocator
+
+    tune_allocator()  # as the fds command does: the writer moves 8 MiB tracts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--gb", type=float, default=2.0, help="data written before the kill (GB, before k=3)")

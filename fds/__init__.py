@@ -8,12 +8,22 @@ The shared pieces live here, importing none of the roles:
 - :mod:`fds.models`: the wire models every role speaks.
 - :mod:`fds.errors`: the exception tree and its one mapping to HTTP statuses.
 - :mod:`fds.config`: typed configuration (TOML file plus environment).
-- :mod:`fds.auth`: the one request-authentication dependency.
+- :mod:`fds.auth`: tokens, secrets and credentials, and the one check every request passes.
+- :mod:`fds.logs`: request ids and JSON log lines.
+- :mod:`fds.tls`: the process's TLS contexts.
 - :mod:`fds.durable`: the one helper for writing a file that survives a crash.
-- :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares.
+- :mod:`fds.buffers`: large and O_DIRECT-aligned buffers, and :func:`tune_allocator`.
+- :mod:`fds.http1`: the one HTTP/1.1 head parser, for the data-path client and the data port.
+- :mod:`fds.httpclient`: the data-path HTTP client.
+- :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares (app factory, middleware for
+  auth, request ids and metrics, error handlers, serving). Only servers import it.
 
 The roles are :mod:`fds.metaserver`, :mod:`fds.tractserver`, :mod:`fds.gateway`
 and the client library :mod:`fds.client`.
 """
 
 __version__ = "0.1.0"
+
+from fds.buffers import tune_allocator  # noqa: E402  (after __version__, which modules import from here)
+
+__all__ = ["__version__", "tune_allocator"]

@@ -13,7 +13,9 @@ themselves) may also call the membership, internal and admin routes. A
 token names its expiry, so one leaked token is worth little for long.
 
 Servers check every request (:func:`check`), on the FastAPI apps through
-:class:`AuthMiddleware` and on the tract servers' data port directly. The
+:class:`fds.web.AuthMiddleware` and on the tract servers' data port directly.
+This module is what a client may import too: it needs neither FastAPI nor
+any other server dependency. The
 cost is one HMAC per *distinct* token, not per request and never per byte:
 a verified token is remembered until it expires. ``/healthz`` alone is
 open, so load balancers and systemd can probe liveness without a secret.
@@ -35,15 +37,14 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import parse_qs
 
 import httpx
 
-from fds.errors import FDSError, Forbidden, Unauthorized
+from fds.errors import Forbidden, Unauthorized
 from fds.logs import HEADER, request_id
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "SCOPES",
     "Credentials",
     "Verifier",
-    "AuthMiddleware",
     "HttpxAuth",
     "new_secret",
     "write_secret",
@@ -59,6 +59,7 @@ __all__ = [
     "mint",
     "required_scope",
     "check",
+    "admitted_until",
     "configure",
     "process_credentials",
     "client_headers",
@@ -70,8 +71,6 @@ SCOPES: tuple[Scope, ...] = ("read", "write", "cluster")
 _RANK = {"read": 0, "write": 1, "cluster": 2}
 _PREFIX = "fds1"
 _OPEN_PATHS = frozenset({"/healthz"})
-_PAGES = frozenset({"/", "/status"})
-"""Web pages a browser may open with ``?token=``, once, to be given the token as a cookie."""
 _CLUSTER_PREFIXES = ("/v1/internal/", "/v1/admin/", "/v1/servers")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HOW = ("send 'Authorization: Bearer TOKEN': mint one with `fds token` on a machine holding the cluster "
@@ -257,54 +256,18 @@ def check(method: str, path: str, headers: Mapping[str, str]) -> None:
                         f"(`fds token --scope {needed}`)", code="scope")
 
 
-Scope_ = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+def admitted_until(token: str) -> int:
+    """When ``token`` stops being admitted by this process (Unix seconds), or raise :class:`Unauthorized`.
 
-
-class AuthMiddleware:
-    """ASGI middleware: every HTTP request passes :func:`check` before any route (docs and 404s too)."""
-
-    def __init__(self, app: Callable[[Scope_, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            try:
-                if scope["method"] == "GET" and scope["path"] in _PAGES and b"token=" in scope["query_string"]:
-                    await self._login(scope, send)
-                    return
-                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                check(scope["method"], scope["path"], headers)
-            except FDSError as exc:
-                extra = [(b"www-authenticate", b'Bearer realm="fds"')] if exc.status == 401 else []
-                body = exc.to_body()
-                await send({"type": "http.response.start", "status": exc.status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()), *extra]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _login(scope: Scope_, send: Send) -> None:
-        """``GET /status?token=T``: check T, keep it in an HttpOnly cookie, and send the browser to the
-        page without the token in its address bar (or history)."""
-        token = parse_qs(scope["query_string"].decode("latin-1")).get("token", [""])[0]
-        verifier = _server_verifier()
-        if _insecure:
-            expires = int(time.time()) + 3600
-        elif verifier is None:
-            raise Unauthorized("this server has no cluster secret configured", code="no_secret")
-        else:
-            expires = verifier.verified(token)[1]
-        secure = "; Secure" if scope.get("scheme") == "https" else ""
-        cookie = (f"fds_token={token}; Path=/; HttpOnly; SameSite=Strict; "
-                  f"Max-Age={max(0, expires - int(time.time()))}{secure}")
-        await send({"type": "http.response.start", "status": 303,
-                    "headers": [(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode()),
-                                (b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
+    For a browser login (:mod:`fds.web` keeps the token in a cookie that
+    long). A server configured ``insecure`` admits any token, for an hour.
+    """
+    if _insecure:
+        return int(time.time()) + 3600
+    verifier = _server_verifier()
+    if verifier is None:
+        raise Unauthorized("this server has no cluster secret configured", code="no_secret")
+    return verifier.verified(token)[1]
 
 
 # -- the client side ------------------------------------------------------------

@@ -6,15 +6,20 @@
 - :func:`aligned` gives a view whose start is aligned for O_DIRECT, with room
   after it to pad the I/O to whole blocks (:func:`padded`). It lives in heap
   memory, which glibc recycles from request to request once
-  :func:`fds.web.tune_allocator` has fixed its thresholds: no page faults, no
-  mmap churn, no pool to manage.
+  :func:`tune_allocator` has fixed its thresholds: no page faults, no mmap
+  churn, no pool to manage.
+- :func:`tune_allocator` (also :func:`fds.tune_allocator`) is that fix. It
+  changes the whole process, so nothing calls it behind a caller's back:
+  servers (:func:`fds.web.serve`), the ``fds`` and ``fds-minutesort``
+  commands and the benchmarks call it at start-up; a program of your own
+  that moves many tracts should too.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-__all__ = ["ALIGN", "uninitialized", "aligned", "padded", "is_aligned"]
+__all__ = ["ALIGN", "uninitialized", "aligned", "padded", "is_aligned", "tune_allocator"]
 
 ALIGN = 4096
 """Alignment of O_DIRECT buffers, lengths and offsets (the disk's physical block size or more)."""
@@ -58,3 +63,21 @@ def is_aligned(view: object) -> bool:
     start = _address(view)
     end_room = _address(view.obj) + len(view.obj) - start
     return start % ALIGN == 0 and end_room >= -(-len(view) // ALIGN) * ALIGN
+
+
+def tune_allocator() -> None:
+    """Keep glibc from returning and re-faulting memory for every large body (process-wide).
+
+    Until a large mmapped block has been freed once, glibc's mmap and trim
+    thresholds stay low, and each 8 MiB body costs thousands of page faults.
+    Fixing the thresholds (mmap at 32 MiB, trim at 256 MiB) doubled a bare
+    server's PUT rate and a client's GET rate here (docs/benchmarks.md). The
+    price: up to 256 MiB freed memory the process keeps instead of returning
+    it to the system. Safe to call more than once; a no-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 256 * 1024 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass

@@ -16,6 +16,7 @@ control plane (metaserver, blob metadata), where bodies are small.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
@@ -25,7 +26,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fds.buffers import uninitialized
-from fds.http1 import HeadBuffer, HeadTooLarge
+from fds.http1 import HeadBuffer, HeadTooLarge, MalformedHead, parse_response
 
 __all__ = ["HTTPPool", "HTTPResponse", "ConnectError", "ProtocolError"]
 
@@ -36,6 +37,17 @@ _SILENT_PEER_SECONDS: Final = 5
 """A server that acknowledges nothing for this long, not even TCP keepalive probes, is gone: its host
 crashed or was cut off. Connecting is bounded by it too. A busy server still acknowledges at the TCP
 level, so this never cuts short a slow answer; the request ``timeout`` does that."""
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+_MEMORY: Final = _physical_memory()
+"""No response body larger than this machine's memory is even tried."""
 
 
 class ConnectError(OSError):
@@ -106,6 +118,9 @@ class _Connection(asyncio.BufferedProtocol):
             if self._filled == len(self._body):
                 self._finish()
             return
+        if self._waiter is None:  # out of step: bytes nobody asked for must not pass for the next answer
+            self._fail(ProtocolError("the server sent data with no request outstanding"))
+            return
         try:
             framed = self._head.feed(memoryview(self._scratch)[:nbytes])
         except HeadTooLarge:
@@ -122,7 +137,14 @@ class _Connection(asyncio.BufferedProtocol):
         if len(rest) > length:
             self._fail(ProtocolError("server sent more than Content-Length"))
             return
-        self._body = uninitialized(length)  # recv_into overwrites it all: skip zero-filling 8 MiB
+        if length > _MEMORY:  # refused before asking: a failed huge allocation is noisy in CPython
+            self._fail(ProtocolError(f"response body of {length} bytes: no memory for it"))
+            return
+        try:
+            self._body = uninitialized(length)  # recv_into overwrites it all: skip zero-filling 8 MiB
+        except MemoryError:
+            self._fail(ProtocolError(f"response body of {length} bytes: no memory for it"))
+            return
         self._body[: len(rest)] = rest
         self._filled = len(rest)
         if self._filled == length:
@@ -133,24 +155,17 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- helpers --------------------------------------------------------
     def _parse_head(self, raw: bytes) -> int:
-        lines = raw.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise ProtocolError(f"bad status line {lines[0][:80]!r}")
-        self._status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        self._headers = headers
-        if headers.get("transfer-encoding", "identity").lower() != "identity":
-            raise ProtocolError("chunked responses are not supported on the data path")
+        """Take the status and headers; return the length of the body that follows."""
+        try:
+            head = parse_response(raw)
+        except MalformedHead as exc:
+            raise ProtocolError(f"malformed response: {exc}") from None
+        self._status, self._headers = head.status, head.headers
         if not self._expect_body or self._status in (204, 304) or 100 <= self._status < 200:
             return 0
-        try:
-            return int(headers["content-length"])
-        except (KeyError, ValueError):
-            raise ProtocolError("response without a valid Content-Length") from None
+        if head.length is None:
+            raise ProtocolError("response without a Content-Length")
+        return head.length
 
     def _finish(self) -> None:
         body = self._body if self._body is not None else bytearray()

@@ -8,8 +8,8 @@ passes it on in its own calls (metadata prepares, recovery copies). So
 ``grep <id>`` over every server's log shows one operation's whole story.
 
 Each server logs one line per refused or failed request (4xx at INFO, 5xx
-at ERROR) and per event of its own (declared dead, repair finished, ...);
-every request with ``FDS_LOG_LEVEL=DEBUG``. ``FDS_LOG_FORMAT=text`` gives
+at ERROR; :mod:`fds.web` does that) and per event of its own (declared dead,
+repair finished, ...); every request with ``FDS_LOG_LEVEL=DEBUG``. ``FDS_LOG_FORMAT=text`` gives
 the old human format.
 """
 
@@ -21,21 +21,18 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
-__all__ = ["request_id", "new_request_id", "valid_request_id", "JsonFormatter", "setup", "RequestIdMiddleware",
-           "HEADER"]
+__all__ = ["request_id", "new_request_id", "valid_request_id", "JsonFormatter", "setup", "HEADER"]
 
 HEADER = "x-request-id"
 request_id: ContextVar[str] = ContextVar("fds_request_id", default="")
 """The id of the request this task is serving (or the client operation it is performing)."""
 
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_access = logging.getLogger("fds.access")
 
 
 def new_request_id() -> str:
@@ -82,47 +79,3 @@ def setup(role: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("FDS_LOG_LEVEL", "INFO").upper())
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start-up chatter; warnings still show
-
-
-def log_request(method: str, path: str, status: int, seconds: float, rid: str) -> None:
-    """One line for a request: 5xx at ERROR, 4xx at INFO, the rest at DEBUG."""
-    level = logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
-    if _access.isEnabledFor(level):
-        _access.log(level, "%s %s %d", method, path, status, extra={
-            "request_id": rid, "fields": {"method": method, "path": path, "status": status,
-                                          "ms": round(seconds * 1000, 2)}})
-
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-class RequestIdMiddleware:
-    """ASGI middleware: take or make the request id, echo it, and log the request's outcome."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = valid_request_id(given)
-        token = request_id.set(rid)
-        status = 500
-        start = time.perf_counter()
-
-        async def send_with_id(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            log_request(scope["method"], scope["path"], status, time.perf_counter() - start, rid)
-            request_id.reset(token)

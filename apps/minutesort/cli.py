@@ -21,6 +21,7 @@ import time
 from apps.minutesort._aio import run_async
 from apps.minutesort._blobio import RECORD, generate_blob
 from apps.minutesort._commands import add_commands, byte_bar
+from fds import tune_allocator
 from fds.cli.discover import NoCluster, find_metaserver
 from fds.client import Client, FDSError, Unavailable
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()  # heads and workers move tracts and bins of megabytes (fds.buffers.tune_allocator)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fds import __version__
+from fds import __version__, tune_allocator
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_UNREACHABLE"]
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()  # every command may move tracts; see fds.buffers.tune_allocator
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -16,8 +16,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fds.metaserver._state import MetaState
-from fds.metrics import Metrics
 from fds.models import ServerStatus
+from fds.web import Metrics
 
 __all__ = ["register_metaserver_metrics"]
 

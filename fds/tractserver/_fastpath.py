@@ -22,7 +22,6 @@ import logging
 import socket
 import time
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -30,10 +29,10 @@ from fds import tls
 from fds.auth import check as check_auth
 from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
-from fds.http1 import HeadBuffer, HeadTooLarge
-from fds.logs import HEADER, log_request, new_request_id, request_id, valid_request_id
-from fds.metrics import Metrics
+from fds.http1 import HeadBuffer, HeadTooLarge, MalformedHead, RequestHead, parse_request
+from fds.logs import HEADER, new_request_id, request_id, valid_request_id
 from fds.tractserver._tracts import TractService
+from fds.web import MethodNotAllowed, Metrics, log_request
 
 __all__ = ["DataProtocol", "serve_data_port"]
 
@@ -51,49 +50,7 @@ _REASONS: Final = {
 }
 
 
-class _Request:
-    __slots__ = ("method", "path", "query", "headers", "length")
-
-    def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
-                 length: int) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.length = length
-
-
-def _parse_head(raw: bytes) -> _Request:
-    try:
-        text = raw.decode("latin-1")
-        lines = text.split("\r\n")
-        method, target, version = lines[0].split(" ")
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest("malformed HTTP request line") from None
-    if not version.startswith("HTTP/1."):
-        raise BadRequest(f"unsupported protocol {version[:20]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise BadRequest("malformed HTTP header line")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "identity").lower() != "identity":
-        raise BadRequest("send the tract with a Content-Length header (chunked bodies are not accepted)",
-                         code="length_required")
-    declared = headers.get("content-length", "0")
-    # isdigit() alone admits digits int() refuses ('²'), and int() refuses over 4300 digits: the
-    # ValueError would escape buffer_updated, and asyncio drops the connection without an answer.
-    if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
-        raise BadRequest(f"bad Content-Length {declared[:20]!r}: want a byte count in ASCII digits")
-    try:
-        parts = urlsplit(target)
-    except ValueError:  # e.g. an unclosed '[' in an absolute-form target
-        raise BadRequest(f"malformed request target {target[:60]!r}") from None
-    return _Request(method, parts.path, parse_qs(parts.query), headers, int(declared))
-
-
-def _int_param(req: _Request, name: str, what: str) -> int:
+def _int_param(req: RequestHead, name: str, what: str) -> int:
     values = req.query.get(name)
     if not values:
         raise BadRequest(f"invalid request: query.{name}: Field required ({what})")
@@ -115,7 +72,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self._scratch = bytearray(64 * 1024)
         self._head = HeadBuffer(_HEAD_LIMIT)
-        self._req: _Request | None = None
+        self._req: RequestHead | None = None
         self._body: memoryview | None = None
         self._filled = 0
         self._discard = 0
@@ -167,9 +124,9 @@ class DataProtocol(asyncio.BufferedProtocol):
             return
         raw_head, rest = framed
         try:
-            self._req = req = _parse_head(raw_head)
-        except FDSError as exc:
-            self._respond_error(exc, close=True)
+            self._req = req = parse_request(raw_head)
+        except MalformedHead as exc:
+            self._respond_error(BadRequest(str(exc), code=exc.code), close=True)
             return
         self._begin(req)
         if len(rest) > req.length:
@@ -198,7 +155,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         self._dispatch()
 
     # -- handling --------------------------------------------------------------
-    def _begin(self, req: _Request) -> None:
+    def _begin(self, req: RequestHead) -> None:
         """Start timing a request, from its head on, as the API port's middleware does."""
         self._started = time.perf_counter()
         method = req.method if req.method in _METHODS else "other"  # the label set stays bounded
@@ -215,7 +172,7 @@ class DataProtocol(asyncio.BufferedProtocol):
         self._req, self._body, self._error, self._filled = None, None, None, 0
         self._task = asyncio.get_running_loop().create_task(self._handle(req, body, error))
 
-    async def _handle(self, req: _Request, body: memoryview | None, error: FDSError | None) -> None:
+    async def _handle(self, req: RequestHead, body: memoryview | None, error: FDSError | None) -> None:
         close = req.headers.get("connection", "").lower() == "close"
         request_id.set(self._rid)  # this task's context: copies and prepares it causes carry the id
         try:
@@ -227,13 +184,12 @@ class DataProtocol(asyncio.BufferedProtocol):
             self._respond_error(exc, close=close)
         except Exception:
             log.exception("data port: unexpected error on %s %s", req.method, req.path)
-            self._respond(500, orjson.dumps({"error": {"code": "internal", "message": "internal error"}}),
-                          "application/json", close=True)
+            self._respond_error(FDSError("internal error"), close=True)  # the base class is the 500
             return
         if self.transport is not None and not close:
             self.transport.resume_reading()
 
-    async def _route(self, req: _Request, body: memoryview | None) -> None:
+    async def _route(self, req: RequestHead, body: memoryview | None) -> None:
         if not req.path.startswith(_PREFIX) or req.path.count("/") != 4:
             raise NotFound(f"no route {req.method} {req.path} on the data port, which serves only "
                            "/v1/tracts/{guid}/{tract}; use the API port for everything else", code="no_such_route")
@@ -257,7 +213,7 @@ class DataProtocol(asyncio.BufferedProtocol):
                 self._respond(200, b"", "application/octet-stream", close=close, head_only=True, length=found.length,
                               extra=f"x-fds-checksum: {found.checksum:016x}\r\n")
         else:
-            raise _MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
+            raise MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
 
     def _respond_error(self, exc: FDSError, *, close: bool) -> None:
         extra = 'www-authenticate: Bearer realm="fds"\r\n' if exc.status == 401 else ""
@@ -288,11 +244,6 @@ class DataProtocol(asyncio.BufferedProtocol):
             self.transport.writelines((head.encode("latin-1"), body))
         if close:
             self.transport.close()
-
-
-class _MethodNotAllowed(FDSError):
-    status = 405
-    default_code = "method_not_allowed"
 
 
 async def serve_data_port(tracts: TractService, sock: socket.socket, metrics: Metrics | None = None) -> asyncio.Server:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fds.metrics import Metrics
 from fds.tractserver._node import Node
+from fds.web import Metrics
 
 __all__ = ["register_tractserver_metrics"]
 

@@ -32,9 +32,9 @@ from fds.client import Client
 from fds.config import MetaserverConfig
 from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState
-from fds.metrics import Metrics
 from fds.models import FillProgress, Heartbeat, RegisterRequest, TableModel
 from fds.placement import tract_row
+from fds.web import Metrics
 from tests.conftest import shared_cluster
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "fds-dashboard.json"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,8 +139,11 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
         server = rng.choice(table.holders(raw, key))
         workload.history.add(f"crashed{number}", "invoke", "write", key, value,
                              detail=f"to {server.id} only, then the writer crashed")
+        # stamp and writer: the write's version as a client's hybrid clock gives it (servers that
+        # order writes by version read them; older ones ignore them)
         resp = http.put(f"{server.data_url or server.url}/v1/tracts/{workload.guid}/{key}",
-                        params={"version": table.version, "incarnation": incarnation},
+                        params={"version": table.version, "incarnation": incarnation,
+                                "stamp": time.time_ns(), "writer": rng.randrange(1, 2**62)},
                         content=encode_value(value, key, rng.randint(workload.min_bytes, workload.max_bytes)))
     return f"{value} to t{key} on {server.id} only: {resp.status_code}"
 

@@ -7,9 +7,9 @@ says which write it saw. The checker reports, per tract:
 - **phantom / future read**: a value no one wrote to this tract, or from a
   write invoked only after the read had returned;
 - **stale read**: a read returned a value older than a write that was
-  acknowledged before the read began ("older": that value had taken effect,
-  acknowledged or seen by a read that returned, before the newer write was
-  even invoked). Reads may return a concurrent or newer write;
+  acknowledged before the read began ("older": its write had returned,
+  acknowledged or failed, before the newer write was invoked). Reads may
+  return a concurrent or newer write;
 - **unreadable at the end**: the final read of a tract failed;
 - **replicas differ**: at the end, the replicas of a tract (each read on its
   own data port) do not hold the same bytes.
@@ -19,7 +19,8 @@ writes every replica at once and readers read any one, so while a write is
 in flight one reader can see the new value and a later reader the old one.
 ``linearizable=True`` checks that stricter model too, to measure how often
 it is broken: the stale-read rule with "seen by a read that ended before
-this read began" in place of "acknowledged", and the zone test of Gibbons
+this read began" in place of "acknowledged" (and a value seen counting as
+done), and the zone test of Gibbons
 and Korach (SIAM J. Comput. 26(4), 1997), exact for registers whose values
 are unique, for the rest (two writers' values alternating).
 
@@ -83,6 +84,14 @@ class _Cluster:
         if self.value is NIL:
             return -math.inf
         return min([op.end for op in self.ops], default=math.inf)
+
+    def returned(self) -> float:
+        """When the write's client returned, acknowledged or not (``inf`` if it never did)."""
+        if self.value is NIL:
+            return -math.inf
+        if self.write is None or self.write.complete is None:
+            return math.inf
+        return self.write.complete.time
 
     def start(self) -> float:
         return -math.inf if self.write is None else self.write.start
@@ -152,10 +161,12 @@ def _check_key(history: History, key: int, ops: list[Op], final: str, linearizab
 
 
 def _stale_reads(clusters: Mapping[ValueId | None, _Cluster], report: _Report, *, observed: bool) -> None:
-    """A read of v is stale if a write w was acknowledged (``observed``: or seen by a read that returned)
-    before the read began, and v had taken effect before w was invoked: w must come between v and the
-    read. Writes sorted by when they took effect, with a running maximum of their invocation times,
-    find such a w for each read in one bisection."""
+    """A read of v is stale if a write w was acknowledged before the read began, and v's write had
+    returned (acknowledged or failed) before w was invoked: w must come between v and the read.
+    (``observed``: w may also be one a read returned, and v counts as done once acknowledged or seen.
+    fds does not promise that: a write still in flight may be seen on one replica, lose to a newer
+    write on another, and win in the end as last writer.) Writes sorted by when they took effect, with a
+    running maximum of their invocation times, find such a w for each read in one bisection."""
     def took_effect(c: _Cluster) -> float:
         if observed:
             return c.effective_end()
@@ -168,7 +179,7 @@ def _stale_reads(clusters: Mapping[ValueId | None, _Cluster], report: _Report, *
     for c in newer:
         latest.append(c if not latest or _start(c) > _start(latest[-1]) else latest[-1])
     for cluster in clusters.values():
-        v_end = cluster.effective_end()
+        v_end = cluster.effective_end() if observed else cluster.returned()
         for read in cluster.reads:
             i = bisect.bisect_left(ends, read.start)
             if i == 0 or not v_end < _start(latest[i - 1]):
@@ -183,7 +194,8 @@ def _stale_reads(clusters: Mapping[ValueId | None, _Cluster], report: _Report, *
                 seen = min(other.reads, key=lambda r: r.end)
                 why = f"{other.value} was returned by a read that ended before this read began"
                 evidence = [read, other.write, seen]
-            report("stale read", f"read returned {shown}, but {why}, and {shown} had taken effect before "
+            done = "had taken effect" if observed else "had been written (its client had returned)"
+            report("stale read", f"read returned {shown}, but {why}, and {shown} {done} before "
                    f"{other.value} was invoked", [*evidence, *cluster.ops[:1]])
 
 

@@ -124,7 +124,7 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
     """A writer that crashed after its write reached one replica of the row: the real request (the data
     port's PUT, the current table version, the blob's incarnation) sent to one holder only. It goes
     to a tract no longer written (:meth:`Workload.freeze_one`), so what it leaves stays to the end.
-    Recorded as an invocation that never completes (its process never comes back)."""
+    Recorded as an *info* write that ends when the one request is answered."""
     frozen = sorted(workload.frozen)
     if not frozen:
         return "no frozen tract yet"
@@ -145,6 +145,9 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
                         params={"version": table.version, "incarnation": incarnation,
                                 "stamp": time.time_ns(), "writer": rng.randrange(1, 2**62)},
                         content=encode_value(value, key, rng.randint(workload.min_bytes, workload.max_bytes)))
+        # The request is over: whatever it did is done, so a write begun after this is newer.
+        workload.history.add(f"crashed{number}", "info", "write", key, value,
+                             detail=f"{server.id} answered {resp.status_code}; the writer is gone")
     return f"{value} to t{key} on {server.id} only: {resp.status_code}"
 
 

@@ -130,7 +130,7 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
         return "no frozen tract yet"
     key = rng.choice(frozen)
     raw = parse_guid(workload.guid)
-    number = sum(1 for e in workload.history.events if e.process.startswith("crashed"))
+    number = sum(1 for e in workload.history.events if e.process.startswith("crashed") and e.kind == "invoke")
     value = ValueId(100 + number, 1)
     with httpx.Client(timeout=10, headers=headers) as http:
         table = Table(TableModel.model_validate_json(http.get(f"{workload.metaserver}/v1/table").content))

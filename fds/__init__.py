@@ -6,6 +6,7 @@ The shared pieces live here, importing none of the roles:
 - :mod:`fds.placement`: the one placement function, ``row = (xxh3_64(GUID) + tract) mod len(TLT)``.
 - :mod:`fds.tlt`: building the tract locator table, and the table clients and servers use.
 - :mod:`fds.models`: the wire models every role speaks.
+- :mod:`fds.versions`: tract versions and the writers' hybrid logical clock (last writer wins).
 - :mod:`fds.errors`: the exception tree and its one mapping to HTTP statuses.
 - :mod:`fds.config`: typed configuration (TOML file plus environment).
 - :mod:`fds.auth`: tokens, secrets and credentials, and the one check every request passes.

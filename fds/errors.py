@@ -12,7 +12,8 @@
      │    └── TractNotFound  404  the tract was never written
      ├── Conflict            409
      │    ├── BlobExists     409  create with a GUID that is taken
-     │    └── StaleVersion   409  the caller's tract locator table is out of date: refetch it
+     │    ├── StaleVersion   409  the caller's tract locator table is out of date: refetch it
+     │    └── Superseded     409  a tract write older than the version stored: write again, newer
      ├── PastEnd             416  a tract at or beyond the blob's size: extend first
      ├── DiskFull            507  the tract server's disk has no room; nothing was written
      └── Unavailable         503  no replica could serve the request right now
@@ -43,6 +44,7 @@ __all__ = [
     "Conflict",
     "BlobExists",
     "StaleVersion",
+    "Superseded",
     "PastEnd",
     "DiskFull",
     "Unavailable",
@@ -117,6 +119,13 @@ class StaleVersion(Conflict):
     default_code = "stale_version"
 
 
+class Superseded(Conflict):
+    """A tract write whose version is older than the one the replica holds (``details``: its ``stamp`` and
+    ``writer``). The client moves its clock past it and writes again (see :mod:`fds.versions`)."""
+
+    default_code = "superseded"
+
+
 class PastEnd(FDSError):
     status = 416
     default_code = "past_end"
@@ -144,7 +153,7 @@ _BY_CODE: dict[str, type[FDSError]] = {
     cls.default_code: cls
     for cls in (
         BadRequest, TractTooLarge, Unauthorized, Forbidden, NotFound, BlobNotFound, TractNotFound,
-        Conflict, BlobExists, StaleVersion, PastEnd, DiskFull, Unavailable,
+        Conflict, BlobExists, StaleVersion, Superseded, PastEnd, DiskFull, Unavailable,
         ChecksumMismatch, TableNotReady,
     )
 }

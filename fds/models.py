@@ -294,10 +294,10 @@ class MetaRecord(BaseModel):
 
 
 class RowListing(BaseModel):
-    """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum]``)
-    and every metadata record."""
+    """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum,
+    stamp, writer]``: stamp and writer are its version) and every metadata record."""
 
-    tracts: list[tuple[str, int, int, int, str]]
+    tracts: list[tuple[str, int, int, int, str, int, int]]
     meta: list[MetaRecord]
 
 
@@ -309,6 +309,8 @@ class RowsRequest(BaseModel):
 class TractWritten(BaseModel):
     length: int
     checksum: str = Field(description="xxh3_64 of the tract, 16 hex digits.")
+    stamp: int = Field(default=0, description="The version stored: the write's own, or the server's if it sent none.")
+    writer: int = Field(default=0)
 
 
 class TractServerStats(BaseModel):

@@ -21,6 +21,7 @@ from fds.errors import (
     NotFound,
     PastEnd,
     StaleVersion,
+    Superseded,
     TableNotReady,
     TractNotFound,
     TractTooLarge,
@@ -33,6 +34,7 @@ from fds.logs import HEADER, new_request_id, request_id
 from fds.models import BlobInfo, ClusterStatus
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
+from fds.versions import HybridClock, TractVersion
 
 __all__ = ["Client"]
 
@@ -51,6 +53,9 @@ second is long past any normal answer, and the extra request is rare."""
 RECHECK_AFTER = 1.0
 """Seconds a tract write waits for its slowest replica before checking whether the table has moved
 on (that replica declared dead and out of the row), and every second after that."""
+
+_SUPERSEDED_TRIES = 16
+"""Times one write is sent again, newer, after a replica held a newer version (another writer's)."""
 
 DEFAULT_PER_SERVER = 4
 """Tract requests in flight from one client to one tract server: the RTS/CTS idea on one host.
@@ -104,6 +109,8 @@ class Client:
         self._retry_for = retry_for
         self._rng = rng or random.Random()
         self._hedge_after = hedge_after
+        self._clock = HybridClock()
+        """Versions this client's tract writes carry (see :mod:`fds.versions`)."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -233,24 +240,67 @@ class Client:
             if len(data) > table.tract_size:
                 raise TractTooLarge(f"tract of {len(data)} bytes is over the cluster's tract size of "
                                     f"{table.tract_size} bytes")
-            path = f"/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
-            holders = table.holders(guid, tract)
-            sends = [asyncio.ensure_future(self._send_tract("PUT", s.data_url or s.url, path, data)) for s in holders]
-            try:
-                await self._await_unless_moved(sends, table, table.row_of(guid, tract))
-            finally:
-                for task in sends:
-                    task.cancel()
-            for task in sends:  # raise the most telling failure
-                failed = task.exception()
-                if failed is not None:
-                    raise failed
-                result = task.result()
-                if result.status != 200:
-                    raise error_from_response(result.status, result.body, where=f"write tract {tract} of {text}")
+            for _ in range(_SUPERSEDED_TRIES):
+                version = self._clock.next()
+                if await self._write_replicas(table, guid, text, tract, incarnation, data, version):
+                    return
+            raise Superseded(f"write tract {tract} of {text}: other writers kept writing newer versions "
+                             f"({_SUPERSEDED_TRIES} tries)")
 
         async with self._slots:
             await self._retrying(op, f"write tract {tract} of blob {text}")
+
+    def _observe(self, header: str | None) -> None:
+        """Move this client's clock past a version it read, so its next write of the tract is newer."""
+        if header:
+            try:
+                self._clock.observe(TractVersion.parse(header))
+            except ValueError:
+                pass  # a server that sends no valid version: nothing to learn
+
+    async def _write_replicas(self, table: Table, guid: bytes, text: str, tract: int, incarnation: int,
+                              data: bytes | bytearray | memoryview, version: TractVersion) -> bool:
+        """Send one write, at ``version``, to every replica of the tract's row. True once every replica
+        acknowledged the same version and checksum; False if some replica holds a newer version (the clock
+        has moved past it: write again). Other failures raise."""
+        path = (f"/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
+                f"&stamp={version.stamp}&writer={version.writer}")
+        holders = table.holders(guid, tract)
+        sends = [asyncio.ensure_future(self._send_tract("PUT", s.data_url or s.url, path, data)) for s in holders]
+        try:
+            await self._await_unless_moved(sends, table, table.row_of(guid, tract))
+        finally:
+            for task in sends:
+                task.cancel()
+        failures: list[BaseException] = []
+        acks: set[tuple[str, int, int]] = set()
+        superseded = False
+        for task in sends:
+            if not task.done() or task.cancelled():
+                continue  # given up on when another replica failed
+            failed = task.exception()
+            if failed is not None:
+                failures.append(failed)
+                continue
+            result = task.result()
+            if result.status == 200:
+                ack = orjson.loads(result.body)
+                acks.add((ack["checksum"], ack["stamp"], ack["writer"]))
+                continue
+            err = error_from_response(result.status, result.body, where=f"write tract {tract} of {text}")
+            if isinstance(err, Superseded):
+                self._clock.observe(TractVersion(int(err.details.get("stamp", 0)), int(err.details.get("writer", 0))))
+                superseded = True
+            else:
+                failures.append(err)
+        if failures:
+            raise failures[0]  # the first replica's failure: retried (or raised) by _retrying
+        if superseded:
+            return False
+        if len(acks) != 1 or next(iter(acks))[1:] != version:
+            raise Unavailable(f"write tract {tract} of {text}: replicas acknowledged different versions or bytes "
+                              f"({sorted(acks)}, sent {version}); writing again", code="replicas_disagree")
+        return True
 
     async def _await_unless_moved(self, sends: Sequence[asyncio.Future[HTTPResponse]], table: Table,
                                   row: int) -> None:
@@ -306,6 +356,7 @@ class Client:
                             failures.append(ConnectError(f"read tract {tract} of {text}: {exc or 'timed out'}"))
                             continue
                         if resp.status == 200:
+                            self._observe(resp.headers.get("x-fds-version"))
                             return resp.body
                         err = error_from_response(resp.status, resp.body, where=f"read tract {tract} of {text}")
                         if isinstance(err, (StaleVersion, PastEnd, BadRequest)) or (

@@ -30,7 +30,7 @@ from fds.tractserver._meta import MetaService
 from fds.tractserver._metrics import register_tractserver_metrics
 from fds.tractserver._node import Node
 from fds.tractserver._scrub import Scrubber
-from fds.tractserver._tracts import TractService
+from fds.tractserver._tracts import TractService, tract_version
 from fds.web import create_app as create_base_app
 from fds.web import json_response
 
@@ -38,6 +38,10 @@ __all__ = ["create_app"]
 
 _VERSION = Query(ge=0, description="The table version the caller used; a stale one gets 409 stale_version.")
 _INCARNATION = Query(ge=0, lt=2**63, description="The blob's incarnation, from its metadata (create or stat).")
+_STAMP = Query(default=None, ge=0, lt=2**63, description="The write's version: a hybrid logical clock reading "
+                                                          "(nanoseconds), with `writer`. Omitted: the server "
+                                                          "assigns one newer than the stored tract's.")
+_WRITER = Query(default=None, ge=0, lt=2**63, description="The write's version: the writer's id (breaks ties).")
 _OP = Query(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
             description="The client's id for this operation; a retry with the same id gets the first answer.")
 _RAW_BODY = {"requestBody": {
@@ -108,11 +112,14 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     @app.put("/v1/tracts/{guid}/{tract}", response_model=TractWritten, tags=["tracts"], openapi_extra=_RAW_BODY,
              summary="Write a whole tract; acknowledged once data and index are durable.")
     async def put_tract(guid: str, tract: str, request: Request, version: int = _VERSION,
-                        incarnation: int = _INCARNATION) -> Response:
+                        incarnation: int = _INCARNATION, stamp: int | None = _STAMP,
+                        writer: int | None = _WRITER) -> Response:
+        written = tract_version(stamp, writer)
         await tracts.locate(guid, tract, version)  # refuse bad or stale requests before reading the body
         body = await _read_body(request, tracts)
-        entry = await tracts.write(guid, tract, version, incarnation, body)
-        return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}"))
+        entry = await tracts.write(guid, tract, version, incarnation, body, written)
+        return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}",
+                                          stamp=entry.stamp, writer=entry.writer))
 
     @app.get("/v1/tracts/{guid}/{tract}", tags=["tracts"],
              responses={200: {"content": {"application/octet-stream": {}}}},
@@ -120,14 +127,15 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
     async def get_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
         data, entry = await tracts.read(guid, tract, version, incarnation)
         return Response(data, media_type="application/octet-stream",
-                        headers={"x-fds-checksum": f"{entry.checksum:016x}"})
+                        headers={"x-fds-checksum": f"{entry.checksum:016x}", "x-fds-version": str(entry.version)})
 
     @app.head("/v1/tracts/{guid}/{tract}", tags=["tracts"], summary="A tract's length and checksum.")
     async def head_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION) -> Response:
         entry = await tracts.entry(guid, tract, version, incarnation)
         if entry is None:
             return Response(status_code=404)
-        return Response(headers={"content-length": str(entry.length), "x-fds-checksum": f"{entry.checksum:016x}"})
+        return Response(headers={"content-length": str(entry.length), "x-fds-checksum": f"{entry.checksum:016x}",
+                                 "x-fds-version": str(entry.version)})
 
     # -- blob metadata (tract -1, on its row's primary) ------------------------
     @app.post("/v1/meta/{guid}", status_code=201, response_model=BlobInfo, tags=["metadata"],
@@ -193,7 +201,8 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         def scan() -> RowListing:
             found = node.store.tracts_where(lambda g, t: table.row_of(g, t) in wanted)
             return RowListing(
-                tracts=[(format_guid(g), inc, t, e.length, f"{e.checksum:016x}") for g, inc, t, e in found],
+                tracts=[(format_guid(g), inc, t, e.length, f"{e.checksum:016x}", e.stamp, e.writer)
+                        for g, inc, t, e in found],
                 meta=node.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) in wanted))
 
         return json_response(await node.run_io(scan))

@@ -31,7 +31,7 @@ from fds.buffers import aligned
 from fds.errors import BadRequest, FDSError, NotFound, TractTooLarge
 from fds.http1 import HeadBuffer, HeadTooLarge, MalformedHead, RequestHead, parse_request
 from fds.logs import HEADER, new_request_id, request_id, valid_request_id
-from fds.tractserver._tracts import TractService
+from fds.tractserver._tracts import TractService, tract_version
 from fds.web import MethodNotAllowed, Metrics, log_request
 
 __all__ = ["DataProtocol", "serve_data_port"]
@@ -50,9 +50,11 @@ _REASONS: Final = {
 }
 
 
-def _int_param(req: RequestHead, name: str, what: str) -> int:
+def _int_param(req: RequestHead, name: str, what: str, *, required: bool = True) -> int | None:
     values = req.query.get(name)
     if not values:
+        if not required:
+            return None
         raise BadRequest(f"invalid request: query.{name}: Field required ({what})")
     try:
         value = int(values[0])
@@ -196,22 +198,27 @@ class DataProtocol(asyncio.BufferedProtocol):
         guid, tract = req.path[len(_PREFIX):].split("/")
         version = _int_param(req, "version", "the table version you used")
         incarnation = _int_param(req, "incarnation", "the blob's incarnation")
+        assert version is not None and incarnation is not None
         close = req.headers.get("connection", "").lower() == "close"
         if req.method == "PUT":
-            entry = await self.tracts.write(guid, tract, version, incarnation, body if body is not None else aligned(0))
-            payload = orjson.dumps({"length": entry.length, "checksum": f"{entry.checksum:016x}"})
+            written = tract_version(_int_param(req, "stamp", "", required=False),
+                                    _int_param(req, "writer", "", required=False))
+            entry = await self.tracts.write(guid, tract, version, incarnation, body if body is not None else aligned(0),
+                                            written)
+            payload = orjson.dumps({"length": entry.length, "checksum": f"{entry.checksum:016x}",
+                                    "stamp": entry.stamp, "writer": entry.writer})
             self._respond(200, payload, "application/json", close=close)
         elif req.method == "GET":
             data, entry = await self.tracts.read(guid, tract, version, incarnation)
             self._respond(200, data, "application/octet-stream", close=close,
-                          extra=f"x-fds-checksum: {entry.checksum:016x}\r\n")
+                          extra=f"x-fds-checksum: {entry.checksum:016x}\r\nx-fds-version: {entry.version}\r\n")
         elif req.method == "HEAD":
             found = await self.tracts.entry(guid, tract, version, incarnation)
             if found is None:
                 self._respond(404, b"", "application/json", close=close, head_only=True)
             else:
                 self._respond(200, b"", "application/octet-stream", close=close, head_only=True, length=found.length,
-                              extra=f"x-fds-checksum: {found.checksum:016x}\r\n")
+                              extra=f"x-fds-checksum: {found.checksum:016x}\r\nx-fds-version: {found.version}\r\n")
         else:
             raise MethodNotAllowed(f"method {req.method} is not allowed on {req.path}")
 

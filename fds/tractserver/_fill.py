@@ -10,13 +10,15 @@ decommissioned. Each filling server:
    ours and waits for writes still running under the old one (so nothing
    written before the change is missed), then lists every tract and
    metadata record of the row;
-2. keeps the newer of each metadata record, and copies each tract it does
-   not have or holds differently, at most ``fill_in_flight`` at a time,
-   checking every byte against the checksum the source served. A tract a
-   client wrote here since the change is newer than the listing and is
-   kept. A server back from an absence (partial recovery) holds most of
-   the row already and copies only what changed; until the row is filled
-   it serves only tracts copied or checked this way;
+2. keeps the newer of each metadata record, and brings each tract up to
+   the source's version (:func:`catch_up`): a tract it lacks or holds in
+   an older version is copied, at most ``fill_in_flight`` at a time, with
+   every byte checked against the checksum the source served, and stored
+   with the source's version, so it never replaces a newer write (a
+   client's since the change). A server back from an absence (partial
+   recovery) holds most of the row already and copies only what changed;
+   until the row is filled it serves only tracts copied or checked this
+   way;
 3. tells the metaserver which rows are complete; the row stops filling.
 
 A dead server's rows are spread over all the others, and each row picks
@@ -46,8 +48,9 @@ from fds.httpclient import ConnectError, HTTPPool
 from fds.models import FilledRequest, FillProgress, RowListing, RowsRequest, ServerRef
 from fds.tlt import Table
 from fds.tractserver._node import Node
+from fds.versions import TractVersion
 
-__all__ = ["Filler", "fetch_listing", "copy_tract"]
+__all__ = ["Filler", "fetch_listing", "copy_tract", "catch_up"]
 
 log = logging.getLogger("fds.tractserver")
 
@@ -64,9 +67,10 @@ async def fetch_listing(node: Node, source: ServerRef, rows: list[int], version:
 
 
 async def copy_tract(node: Node, pool: HTTPPool, source: ServerRef, guid: bytes, incarnation: int, tract: int,
-                     version: int, *, unless: int = -1) -> int | None:
-    """Copy one tract from ``source``; returns its length, or None if the source no longer has it
-    or this server's copy changed meanwhile. ``unless`` is as in :meth:`TractStore.write`."""
+                     version: int, *, replace: int | None = None) -> int | None:
+    """Copy one tract from ``source``, with the source's version; returns its length, or None if nothing was
+    written: the source no longer has it, or this server holds that version or a newer one. ``replace`` is as
+    in :meth:`TractStore.write` (the scrubber's repair of a bad copy)."""
     path = f"/v1/tracts/{format_guid(guid)}/{tract}?version={version}&incarnation={incarnation}"
     resp = await pool.request("GET", (source.data_url or source.url) + path, headers=node.auth_headers)
     if resp.status == 404:
@@ -76,14 +80,39 @@ async def copy_tract(node: Node, pool: HTTPPool, source: ServerRef, guid: bytes,
     expected = resp.headers.get("x-fds-checksum", "")
     if f"{xxhash.xxh3_64_intdigest(resp.body):016x}" != expected:
         raise FDSError(f"tract {tract} of {format_guid(guid)} from {source.id} arrived damaged", code="bad_copy")
+    try:
+        tract_version = TractVersion.parse(resp.headers.get("x-fds-version", ""))
+    except ValueError:
+        raise FDSError(f"tract {tract} of {format_guid(guid)} from {source.id} came without a valid version",
+                       code="bad_copy") from None
     async with node.locks.hold((guid, tract)):
         entry = await node.run_io(functools.partial(node.store.write, guid, tract, resp.body, incarnation,
-                                                      unless=unless))
+                                                      tract_version, copy=True, replace=replace))
     if entry is None:
         return None
     node.copied_tracts += 1
     node.copied_bytes += entry.length
     return entry.length
+
+
+async def catch_up(node: Node, pool: HTTPPool, source: ServerRef, table: Table, guid: bytes, incarnation: int,
+                   tract: int, checksum: str, version: TractVersion) -> int | None:
+    """Bring this server's copy of a tract up to ``source``'s, as listed (``checksum``, ``version``).
+
+    Nothing to do if this copy is as new or newer; if it holds the same bytes under an older version, only
+    the version is adopted; otherwise the tract is copied. Returns the bytes copied, or None if none were.
+    """
+    mine = node.store.entry(guid, tract, incarnation)
+    if mine is not None and mine.version >= version:
+        if mine.version == version and f"{mine.checksum:016x}" != checksum:
+            log.error("tract %d of blob %s: this server and %s hold different bytes under one version %s",
+                      tract, format_guid(guid), source.id, version)
+        return None
+    if mine is not None and f"{mine.checksum:016x}" == checksum:
+        async with node.locks.hold((guid, tract)):
+            await node.run_io(node.store.restamp, guid, tract, incarnation, version, mine.checksum)
+        return None
+    return await copy_tract(node, pool, source, guid, incarnation, tract, table.version)
 
 
 class Filler:
@@ -191,21 +220,19 @@ class Filler:
         progress.tracts_total += len(listing.tracts)
         progress.bytes_total += sum(t[3] for t in listing.tracts)
 
-        async def one(guid_text: str, incarnation: int, tract: int, length: int, checksum: str) -> None:
+        async def one(guid_text: str, incarnation: int, tract: int, length: int, checksum: str,
+                      version: TractVersion) -> None:
             guid = parse_guid(guid_text)
-            row = table.row_of(guid, tract)
             async with slots:
+                await catch_up(node, self.pool, source, table, guid, incarnation, tract, checksum, version)
                 mine = node.store.entry(guid, tract, incarnation)
-                if mine is None or f"{mine.checksum:016x}" != checksum:
-                    # Missing here, or different: copy, unless a client rewrote it here meanwhile.
-                    await copy_tract(node, self.pool, source, guid, incarnation, tract, table.version,
-                                     unless=mine.generation if mine else -1)
-                if node.store.entry(guid, tract, incarnation) is not None:
-                    node.mark_current(row, guid, incarnation, tract)
+                if mine is not None and mine.version >= version:
+                    node.mark_current(table.row_of(guid, tract), guid, incarnation, tract)
             progress.tracts_done += 1
             progress.bytes_done += length
 
-        await asyncio.gather(*(one(g, inc, t, n, c) for g, inc, t, n, c in listing.tracts))
+        await asyncio.gather(*(one(g, inc, t, n, c, TractVersion(stamp, writer))
+                               for g, inc, t, n, c, stamp, writer in listing.tracts))
 
     async def _report(self, rows: list[int], version: int) -> bool:
         node = self.node

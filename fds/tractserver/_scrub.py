@@ -7,10 +7,14 @@ One pass (:meth:`Scrubber.scrub_once`, also ``POST /v1/admin/scrub``):
    copy is replaced from a complete row-mate, unless a client rewrote the
    tract meanwhile (the copy is written only if the generation is still
    the bad one).
-2. **Missing copies.** Compare the listing of each row this server holds
-   with every complete row-mate's; a tract they have and this server lacks
-   is copied here (if its blob still has that incarnation). Newer
-   metadata records are kept too.
+2. **Reconcile.** Compare the listing of each row this server holds with
+   every complete row-mate's, tract by tract, by version and checksum: a
+   tract a row-mate holds in a newer version, or that this server lacks,
+   is brought here (only the version, if the bytes are the same; nothing
+   for a blob that no longer has that incarnation). Every holder does the
+   same, so after one pass on each, every copy of a row is the newest any
+   of them had: replicas agree even after a write that reached only some
+   of them. Newer metadata records are kept too.
 3. **Orphans.** Run the orphan collector (tracts of deleted or re-created
    blobs) and the clean-up of rows this server no longer holds.
 """
@@ -29,8 +33,9 @@ from fds.guid import format_guid, parse_guid
 from fds.httpclient import ConnectError
 from fds.models import ServerRef
 from fds.tlt import Table
-from fds.tractserver._fill import Filler, copy_tract, fetch_listing
+from fds.tractserver._fill import Filler, catch_up, copy_tract, fetch_listing
 from fds.tractserver._node import Node
+from fds.versions import TractVersion
 
 __all__ = ["Scrubber", "ScrubReport"]
 
@@ -44,6 +49,10 @@ class ScrubReport:
     bad: int = 0
     repaired: int = 0
     missing_copied: int = 0
+    newer_copied: int = 0
+    """Tracts a row-mate held in a newer version, copied here."""
+    restamped: int = 0
+    """Tracts a row-mate held in a newer version with the same bytes: only the version was adopted."""
     unrepaired: int = 0
     orphans_removed: int = 0
     moved_removed: int = 0
@@ -84,7 +93,7 @@ class Scrubber:
             if table is None:
                 return report
             await self._verify(table, report, node.config.scrub_rate if rate is None else rate)
-            await self._missing(table, report)
+            await self._reconcile(table, report)
             report.orphans_removed = await node.collect_once()
             try:
                 report.moved_removed = await node.clean_once()
@@ -122,7 +131,7 @@ class Scrubber:
                 continue
             try:
                 if await copy_tract(self.node, self.pool, source, guid, incarnation, tract, table.version,
-                                    unless=generation) is not None:
+                                    replace=generation) is not None:
                     log.warning("scrub: repaired tract %d of blob %s from %s", tract, format_guid(guid), source.id)
                     return True
                 current = self.node.store.entry(guid, tract, incarnation)
@@ -132,12 +141,12 @@ class Scrubber:
                 log.warning("scrub: cannot repair from %s: %s", source.id, exc)
         return False
 
-    async def _missing(self, table: Table, report: ScrubReport) -> None:
-        """Copy tracts that complete row-mates have and this server lacks."""
+    async def _reconcile(self, table: Table, report: ScrubReport) -> None:
+        """Bring every tract of this server's rows up to the newest version its complete row-mates hold."""
         node = self.node
-        mine = [r for r in table.rows_of(node.id) if not table.is_filling(node.id, r)]
+        rows_held = [r for r in table.rows_of(node.id) if not table.is_filling(node.id, r)]
         partners: dict[str, tuple[ServerRef, list[int]]] = {}
-        for r in mine:
+        for r in rows_held:
             for server in table.complete_holders(r):
                 if server.id != node.id:
                     partners.setdefault(server.id, (server, []))[1].append(r)
@@ -150,9 +159,11 @@ class Scrubber:
                 continue
             for record in listing.meta:
                 await node.run_io(node.store.put_meta_if_newer, parse_guid(record.guid), record)
-            for guid_text, incarnation, tract, _length, _sum in listing.tracts:
+            for guid_text, incarnation, tract, _length, checksum, stamp, writer in listing.tracts:
                 guid = parse_guid(guid_text)
-                if node.store.entry(guid, tract, incarnation) is not None:
+                version = TractVersion(stamp, writer)
+                mine = node.store.entry(guid, tract, incarnation)
+                if mine is not None and mine.version >= version:
                     continue
                 if guid not in live:
                     try:
@@ -164,8 +175,17 @@ class Scrubber:
                 if live[guid] != incarnation:
                     continue  # a deleted or superseded blob: the collectors will remove it
                 try:
-                    if await copy_tract(node, self.pool, server, guid, incarnation, tract, table.version):
-                        report.missing_copied += 1
-                        log.warning("scrub: copied missing tract %d of blob %s from %s", tract, guid_text, server.id)
+                    copied = await catch_up(node, self.pool, server, table, guid, incarnation, tract, checksum,
+                                            version)
                 except (FDSError, ConnectError) as exc:
-                    log.info("scrub: cannot copy missing tract from %s: %s", server.id, exc)
+                    log.info("scrub: cannot copy tract %d of %s from %s: %s", tract, guid_text, server.id, exc)
+                    continue
+                if mine is None and copied is not None:
+                    report.missing_copied += 1
+                    log.warning("scrub: copied missing tract %d of blob %s from %s", tract, guid_text, server.id)
+                elif mine is not None:
+                    report.newer_copied += copied is not None
+                    report.restamped += copied is None
+                    log.warning("scrub: tract %d of blob %s: %s holds a newer version (%s, this server %s); %s",
+                                tract, guid_text, server.id, version, mine.version,
+                                "copied it" if copied is not None else "same bytes, version adopted")

@@ -2,7 +2,8 @@
 
 Layout under the server's data directory::
 
-    index.rocksdb/      t<guid:16><incarnation:8 BE><tract:8 BE>  -> length, xxh3, generation, written_at
+    index.rocksdb/      t<guid:16><incarnation:8 BE><tract:8 BE>  -> length, xxh3, generation, written_at,
+                                                                     version (stamp, writer)
                         m<guid:16>                                -> MetaRecord JSON (tract -1)
                         c<guid:16>                                -> (epoch, seq) of the record known on
                                                                      every holder (metadata primaries)
@@ -21,8 +22,9 @@ A write (see :meth:`TractStore.write`):
    :func:`fds.durable.create_durably` (O_DIRECT write, fdatasync, and a
    directory fsync shared with concurrent writers). The name is never
    reused, so no temporary or rename is needed;
-2. puts the index entry pointing at that generation, with a synced WAL write.
-   This is the commit point;
+2. puts the index entry pointing at that generation, with the write's
+   version (:mod:`fds.versions`), with a synced WAL write. This is the
+   commit point;
 3. unlinks the previous generation's file.
 
 Killed before 2, the index still names the old file, so readers see the old
@@ -50,16 +52,19 @@ import xxhash
 
 from fds.buffers import is_aligned
 from fds.durable import create_durably, ensure_dir, fsync_dir, read_direct, remove_temporaries
-from fds.errors import ChecksumMismatch, DiskFull, TractNotFound
+from fds.errors import ChecksumMismatch, Conflict, DiskFull, Superseded, TractNotFound
 from fds.guid import format_guid
 from fds.models import MetaRecord
 from fds.tractserver._cache import TractCache
+from fds.versions import TractVersion
 
 __all__ = ["TractStore", "TractEntry"]
 
 log = logging.getLogger("fds.tractserver")
 
-_ENTRY = struct.Struct(">QQQQ")
+_ENTRY = struct.Struct(">QQQQQQ")
+_ENTRY_UNVERSIONED = struct.Struct(">QQQQ")
+"""Index entries written before tract versions: they read as version 0.0, older than any write."""
 _TRACT = b"t"
 _META = b"m"
 _COMMITTED = b"c"
@@ -74,6 +79,21 @@ class TractEntry:
     checksum: int
     generation: int
     written_ns: int
+    stamp: int = 0
+    writer: int = 0
+
+    @property
+    def version(self) -> TractVersion:
+        return TractVersion(self.stamp, self.writer)
+
+    def pack(self) -> bytes:
+        return _ENTRY.pack(self.length, self.checksum, self.generation, self.written_ns, self.stamp, self.writer)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> TractEntry:
+        if len(raw) == _ENTRY_UNVERSIONED.size:
+            return cls(*_ENTRY_UNVERSIONED.unpack(raw))
+        return cls(*_ENTRY.unpack(raw))
 
 
 def _tract_key(guid: bytes, tract: int, incarnation: int) -> bytes:
@@ -101,7 +121,7 @@ class TractStore:
         self.cache = TractCache(cache_bytes)
         self.direct_io = direct_io
         for _key, value in self._iter_prefix(_TRACT):
-            entry = TractEntry(*_ENTRY.unpack(value))
+            entry = TractEntry.unpack(value)
             self.tracts += 1
             self.bytes_used += entry.length
 
@@ -134,31 +154,51 @@ class TractStore:
     # -- tracts ------------------------------------------------------------
     def entry(self, guid: bytes, tract: int, incarnation: int = 0) -> TractEntry | None:
         raw = self._db.get(_tract_key(guid, tract, incarnation))
-        return None if raw is None else TractEntry(*_ENTRY.unpack(raw))
+        return None if raw is None else TractEntry.unpack(raw)
 
-    def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview,
-              incarnation: int = 0, *, unless: int | None = None) -> TractEntry | None:
-        """Store a tract durably; on return it survives a crash. Raises DiskFull.
+    def write(self, guid: bytes, tract: int, data: bytes | bytearray | memoryview, incarnation: int = 0,
+              version: TractVersion | None = None, *, copy: bool = False,
+              replace: int | None = None) -> TractEntry | None:
+        """Store a tract durably if ``version`` is newer than the stored one; on return it survives a crash.
+
+        A client write (``copy`` false) older than the stored version raises Superseded (naming it); the
+        same version with the same bytes is a retry and returns the stored entry; the same version with
+        other bytes raises Conflict. Without ``version`` (a writer that does not version its writes) the
+        server assigns one newer than the stored one. Raises DiskFull.
+
+        Copies made by recovery and the scrubber pass the source's version with ``copy``: they return
+        None instead of raising, and when nothing needed writing. ``replace`` (a generation) replaces the
+        stored tract whatever its version, if it still has that generation (the scrubber's repair of a
+        copy that failed its checksum). Callers hold the tract's lock, so the test and the write are one
+        step.
 
         A view made by :func:`fds.buffers.aligned` is written with O_DIRECT
         (the request path does this) unless the store was opened with
         ``direct_io=False``; other buffers go through the page cache.
-
-        Copies made by recovery and repair pass ``unless``: with ``-1`` the
-        tract is written only if absent, with a generation only if the
-        stored tract still has that generation (a client's write since
-        then wins). They return None when they skipped. Callers hold the
-        tract's lock, so the test and the write are one step.
         """
         length = len(data)
+        checksum = xxhash.xxh3_64_intdigest(data)
         old = self.entry(guid, tract, incarnation)
-        if unless is not None and (old.generation if old else -1) != unless:
-            return None
+        if version is None:
+            version = TractVersion(max(time.time_ns(), old.stamp + 1 if old else 0), 0)
+        if replace is not None:
+            if old is None or old.generation != replace:
+                return None
+        elif old is not None and version <= old.version:
+            if version == old.version and checksum == old.checksum:
+                return None if copy else old  # already here: a retried write, or a copy of what we hold
+            if copy:
+                return None
+            if version == old.version:
+                raise Conflict(f"tract {tract} of blob {format_guid(guid)} holds other bytes under version "
+                               f"{version}; write again with a new version", code="version_conflict")
+            raise Superseded(f"tract {tract} of blob {format_guid(guid)} holds a newer version ({old.version}) "
+                             f"than this write's ({version}); write again with a newer one",
+                             stamp=old.stamp, writer=old.writer)
         growth = length - (old.length if old else 0)
         if growth > 0 and self.bytes_used + growth > self.capacity_bytes:
             raise DiskFull(f"tract server is full: {self.bytes_used} of {self.capacity_bytes} bytes used, "
                            f"this tract needs {growth} more; nothing was written")
-        checksum = xxhash.xxh3_64_intdigest(data)
         generation = self._next_generation()
         path = self._path(guid, tract, generation, incarnation)
         try:
@@ -167,9 +207,8 @@ class TractStore:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(f"tract server's disk is full ({exc.strerror}); nothing was written") from None
             raise
-        entry = TractEntry(length, checksum, generation, time.time_ns())
-        self._db.put(_tract_key(guid, tract, incarnation), _ENTRY.pack(length, checksum, generation, entry.written_ns),
-                     self._sync)
+        entry = TractEntry(length, checksum, generation, time.time_ns(), version.stamp, version.writer)
+        self._db.put(_tract_key(guid, tract, incarnation), entry.pack(), self._sync)
         with self._lock:
             self.bytes_used += growth
             self.tracts += old is None
@@ -181,6 +220,17 @@ class TractStore:
         if old is not None:
             self._unlink(self._path(guid, tract, old.generation, incarnation))
         return entry
+
+    def restamp(self, guid: bytes, tract: int, incarnation: int, version: TractVersion, checksum: int) -> bool:
+        """Adopt a newer ``version`` for the bytes stored, if they are the bytes named (``checksum``): a replica
+        holding the same bytes under an older version needs no copy, only the version. Returns whether it did.
+        Callers hold the tract's lock."""
+        old = self.entry(guid, tract, incarnation)
+        if old is None or old.checksum != checksum or version <= old.version:
+            return False
+        entry = TractEntry(old.length, old.checksum, old.generation, old.written_ns, version.stamp, version.writer)
+        self._db.put(_tract_key(guid, tract, incarnation), entry.pack(), self._sync)
+        return True
 
     def read(self, guid: bytes, tract: int, incarnation: int = 0) -> tuple[memoryview, TractEntry]:
         """Read and verify a tract. Raises TractNotFound or ChecksumMismatch."""
@@ -212,7 +262,7 @@ class TractStore:
         """Remove every tract of one incarnation of a blob; returns how many."""
         removed = 0
         for key, value in list(self._iter_prefix(_TRACT + guid + incarnation.to_bytes(8, "big"))):
-            self._remove(key, TractEntry(*_ENTRY.unpack(value)), guid, int.from_bytes(key[25:33], "big"), incarnation)
+            self._remove(key, TractEntry.unpack(value), guid, int.from_bytes(key[25:33], "big"), incarnation)
             removed += 1
         return removed
 
@@ -221,7 +271,7 @@ class TractStore:
         raw = self._db.get(key)
         if raw is None:
             return False
-        self._remove(key, TractEntry(*_ENTRY.unpack(raw)), guid, tract, incarnation)
+        self._remove(key, TractEntry.unpack(raw), guid, tract, incarnation)
         return True
 
     def _remove(self, key: bytes, entry: TractEntry, guid: bytes, tract: int, incarnation: int) -> None:
@@ -239,7 +289,7 @@ class TractStore:
         for key, value in self._iter_prefix(_TRACT):
             guid, tract = key[1:17], int.from_bytes(key[25:33], "big")
             if keep(guid, tract):
-                out.append((guid, int.from_bytes(key[17:25], "big"), tract, TractEntry(*_ENTRY.unpack(value))))
+                out.append((guid, int.from_bytes(key[17:25], "big"), tract, TractEntry.unpack(value)))
         return out
 
     def metas_where(self, keep: Callable[[bytes], bool]) -> list[MetaRecord]:

@@ -13,8 +13,9 @@ from fds.guid import format_guid, parse_guid
 from fds.tlt import Table
 from fds.tractserver._node import Node
 from fds.tractserver._store import TractEntry
+from fds.versions import TractVersion
 
-__all__ = ["TractService", "tract_number"]
+__all__ = ["TractService", "tract_number", "tract_version"]
 
 
 def tract_number(text: str) -> int:
@@ -26,6 +27,16 @@ def tract_number(text: str) -> int:
     if number < 0:
         raise BadRequest(f"tract number {number} is negative; data tracts are 0 and up", code="bad_tract")
     return number
+
+
+def tract_version(stamp: int | None, writer: int | None) -> TractVersion | None:
+    """The version a write carries (``stamp`` and ``writer`` query parameters: both, or neither)."""
+    if stamp is None and writer is None:
+        return None
+    if stamp is None or writer is None:
+        raise BadRequest("send a tract write's version as both stamp and writer, or neither "
+                         "(then the server assigns one)", code="bad_version")
+    return TractVersion(stamp, writer)
 
 
 class TractService:
@@ -50,8 +61,10 @@ class TractService:
         raw, number = parse_guid(guid), tract_number(tract)
         return raw, number, await self.node.check(raw, number, version)
 
-    async def write(self, guid: str, tract: str, version: int, incarnation: int, body: memoryview) -> TractEntry:
-        """Store a tract durably after every check; returns its index entry."""
+    async def write(self, guid: str, tract: str, version: int, incarnation: int, body: memoryview,
+                    tract_version: TractVersion | None = None) -> TractEntry:
+        """Store a tract durably after every check, if ``tract_version`` is newer than the stored one (else
+        Superseded); returns its index entry."""
         raw, number, table = await self.locate(guid, tract, version)
         if len(body) > table.tract_size:
             raise TractTooLarge(f"tract body of {len(body)} bytes is over the cluster's tract size of "
@@ -60,7 +73,7 @@ class TractService:
         async with self.node.writing(row, version):
             await self.node.check_extent(raw, incarnation, number, table)
             async with self.node.locks.hold((raw, number)):
-                entry = await self.node.run_io(self.node.store.write, raw, number, body, incarnation)
+                entry = await self.node.run_io(self.node.store.write, raw, number, body, incarnation, tract_version)
                 self.node.mark_current(row, raw, incarnation, number)
         assert entry is not None
         return entry

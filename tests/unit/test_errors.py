@@ -23,7 +23,7 @@ def test_all_lists_the_whole_tree() -> None:
         if inspect.isclass(obj) and issubclass(obj, FDSError) and obj.__module__ == errors.__name__
     }
     assert set(ERROR_CLASSES) == defined
-    assert len(ERROR_CLASSES) == 16
+    assert len(ERROR_CLASSES) == 17
 
 
 def test_codes_are_unique() -> None:
@@ -58,6 +58,7 @@ def test_status_mapping() -> None:
         "FDSError": 500, "BadRequest": 400, "TractTooLarge": 413, "Unauthorized": 401, "Forbidden": 403,
         "NotFound": 404,
         "BlobNotFound": 404, "TractNotFound": 404, "Conflict": 409, "BlobExists": 409, "StaleVersion": 409,
+        "Superseded": 409,
         "PastEnd": 416, "DiskFull": 507, "Unavailable": 503, "ChecksumMismatch": 503, "TableNotReady": 503,
     }
     assert {cls.__name__: cls.status for cls in ERROR_CLASSES} == expected
@@ -65,6 +66,7 @@ def test_status_mapping() -> None:
 
 def test_hierarchy_lets_callers_catch_families() -> None:
     assert issubclass(errors.StaleVersion, errors.Conflict)
+    assert issubclass(errors.Superseded, errors.Conflict)
     assert issubclass(errors.BlobNotFound, errors.NotFound)
     assert issubclass(errors.TractTooLarge, errors.BadRequest)
     assert issubclass(errors.ChecksumMismatch, errors.Unavailable)

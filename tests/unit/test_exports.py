@@ -11,8 +11,8 @@ def test_client_public_names() -> None:
         "Client", "Blob", "SyncClient", "SyncBlob", "BlobInfo", "ClusterStatus", "Progress", "DEFAULT_IN_FLIGHT",
         "FDSError", "BadRequest", "TractTooLarge", "Unauthorized", "Forbidden", "NotFound", "BlobNotFound",
         "TractNotFound",
-        "Conflict", "BlobExists", "StaleVersion", "PastEnd", "DiskFull", "Unavailable", "ChecksumMismatch",
-        "TableNotReady",
+        "Conflict", "BlobExists", "StaleVersion", "Superseded", "PastEnd", "DiskFull", "Unavailable",
+        "ChecksumMismatch", "TableNotReady",
     ])
     for name in fds.client.__all__:
         assert getattr(fds.client, name) is not None

@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,7 @@ from fds.durable import write_durably
 from fds.errors import ChecksumMismatch, TractNotFound
 from fds.models import MetaRecord
 from fds.tractserver import TractStore
+from fds.versions import TractVersion
 
 from .crash import CrashState, Enumeration, Workspace, crash_states
 from .trace import Ack, Recorder
@@ -160,10 +162,11 @@ def report(name: str, stats: Enumeration, problems: list[str]) -> None:
 
 
 def write_tract(store: TractStore, recorder: Recorder, guid: bytes, tract: int, data: memoryview,
-                unless: int | None = None) -> None:
+                **options: Any) -> None:
+    """``store.write`` with ``options``, marked in the trace: begun, and acknowledged if it wrote."""
     key = tract_key(guid, tract)
     recorder.invoke(key, bytes(data))
-    if store.write(guid, tract, data, unless=unless) is not None:
+    if store.write(guid, tract, data, **options) is not None:
         recorder.ack(key, bytes(data))
 
 
@@ -198,13 +201,14 @@ def test_overwrites(tmp_path: Path) -> None:
 
 
 def test_recovery_and_repair_copies(tmp_path: Path) -> None:
-    # A recovery copy (unless=-1: only if absent) as the filler makes it, then a repair copy
-    # (unless=generation: only if the bad copy is still the one stored) as the scrubber makes it.
+    # A recovery copy (copy=True with the source's version: only if newer than what is here) as the
+    # filler makes it, then a repair copy (replace=generation: only if the bad copy is still the one
+    # stored) as the scrubber makes it.
     def action(store: TractStore, rec: Recorder) -> None:
-        write_tract(store, rec, G2, 5, tract_bytes(1, 2 * 4096), unless=-1)
+        write_tract(store, rec, G2, 5, tract_bytes(1, 2 * 4096), version=TractVersion(1000, 7), copy=True)
         entry = store.entry(G2, 5)
         assert entry is not None
-        write_tract(store, rec, G2, 5, tract_bytes(2, 2 * 4096), unless=entry.generation)
+        write_tract(store, rec, G2, 5, tract_bytes(2, 2 * 4096), replace=entry.generation)
 
     recorder = record(tmp_path, lambda store: None, action)
     report("recovery and repair copies", *check_states(tmp_path, recorder, {tract_key(G2, 5): read_tract(G2, 5)}))

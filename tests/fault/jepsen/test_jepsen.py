@@ -12,7 +12,7 @@ The run, on a k=3 cluster of 4 tract servers with 1 MiB tracts:
 1. create one blob of ``KEYS`` tracts; start 3 writers, 2 readers that pick replicas at random
    and one reader next to each tract server (it reads that server first), each its own client;
 2. the nemesis injects one fault of each kind, then random ones for ``--jepsen-seconds``; after
-   each, the writers leave one more tract alone (while more than two are written), so the state
+   each, the writers leave one more tract alone (until half are left alone), so the state
    each fault left, replicas that disagree for instance, is still there at the end;
 3. heal every fault, crash one more writer after its first replica, let the clients run on a
    moment, stop them;
@@ -45,8 +45,9 @@ from .history import History
 from .nemesis import Nemesis, ProxiedCluster
 from .workload import Workload, crashed_write, final_reads, replica_values
 
-KEYS = 8
-"""Tracts the clients share: few, so writers race on the same tract often."""
+KEYS = 12
+"""Tracts the clients share: few, so writers race on the same tract often. Half of them are frozen, one
+after each of the first faults; the other half are written to the end."""
 
 HEAL_TIMEOUT = 120.0
 """Seconds the healed cluster has to become healthy before that is itself a failure."""

@@ -58,11 +58,11 @@ class Workload:
     """Tracts no longer written (:meth:`freeze_one`); readers go on reading them."""
 
     def freeze_one(self) -> None:
-        """Stop writing one more tract (while more than two are written), so that what the last fault did
+        """Stop writing one more tract (until half are left alone), so that what the last fault did
         to it, replicas that disagree for instance, stays for the end of the run to find. Called from
         another thread (the nemesis's) after each fault."""
         live = [k for k in range(self.keys) if k not in self.frozen]
-        if len(live) > 2:
+        if len(live) > self.keys - self.keys // 2:
             key = random.Random(self.seed * 107 + len(self.frozen)).choice(live)
             self.frozen.add(key)
             self.history.add("workload", "ok", "freeze", key, detail=f"no more writes to t{key}")

@@ -18,7 +18,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                # Warm glibc's allocator (see PERF-NOTES): one big free raises
+                # Warm glibc's allocator (docs/benchmarks.md, "This machine"): one big free raises
                 # its mmap threshold, as our servers do at start-up.
                 bytearray(16 * 1024 * 1024)
                 await send({"type": "lifespan.startup.complete"})

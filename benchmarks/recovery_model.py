@@ -1,6 +1,6 @@
 """A discrete-event model of FDS parallel recovery: how long re-replicating one failed disk (or machine) takes.
 
-It projects the recovery times of the FDS paper's Table 1 (FDS-REFERENCE §4) from first principles
+It projects the recovery times of the FDS paper's Table 1 (docs/design.md §4) from first principles
 (disk and network bandwidth, the table's shape, the recovery protocol), so our own cluster's measured
 rates can be carried to cluster sizes we cannot build. Usage::
 
@@ -119,7 +119,7 @@ Replacement = Literal["random", "balanced"]
 Fail = Literal["machine", "disk"]
 
 FDS_TABLE1: dict[tuple[int, int, int], float] = {
-    # (disks, disks failed at once, lost GB) -> FDS's measured seconds, as FDS-REFERENCE §4 gives them.
+    # (disks, disks failed at once, lost GB) -> FDS's measured seconds, as docs/design.md §4 gives them.
     (1000, 1, 47): 3.3,
     (1000, 1, 92): 6.2,
     (1000, 7, 655): 33.7,
@@ -566,7 +566,7 @@ LEGEND = "\n".join([
     "spread s: all I/O spread evenly over the survivors (a lower bound);",
     "max/mean writes: tracts written by the busiest replacement / by the average survivor "
     "(busiest s and max: means over runs);",
-    "FDS: FDS-REFERENCE §4 (Table 1 of the paper); FDS r+w MB/s: the same figure for FDS's time.",
+    "FDS: docs/design.md §4 (Table 1 of the paper); FDS r+w MB/s: the same figure for FDS's time.",
 ])
 
 

@@ -16,6 +16,8 @@ The shared pieces live here, importing none of the roles:
 - :mod:`fds.buffers`: large and O_DIRECT-aligned buffers, and :func:`tune_allocator`.
 - :mod:`fds.http1`: the one HTTP/1.1 head parser, for the data-path client and the data port.
 - :mod:`fds.httpclient`: the data-path HTTP client.
+- :mod:`fds.progress`: progress bars for commands (bytes with a rate, counts).
+- :mod:`fds.local`: local clusters of real processes (``fds local up``, tests, benchmarks).
 - :mod:`fds.web`: the FastAPI/uvicorn plumbing every server shares (app factory, middleware for
   auth, request ids and metrics, error handlers, serving). Only servers import it.
 

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_TRACT_SIZE = 8 * 1024 * 1024
-"""8 MiB, the paper's tract size (FDS-REFERENCE §1)."""
+"""8 MiB, the paper's tract size (docs/design.md §1)."""
 
 
 class ConfigError(ValueError):

@@ -1,6 +1,6 @@
 """Placement: the one function every client, server and test uses.
 
-``row = (xxh3_64(GUID) + tract) mod len(TLT)`` (FDS-REFERENCE §2). The tract
+``row = (xxh3_64(GUID) + tract) mod len(TLT)`` (docs/design.md §2). The tract
 number is added outside the hash on purpose, so the consecutive tracts of a
 blob walk consecutive rows and a sequential reader spreads evenly over every
 server. The hash is xxh3_64 of the 16 raw GUID bytes as an unsigned integer;

@@ -1,6 +1,6 @@
 """The tract locator table: how it is built, and how it is read.
 
-Building (FDS-REFERENCE §2) lives in :func:`build_rows`:
+Building (docs/design.md §2) lives in :func:`build_rows`:
 
 - k = 1: the concatenation of several random permutations of the servers.
 - k >= 2: every pair of servers from different failure domains gets rows

@@ -3,7 +3,7 @@
 The Sort Benchmark's ``gensort`` draws one value per record from a 128-bit
 linear congruential generator, ``X(n+1) = A*X(n) + C mod 2**128`` with
 ``X(0) = 0``; record ``r`` is built from ``X(r+1) .. X(r+10)`` (see
-``/work/shared/GENSORT.md``).  Because the step is an affine map, ``k`` steps
+``docs/gensort.md``).  Because the step is an affine map, ``k`` steps
 compose into one affine map ``(A_k, C_k)`` computed by square-and-multiply, so
 any record range can be generated without walking from record 0.
 

@@ -1,7 +1,7 @@
 """A sort worker: read input on demand, deal records into bins, stream them to their owners, sort, write.
 
 One process per worker, with its own HTTP endpoint for the bins peers send
-it (FDS-REFERENCE §6):
+it (docs/design.md §6):
 
 1. **Read and shuffle.** Ask the head for a unit of input (a few tracts),
    asking for the next one as soon as the current one starts, so the slowest

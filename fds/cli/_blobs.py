@@ -17,18 +17,18 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, BinaryIO, TypeVar
 
 from fds.auth import AuthError
 from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
+from fds.cli._output import OutputError, download, open_output
 from fds.cli.discover import NoCluster, find_metaserver
-from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Progress, Unavailable
+from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Unavailable
 from fds.guid import parse_guid
 from fds.models import BlobInfo, ClusterStatus, MemberState
+from fds.progress import byte_bar
 
 __all__ = ["add_parsers", "find_metaserver", "NoCluster"]
 
@@ -96,22 +96,6 @@ def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     return run
 
 
-@contextlib.contextmanager
-def _progress(what: str, total: int | None, tract_size: int) -> Iterator[Progress | None]:
-    """A progress bar on stderr for transfers over one tract, when stderr is a terminal."""
-    if total is None or total <= tract_size or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-    from rich.progress import Progress as Bar
-
-    with Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-             TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 async def _fresh_blob(client: Client, guid: bytes | None) -> Blob:
     """A new empty blob; an existing blob of ``guid`` is deleted and created again (not atomic)."""
     if guid is None:
@@ -139,8 +123,8 @@ def _put(args: argparse.Namespace) -> int:
         blob = await _fresh_blob(client, guid)
         try:
             size = os.fstat(source.fileno()).st_size if source is not sys.stdin.buffer else None
-            with _progress("put", size, tract_size) as progress:
-                await blob.write_from(source, progress=progress)
+            with byte_bar("put", size, quiet=size is not None and size <= tract_size) as bar:
+                await blob.write_from(source, progress=bar)
         except BaseException:
             with contextlib.suppress(FDSError):  # leave no half-written blob behind
                 await client.delete_blob(blob.raw)
@@ -158,40 +142,26 @@ def _put(args: argparse.Namespace) -> int:
 @_command
 def _get(args: argparse.Namespace) -> int:
     guid = parse_guid(args.guid)
-    if args.out != "-":
-        out = Path(args.out)
-        if out.is_dir():
-            return _fail(f"cannot write {args.out}: it is a directory; name the output file")
-        if not out.resolve().parent.is_dir():
-            return _fail(f"cannot write {args.out}: no directory {out.parent}")
+    try:
+        output = open_output(args.out)
+    except OutputError as exc:
+        return _fail(exc)
 
     async def work(client: Client) -> int:
         info = await client.stat(guid)
         tract_size = (await client.table()).tract_size
         blob = Blob(client, guid, info.incarnation)
         total = info.length if info.length is not None else info.tracts * tract_size
-        with _progress("get", total, tract_size) as progress:
-            if args.out == "-":
-                await blob.read_into(sys.stdout.buffer, progress=progress)
-                sys.stdout.buffer.flush()
-            else:
-                await _download_to_file(blob, Path(args.out), progress)
+        with byte_bar("get", total, quiet=total <= tract_size) as bar:
+            length = await download(blob, info.tracts, output, bar)
+        output.commit(length)
         return EXIT_OK
 
-    return _run(args, work)
-
-
-async def _download_to_file(blob: Blob, out: Path, progress: Progress | None) -> None:
-    """Download into a temporary file beside ``out`` and rename it into place only when complete."""
-    fd, part = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            await blob.read_into(fh, progress=progress)
-        os.replace(part, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(part)
-        raise
+        code = _run(args, work)
+    finally:
+        output.abort()  # after a commit, a no-op
+    return code
 
 
 @_command
@@ -305,8 +275,11 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(run=_put)
 
     p = sub.add_parser("get", parents=[common], help="download a blob to a file or stdout", epilog=epilog,
-                       description="Download blob GUID into OUT (- for stdout). A file is written beside OUT and "
-                                   "renamed into place only once complete.")
+                       description="Download blob GUID into OUT (- for stdout). A regular file (a symlink is "
+                                   "followed) is written beside OUT, fsynced and renamed into place only once "
+                                   "complete: a failed download leaves the old file. A new file gets mode 0666 less "
+                                   "the umask; a replaced file keeps its permissions (and, as root, its owner). "
+                                   "Devices, FIFOs and Unix sockets are written straight into, never replaced.")
     p.add_argument("guid", metavar="GUID")
     p.add_argument("out", metavar="OUT", help="output file, or - for stdout")
     p.set_defaults(run=_get)

@@ -26,7 +26,7 @@ TractData = bytes | bytearray | memoryview
 class Blob:
     """A blob in the cluster, by GUID. Cheap to create; holds no state but its name.
 
-    All I/O is whole tracts (FDS-REFERENCE §1). Tract ``i`` may be written
+    All I/O is whole tracts (docs/design.md §1). Tract ``i`` may be written
     once the blob has more than ``i`` tracts: :meth:`extend` first.
     """
 

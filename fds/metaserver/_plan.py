@@ -1,7 +1,7 @@
 """Changing the table: pure functions over a working copy of its rows.
 
 Every change to who holds a row goes through here, so the rules live in one
-place (FDS-REFERENCE §4):
+place (docs/design.md §4):
 
 - **A dead server** leaves each of its rows' write sets at once, and a
   replacement is appended as *filling*: it takes writes straight away and

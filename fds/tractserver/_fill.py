@@ -1,6 +1,6 @@
 """Filling rows: copying a row's tracts to this server when it becomes a new holder.
 
-This is FDS's fast recovery (FDS-REFERENCE §4). When a server dies, the
+This is FDS's fast recovery (docs/design.md §4). When a server dies, the
 metaserver appends a replacement to each of its rows, marked *filling*; the
 same happens to a server that is handed rows when servers are added or
 decommissioned. Each filling server:

@@ -6,8 +6,11 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import httpx
 import pytest
 
 from fds.cli._local import LocalCluster
+from fds.client import SyncClient
 from tests.conftest import SMALL_TRACT
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -246,3 +250,164 @@ def test_missing_input_file_is_exit_1(cluster: LocalCluster, elsewhere: Path) ->
 def test_usage_errors_are_exit_2(elsewhere: Path) -> None:
     assert fds("put", cwd=elsewhere).returncode == 2
     assert fds("get", "0" * 32, cwd=elsewhere).returncode == 2
+
+
+# -- where `fds get` writes: regular files replaced atomically, everything else written straight into ----------
+def _env(cluster: LocalCluster) -> dict[str, str]:
+    return {"FDS_METASERVER": cluster.metaserver_url, "FDS_SECRET_FILE": str(cluster.secret_file)}
+
+
+@pytest.fixture(scope="module")
+def stored(cluster: LocalCluster, payload: tuple[Path, bytes],
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    """The payload (two whole tracts and a short one), put once for every test below."""
+    put = fds("put", str(payload[0]), cwd=tmp_path_factory.mktemp("put"), env=_env(cluster))
+    assert put.returncode == 0, put.stderr
+    return put.stdout.decode().strip(), payload[1]
+
+
+def _null_device(path: Path) -> None:
+    """A character device with /dev/null's numbers, made at ``path`` (the real /dev/null is never touched)."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
+    except PermissionError:
+        pytest.skip("mknod is not allowed here (not root, or no CAP_MKNOD)")
+
+
+def test_get_into_a_character_device_writes_into_it(cluster: LocalCluster, stored: tuple[str, bytes],
+                                                    elsewhere: Path) -> None:
+    """Issue 10: `fds get GUID /dev/null` as root replaced /dev/null with a regular file."""
+    device = elsewhere / "null"
+    _null_device(device)
+    before = os.stat(device)
+    link = elsewhere / "via-link"
+    link.symlink_to(device)
+    for out in (device, link):
+        got = fds("get", stored[0], str(out), cwd=elsewhere, env=_env(cluster))
+        assert got.returncode == 0, got.stderr
+        after = os.stat(device)
+        assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    assert link.is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["null", "via-link"]  # no temporary left beside it
+
+
+def test_get_into_a_fifo_streams_every_byte(cluster: LocalCluster, stored: tuple[str, bytes], elsewhere: Path) -> None:
+    fifo = elsewhere / "fifo"
+    os.mkfifo(fifo)
+    received = bytearray()
+
+    def read() -> None:
+        with open(fifo, "rb") as fh:  # opening waits for the writer, as the writer's waits for us
+            while chunk := fh.read(1 << 16):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    got = fds("get", stored[0], str(fifo), cwd=elsewhere, env=_env(cluster))
+    reader.join(timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert bytes(received) == stored[1]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_get_into_a_unix_socket_sends_every_byte(cluster: LocalCluster, stored: tuple[str, bytes]) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are limited to ~108 bytes
+        path = Path(short) / "sock"
+        received = bytearray()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(str(path))
+            server.listen(1)
+
+            def serve() -> None:
+                conn, _ = server.accept()
+                with conn:
+                    while chunk := conn.recv(1 << 16):
+                        received.extend(chunk)
+
+            receiver = threading.Thread(target=serve)
+            receiver.start()
+            got = fds("get", stored[0], str(path), cwd=Path(short), env=_env(cluster))
+            receiver.join(timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert bytes(received) == stored[1]
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+
+
+def test_get_into_a_block_device_that_cannot_open_says_so_and_keeps_it(cluster: LocalCluster,
+                                                                       stored: tuple[str, bytes],
+                                                                       elsewhere: Path) -> None:
+    """A block device node is opened and written, never replaced. Major 240 is reserved for local use, so
+    no driver answers and the open fails: no real disk is written by this test."""
+    if re.search(r"^\s*240 ", Path("/proc/devices").read_text().split("Block devices:")[-1], re.M):
+        pytest.skip("block major 240 is in use on this machine")
+    node = elsewhere / "blk"
+    try:
+        os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(240, 0))
+    except PermissionError:
+        pytest.skip("mknod is not allowed here (not root, or no CAP_MKNOD)")
+    got = fds("get", stored[0], str(node), cwd=elsewhere, env=_env(cluster))
+    assert got.returncode == 1
+    assert _message(got) == f"fds: cannot write {node}: No such device or address"
+    assert stat.S_ISBLK(os.stat(node).st_mode)
+
+
+def test_get_into_a_directory_says_to_name_the_file(cluster: LocalCluster, stored: tuple[str, bytes],
+                                                   elsewhere: Path) -> None:
+    got = fds("get", stored[0], str(elsewhere), cwd=elsewhere, env=_env(cluster))
+    assert got.returncode == 1 and "it is a directory; name the output file" in _message(got)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_new_file_gets_the_umask_mode(cluster: LocalCluster, stored: tuple[str, bytes], elsewhere: Path,
+                                      umask: int) -> None:
+    out = elsewhere / "new.bin"
+    got = subprocess.run([sys.executable, "-m", "fds", "get", stored[0], str(out)], cwd=elsewhere,
+                         env={**os.environ, **_env(cluster)}, capture_output=True, timeout=120, umask=umask)
+    assert got.returncode == 0, got.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert out.read_bytes() == stored[1]
+
+
+def test_replaced_file_keeps_its_mode_and_owner(cluster: LocalCluster, stored: tuple[str, bytes],
+                                                elsewhere: Path) -> None:
+    out = elsewhere / "kept.bin"
+    out.write_bytes(b"old")
+    out.chmod(0o751)
+    owner = (os.getuid(), os.getgid())
+    if os.geteuid() == 0:
+        owner = (12345, 23456)  # as root the download must not take the file from its owner
+        os.chown(out, *owner)
+    link = elsewhere / "link.bin"
+    link.symlink_to(out.name)
+    for target in (out, link):
+        got = fds("get", stored[0], str(target), cwd=elsewhere, env=_env(cluster))
+        assert got.returncode == 0, got.stderr
+        st = out.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o751 and (st.st_uid, st.st_gid) == owner
+        assert out.read_bytes() == stored[1]
+    assert link.is_symlink() and os.readlink(link) == out.name  # the link is followed, not replaced
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["kept.bin", "link.bin"]
+
+
+def test_failed_get_leaves_the_old_file(cluster: LocalCluster, elsewhere: Path) -> None:
+    out = elsewhere / "precious.bin"
+    out.write_bytes(b"old content")
+    got = fds("get", "0" * 32, str(out), cwd=elsewhere, env=_env(cluster))
+    assert got.returncode == 1 and "no blob" in _message(got)
+    assert out.read_bytes() == b"old content"
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.bin"]
+
+
+def test_get_blob_with_short_tracts_inside(cluster: LocalCluster, elsewhere: Path) -> None:
+    """A blob written tract by tract need not have whole tracts but the last: its bytes are its tracts
+    concatenated, so tract 1 lands at an unaligned offset (off the O_DIRECT path)."""
+    pieces = [os.urandom(1000), os.urandom(SMALL_TRACT), os.urandom(SMALL_TRACT - 4096), os.urandom(77)]
+    with SyncClient(cluster.metaserver_url, secret_file=str(cluster.secret_file)) as client:
+        blob = client.create_blob()
+        blob.extend(len(pieces))
+        blob.write_tracts(enumerate(pieces))
+    out = elsewhere / "pieces.bin"
+    got = fds("get", blob.guid, str(out), cwd=elsewhere, env=_env(cluster))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == b"".join(pieces)
+    assert fds("get", blob.guid, "-", cwd=elsewhere, env=_env(cluster)).stdout == b"".join(pieces)

@@ -1,4 +1,4 @@
-"""The generator against GENSORT.md's test vectors and an independent scalar reference."""
+"""The generator against docs/gensort.md's test vectors and an independent scalar reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from apps.minutesort import generate, generate_into, iter_generate
 from apps.minutesort._gensort import A, C, jump, lcg_value
 
-# --- an independent, slow reference: GENSORT.md read literally, one Python int at a time ---
+# --- an independent, slow reference: docs/gensort.md read literally, one Python int at a time ---
 
 _M128 = (1 << 128) - 1
 _M64 = (1 << 64) - 1
@@ -73,7 +73,7 @@ def crc_sum(data: bytes) -> str:
     return f"{sum(zlib.crc32(data[i:i + 100]) for i in range(0, len(data), 100)):x}"
 
 
-# --- GENSORT.md test vectors ---
+# --- docs/gensort.md test vectors ---
 
 def test_binary_keys_of_first_records() -> None:
     keys = [bytes(row[:10]).hex().upper() for row in generate(0, 3)]

@@ -62,6 +62,14 @@ class MetaserverConfig(SecurityConfig):
     (with k >= 2). Seconds suit a laptop; on a real network, allow for GC pauses and brief partitions."""
     detect_interval: float = 0.5
     """Seconds between passes of the failure detector and repair planner."""
+    lease_seconds: float = 0.0
+    """How long a tract server may serve reads and take writes after sending a heartbeat the metaserver
+    acknowledged; past it, it refuses them (503 lease_expired) until the next acknowledgement. The
+    metaserver publishes no table that takes a server out of a row until the server has that table or
+    its lease has surely run out, so a server cut off from the metaserver never serves a row it lost.
+    The price: a metaserver outage longer than the lease stops the data path. 0: 80% of
+    heartbeat_timeout (so a silent server's lease is over when it is declared dead); -1: no leases
+    (servers never stop serving on their own; nothing fences a server cut off from the metaserver)."""
     outage_silent: int = -1
     """Repair is held while more than this many tract servers are silent at once: that is an outage (power,
     network), not disks dying, and re-replicating would only copy what is about to come back. -1: k - 1,

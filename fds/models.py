@@ -22,6 +22,7 @@ __all__ = [
     "RegisterRequest",
     "Heartbeat",
     "HeartbeatReply",
+    "TableAck",
     "ServerStatus",
     "ClusterStatus",
     "BlobInfo",
@@ -37,6 +38,7 @@ __all__ = [
     "FilledRequest",
     "RecoveryStatus",
     "OutageStatus",
+    "PublishStatus",
     "DeclaredDead",
     "RowListing",
     "RowsRequest",
@@ -178,6 +180,16 @@ class FilledRequest(BaseModel):
 
 class HeartbeatReply(BaseModel):
     table_version: int = Field(description="The current table version; refetch the table if newer.")
+    lease_seconds: float | None = Field(default=None, description="The lease granted: the server may serve for this "
+                                                                  "long after it sent the heartbeat. 0: no new lease "
+                                                                  "(the one it has runs out); null: leases are off "
+                                                                  "(it serves regardless).")
+
+
+class TableAck(BaseModel):
+    """A tract server's answer to a table pushed to it: the version it now uses."""
+
+    table_version: int
 
 
 class ServerStatus(BaseModel):
@@ -200,6 +212,15 @@ class ServerStatus(BaseModel):
     filling_rows: int = Field(default=0, description="Rows this server is still copying.")
     fill: FillProgress = Field(default_factory=FillProgress)
     traffic: Traffic = Field(default_factory=Traffic, description="As of its last heartbeat (`heartbeat_age` ago).")
+
+
+class PublishStatus(BaseModel):
+    """A table change waiting to be published: it takes servers out of rows, and waits until each has the new
+    table (pushed to it) or its lease has surely run out, so none serves a row it no longer holds."""
+
+    table_version: int = Field(description="The version waiting.")
+    waiting_for: list[str] = Field(description="Servers that have neither acknowledged it nor run out of lease.")
+    since: float = Field(description="Seconds it has waited.")
 
 
 class RecoveryStatus(BaseModel):
@@ -244,6 +265,8 @@ class ClusterStatus(BaseModel):
     healthy: bool = Field(default=False, description="True only when every row has k live holders that hold "
                                                      "every tract; false from a failure's detection until repaired.")
     recovery: RecoveryStatus | None = None
+    publishing: PublishStatus | None = Field(default=None, description="A table change waiting for servers it "
+                                                                       "takes out of rows (see `lease_seconds`).")
     outage: OutageStatus | None = Field(default=None, description="Present while repair is held: more servers "
                                                                   "are silent than the replication level covers.")
 

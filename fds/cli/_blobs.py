@@ -247,6 +247,11 @@ def _print_status(status: ClusterStatus, metaserver: str) -> None:
         console.print(f"[red bold]{status.outage.message}[/]: silent {', '.join(status.outage.silent)}; "
                       f"nobody is declared dead while more than {status.outage.limit} are silent. "
                       "`fds admin declare-dead ID` releases one.", highlight=False)
+    if status.publishing is not None:
+        console.print(f"[yellow]table version {status.publishing.table_version} waits to be published[/] "
+                      f"({status.publishing.since:.1f}s) until "
+                      f"{', '.join(status.publishing.waiting_for) or 'the next pass'} have it or their leases "
+                      "run out", highlight=False)
     rec = status.recovery
     if status.healthy:
         last = f" (last repair took {rec.last_seconds:.1f}s)" if rec and rec.last_seconds is not None else ""

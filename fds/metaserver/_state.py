@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 
 from fds.config import MetaserverConfig
 from fds.durable import ensure_dir
-from fds.errors import BadRequest, Conflict, NotFound, TableNotReady
+from fds.errors import BadRequest, Conflict, NotFound, TableNotReady, Unavailable
+from fds.metaserver._leases import Leases
 from fds.metaserver._plan import Layout
 from fds.models import (
     ClusterState,
@@ -33,8 +34,10 @@ from fds.models import (
     DeclaredDead,
     FillProgress,
     Heartbeat,
+    HeartbeatReply,
     MemberState,
     OutageStatus,
+    PublishStatus,
     RecoveryStatus,
     RegisterRequest,
     ServerRef,
@@ -52,6 +55,7 @@ SETTINGS = ("replicas", "tract_size", "expected_servers")
 
 _CONFIG = b"config"
 _TABLE = b"table"
+_PENDING = b"table.pending"
 _MEMBER = b"member/"
 
 
@@ -109,11 +113,18 @@ class MetaState:
         raw = self._db.get(_TABLE)
         self.table: TableModel | None = TableModel.model_validate_json(raw) if raw else None
         self._table_json: bytes | None = raw
+        pending = self._db.get(_PENDING)
+        self.pending: TableModel | None = TableModel.model_validate_json(pending) if pending else None
+        """A table change waiting to be published (see :meth:`_commit`)."""
         started = self._clock()
+        self._pending_since = started
+        self.leases = Leases(self.lease_seconds, started)
+        self.acked: dict[str, int] = {}
+        """Per server: the newest table version it acknowledged (a pushed table, or its heartbeat)."""
         self.live: dict[str, _Live] = {m: _Live(last_seen=started) for m in self.members}
         self.repair_started: float | None = None
         self.last_repair_seconds: float | None = None
-        self._grace_until = started + config.heartbeat_timeout + self.lease_seconds
+        self._grace_until = started + config.heartbeat_timeout + self.lease_seconds if self.members else started
         """Nobody is declared dead before this: after a restart, every member gets a fair chance to report."""
         self._grace: dict[str, float] = {}
         """Per server: not declared dead before this (silent servers when an outage ends)."""
@@ -121,8 +132,10 @@ class MetaState:
 
     @property
     def lease_seconds(self) -> float:
-        """How long a tract server may serve after sending a heartbeat the metaserver acknowledged."""
-        return 0.0
+        """How long a tract server may serve after sending a heartbeat the metaserver acknowledged (0: no leases)."""
+        if self.config.lease_seconds < 0:
+            return 0.0
+        return self.config.lease_seconds or 0.8 * self.config.heartbeat_timeout
 
     def _adopt_settings(self) -> None:
         raw = self._db.get(_CONFIG)
@@ -146,11 +159,14 @@ class MetaState:
     def close(self) -> None:
         self._db.close()
 
-    def _save(self, members: Iterable[_Member] = (), table: TableModel | None = None) -> None:
-        """Store ``members`` and ``table`` durably in one RocksDB write batch: all of them or none.
+    def _save(self, members: Iterable[_Member] = (), table: TableModel | None = None, *,
+              pending: TableModel | None = None) -> None:
+        """Store ``members`` and ``table`` (or a ``pending`` one) durably in one RocksDB write batch: all of
+        them or none.
 
         A member and the table that names it change together (registering, leaving rows); two
-        separate puts would let a crash between them leave a member the table never got.
+        separate puts would let a crash between them leave a member the table never got. Storing
+        the table also ends any pending one.
         """
         batch = rocksdict.WriteBatch(raw_mode=True)
         for member in members:
@@ -158,19 +174,30 @@ class MetaState:
         raw = table.model_dump_json().encode() if table is not None else None
         if raw is not None:
             batch.put(_TABLE, raw)
+            batch.delete(_PENDING)
+        if pending is not None:
+            batch.put(_PENDING, pending.model_dump_json().encode())
         self._db.write(batch, self._sync)
         if table is not None:
             self.table = table
             self._table_json = raw
+            self.pending = None
+        if pending is not None:
+            self.pending = pending
+            self._pending_since = self._clock()
 
     # -- membership ------------------------------------------------------
-    def register(self, req: RegisterRequest) -> int:
-        """Add or update a member; build the table once enough have come. Returns the table version."""
+    def register(self, req: RegisterRequest) -> HeartbeatReply:
+        """Add or update a member; build the table once enough have come. Returns the table version and a
+        lease, as a heartbeat's reply."""
         member = self.members.get(req.id)
         old = member.req if member else None
         if old is not None and old.domain != req.domain and self._in_table(req.id):
             raise Conflict(f"server {req.id} is in the table with failure domain {old.domain!r}; "
                            f"it cannot re-register as {req.domain!r}", code="domain_changed")
+        if self.pending is not None and (not self._in_table(req.id) or (
+                old is not None and (old.url, old.data_url) != (req.url, req.data_url))):
+            self._refuse_while_pending(f"register {req.id}")
         for other in self.members.values():
             if other.req.id != req.id and other.req.url == req.url:
                 log.info("server %s takes over URL %s from %s", req.id, req.url, other.req.id)
@@ -196,7 +223,15 @@ class MetaState:
             table = self.table.model_copy(update={"servers": servers, "version": self.table.version + 1})
             log.info("server %s moved to %s; table version %d", req.id, req.url, table.version)
         self._save([member], table)
-        return self.table.version if self.table else 0
+        return self._reply(req.id)
+
+    def _reply(self, server_id: str) -> HeartbeatReply:
+        """Acknowledge a heartbeat (or registration) from ``server_id`` just received: the table version, and
+        a lease, unless a pending table waits for this server (it is taken out of rows, and the table could
+        not be pushed to it yet): then its lease is left to run out."""
+        waited_for = self.leases.enabled and self.pending is not None and server_id in self.waiting_for()
+        return HeartbeatReply(table_version=self.table.version if self.table else 0,
+                              lease_seconds=0.0 if waited_for else self.leases.grant(server_id, self._clock()))
 
     def _revive(self, member: _Member, *, save: bool = True) -> None:
         if member.state == MemberState.DEAD:
@@ -206,7 +241,7 @@ class MetaState:
             log.warning("server %s is back after being declared dead; it rejoins the rows it is still an "
                         "absent holder of as a filling holder, and removes the tracts of any others", member.req.id)
 
-    def heartbeat(self, server_id: str, beat: Heartbeat) -> int:
+    def heartbeat(self, server_id: str, beat: Heartbeat) -> HeartbeatReply:
         member = self.members.get(server_id)
         if member is None:
             raise NotFound(f"unknown tract server {server_id!r}: register first", code="unknown_server")
@@ -214,7 +249,8 @@ class MetaState:
         live.last_seen = self._clock()
         live.beat = beat
         self._revive(member)
-        return self.table.version if self.table else 0
+        self.table_acked(server_id, beat.table_version)
+        return self._reply(server_id)
 
     def _in_table(self, server_id: str) -> bool:
         return self.table is not None and any(s.id == server_id for s in self.table.servers)
@@ -268,7 +304,16 @@ class MetaState:
         return table
 
     def _commit(self, layout: Layout, changed: Iterable[_Member] = ()) -> None:
-        """Publish ``layout`` as the next table version, with ``changed`` members, in one write batch.
+        """Store ``layout`` as the next table version, with ``changed`` members, in one write batch; publish it
+        at once unless it takes a server out of a row that may still serve it.
+
+        **The publish barrier.** A server taken out of a row's write set (declared dead, done leaving, a
+        surplus holder) might still serve the row to clients holding the old table: one cut off from
+        the metaserver would serve its stale copy for ever. So such a table is stored as *pending* and
+        published (``GET /v1/table``, heartbeat replies) only once each such server has acknowledged it
+        (the app pushes it to them) or its lease is surely over (:mod:`._leases`): a server with a lease
+        fresh enough to serve has the new table and refuses the row. Nothing else changes the table
+        meanwhile.
 
         Servers that gave up a row for good (not merely left its write set as an absent holder) must clean
         it up before taking rows again.
@@ -286,7 +331,53 @@ class MetaState:
                 if member is not None:
                     member.removed_at = version
                     members[member.req.id] = member
-        self._save(members.values(), after)
+        if self._waiting_for(after, self._clock()):
+            self._save(members.values(), pending=after)
+            log.info("table version %d waits to be published until %s have it or their leases are over",
+                     version, ", ".join(self._waiting_for(after, self._clock())))
+        else:
+            self._save(members.values(), after)
+
+    def _removed(self, after: TableModel) -> list[str]:
+        """Servers ``after`` takes out of some row's write set."""
+        assert self.table is not None
+        before = self.table
+        out = {before.servers[i].id for r, row in enumerate(before.rows) for i in set(row) - set(after.rows[r])}
+        return sorted(out)
+
+    def _waiting_for(self, after: TableModel, now: float) -> list[str]:
+        """Servers ``after`` takes out of rows that have not acknowledged it and may still be serving."""
+        return [server_id for server_id in self._removed(after)
+                if self.acked.get(server_id, 0) < after.version and not self.leases.over(server_id, now)]
+
+    def waiting_for(self) -> list[str]:
+        """Servers the pending table waits for (the app pushes it to them)."""
+        return [] if self.pending is None else self._waiting_for(self.pending, self._clock())
+
+    def table_acked(self, server_id: str, version: int) -> None:
+        """``server_id`` uses table ``version`` (it took a pushed table, or says so in a heartbeat)."""
+        if version > self.acked.get(server_id, 0):
+            self.acked[server_id] = version
+
+    def publish(self) -> bool:
+        """Publish the pending table if nobody it waits for may still serve a row it lost; returns whether a
+        table is still pending."""
+        if self.pending is None:
+            return False
+        if self.waiting_for():
+            return True
+        log.info("table version %d published after %.1fs", self.pending.version, self._clock() - self._pending_since)
+        self._save(table=self.pending)
+        self._finish_decommissions()
+        self._track_repair(self._clock())
+        return False
+
+    def _refuse_while_pending(self, what: str) -> None:
+        assert self.pending is not None
+        waiting = self.waiting_for()
+        raise Unavailable(f"{what}: table version {self.pending.version} is waiting to be published (for "
+                          f"{', '.join(waiting) or 'nobody now'} to have it or their leases to run out, at most "
+                          f"{self.leases.seconds * 1.01 + 0.25:.0f}s); retry shortly", code="table_pending")
 
     def table_json(self) -> bytes:
         if self._table_json is None:
@@ -313,8 +404,8 @@ class MetaState:
            (new servers), if ``auto_rebalance``.
         """
         result = TickResult()
-        if self.table is None:
-            return result
+        if self.table is None or self.publish():
+            return result  # nothing changes while a table waits to be published
         now = self._clock()
         table = self.table
         layout = Layout.of(table, alive=self._alive_indices(now))
@@ -423,6 +514,8 @@ class MetaState:
                            f"dead; to take it out of service, decommission it", code="server_alive")
         if member.state in (MemberState.DEAD, MemberState.DECOMMISSIONED):
             raise Conflict(f"server {server_id} is already {member.state}", code=f"server_{member.state}")
+        if self.publish():
+            self._refuse_while_pending(f"declare {server_id} dead")
         layout = Layout.of(self.table, alive=self._alive_indices(now))
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         eligible = [i for i in self._eligible(now) if i != index[server_id]]
@@ -442,6 +535,8 @@ class MetaState:
         """``server_id`` has copied every tract of ``rows``. Returns the table version."""
         if self.table is None or not self._in_table(server_id):
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
+        if self.publish():
+            self._refuse_while_pending(f"rows filled by {server_id}")
         layout = Layout.of(self.table, alive=self._alive_indices(self._clock()))
         index = {s.id: i for i, s in enumerate(self.table.servers)}
         done = layout.commit_filled(index[server_id], rows)
@@ -459,6 +554,8 @@ class MetaState:
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
         if member.state == MemberState.DEAD:
             raise Conflict(f"server {server_id} is dead; its rows are already re-replicated", code="server_dead")
+        if self.publish():
+            self._refuse_while_pending(f"decommission {server_id}")
         member.state = MemberState.DECOMMISSIONING
         layout = Layout.of(self.table)
         index = {s.id: i for i, s in enumerate(self.table.servers)}
@@ -554,5 +651,8 @@ class MetaState:
             expected_servers=self.config.expected_servers,
             rows=len(table.rows) if table else 0, servers=servers,
             healthy=healthy, recovery=recovery, outage=self._outage(now)[0],
+            publishing=None if self.pending is None else PublishStatus(
+                table_version=self.pending.version, waiting_for=self.waiting_for(),
+                since=now - self._pending_since),
         )
 

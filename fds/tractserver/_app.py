@@ -20,10 +20,13 @@ from fds.models import (
     RowListing,
     RowsRequest,
     SetLengthRequest,
+    TableAck,
+    TableModel,
     TractServerStats,
     TractWritten,
 )
 from fds.placement import METADATA_TRACT
+from fds.tlt import Table
 from fds.tractserver._fastpath import serve_data_port
 from fds.tractserver._fill import Filler
 from fds.tractserver._meta import MetaService
@@ -188,6 +191,7 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
               summary="Server to server: every tract and metadata record this server has of some rows, for "
                       "a new holder to copy. Answers only once writes under an older table have finished.")
     async def list_rows(req: RowsRequest) -> Response:
+        node.check_lease()
         table = await node.table_at_least(req.version)
         for r in req.rows:
             if not 0 <= r < len(table):
@@ -206,6 +210,14 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
                 meta=node.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) in wanted))
 
         return json_response(await node.run_io(scan))
+
+    @app.post("/v1/internal/table", response_model=TableAck, tags=["internal"],
+              summary="Metaserver to server: a table to use now (one that takes this server out of rows, "
+                      "pushed before it is published). Answers the version this server uses.")
+    async def push_table(model: TableModel) -> Response:
+        if node.table is None or model.version > node.table.version:
+            node.adopt(Table(model))
+        return json_response(TableAck(table_version=node.table.version if node.table else 0))
 
     # -- operations ---------------------------------------------------------
     @app.get("/v1/stats", response_model=TractServerStats, tags=["ops"], summary="Tracts and bytes on this disk.")

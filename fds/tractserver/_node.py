@@ -47,7 +47,16 @@ from fds.errors import (
     error_from_response,
 )
 from fds.guid import format_guid, parse_guid
-from fds.models import BlobInfo, FillProgress, Heartbeat, MetaRecord, RegisterRequest, TableModel, Traffic
+from fds.models import (
+    BlobInfo,
+    FillProgress,
+    Heartbeat,
+    HeartbeatReply,
+    MetaRecord,
+    RegisterRequest,
+    TableModel,
+    Traffic,
+)
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
@@ -124,6 +133,9 @@ class Node:
         """What heartbeats report of this server's requests (the app hands in its metrics' counts)."""
         self.heartbeat_acked: float | None = None
         """``time.monotonic()`` when the metaserver last accepted a heartbeat; None before the first."""
+        self.lease_until = 0.0
+        """``time.monotonic()`` until which this server may serve: its lease from the metaserver, counted from
+        when it sent the heartbeat the metaserver acknowledged (inf if the metaserver grants none)."""
         self.on_table: list[Callable[[Table], None]] = []
         """Called with each newer table (the filler listens)."""
         self.committed_meta: Callable[[bytes, Table], Awaitable[MetaRecord | None]] = self._stored_meta
@@ -166,14 +178,31 @@ class Node:
         req = RegisterRequest(id=self.id, url=self.url, data_url=self.data_url, disk=str(self.dir.resolve()),
                               domain=self.domain,
                               capacity_bytes=self.store.capacity_bytes)
+        sent = time.monotonic()
         resp = await self.http.post(f"{self.config.metaserver}/v1/servers", content=req.model_dump_json(),
                                     headers={"content-type": "application/json"})
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content, where="register with metaserver")
+        reply = HeartbeatReply.model_validate_json(resp.content)
+        self._leased(sent, reply)
         self.registered.set()
         log.info("registered %s (%s) at %s with %s", self.id, self.domain, self.url, self.config.metaserver)
-        if resp.json()["table_version"] > 0:
+        if reply.table_version > 0:
             await self.refresh_table()
+
+    def _leased(self, sent: float, reply: HeartbeatReply) -> None:
+        """The metaserver acknowledged a heartbeat sent at ``sent``: extend the lease it granted."""
+        if reply.lease_seconds is None:
+            self.lease_until = float("inf")  # leases are off
+        elif reply.lease_seconds > 0:
+            self.lease_until = max(self.lease_until, sent + reply.lease_seconds)
+
+    def check_lease(self) -> None:
+        """Refuse to serve once the lease has run out: the metaserver may have given this server's rows away."""
+        if time.monotonic() >= self.lease_until:
+            raise Unavailable("this tract server's lease from the metaserver has run out (it has not heard from "
+                              "the metaserver, which may have given its rows to others); read another replica",
+                              code="lease_expired")
 
     async def heartbeat_once(self) -> None:
         assert self.http is not None
@@ -185,6 +214,7 @@ class Node:
                          capacity_bytes=self.store.capacity_bytes,
                          table_version=self.table.version if self.table else 0,
                          clean_version=self.clean_version, fill=self.fill_progress, traffic=self.traffic())
+        sent = time.monotonic()
         resp = await self.http.post(f"{self.config.metaserver}/v1/servers/{self.id}/heartbeat",
                                     content=beat.model_dump_json(), headers={"content-type": "application/json"})
         if resp.status_code == 404:
@@ -194,7 +224,9 @@ class Node:
         if resp.status_code != 200:
             raise error_from_response(resp.status_code, resp.content, where="heartbeat")
         self.heartbeat_acked = time.monotonic()
-        current = resp.json()["table_version"]
+        reply = HeartbeatReply.model_validate_json(resp.content)
+        self._leased(sent, reply)
+        current = reply.table_version
         if current and (self.table is None or current > self.table.version):
             await self.refresh_table()
 
@@ -351,9 +383,10 @@ class Node:
 
     # -- request checks ------------------------------------------------------
     async def check(self, guid: bytes, tract: int, version: int) -> Table:
-        """Refuse a request whose table version is stale or whose row is not ours."""
+        """Refuse a request whose table version is stale or whose row is not ours, or any once the lease is over."""
         if not 0 <= tract <= MAX_TRACT and tract != METADATA_TRACT:
             raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
+        self.check_lease()
         table = self.table
         if table is None or version > table.version:
             table = await self.table_at_least(version)

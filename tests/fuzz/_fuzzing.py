@@ -46,7 +46,8 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 SERVER_STATES: Mapping[int, frozenset[str]] = {
-    503: frozenset({"unavailable", "table_not_ready", "checksum_mismatch", "not_ready"}),
+    503: frozenset({"unavailable", "table_not_ready", "checksum_mismatch", "not_ready", "table_pending",
+                    "lease_expired", "filling"}),
     507: frozenset({"disk_full"}),
 }
 """5xx answers that describe the cluster, not the request: legitimate for any input."""

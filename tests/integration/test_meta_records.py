@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import format_guid, new_guid
 from fds.models import MetaRecord, TableModel
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
-from tests.conftest import AUTH
+from tests.conftest import AUTH, shared_cluster
 
 
 def _record(guid: bytes, epoch: int, seq: int) -> MetaRecord:
@@ -63,7 +66,13 @@ def test_concurrent_applies_keep_the_newest_record(tmp_path: Path) -> None:
         store.close()
 
 
-def test_primary_answers_only_committed_records(cluster_k3) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A k=3 cluster whose heartbeat timeout outlasts a tract server's restart (it must not be declared dead)."""
+    yield from shared_cluster(tmp_path_factory, "k3-slow-timeout", replicas=3, heartbeat_timeout=20.0)
+
+
+def test_primary_answers_only_committed_records(cluster_k3: LocalCluster) -> None:
     """An extend the primary logged but could not replicate (a holder was down) is in doubt: ``stat`` must not
     show it while a holder lacks it (503), and once the holder is back, ``stat`` first replicates it.
 

@@ -133,9 +133,10 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
     number = sum(1 for e in workload.history.events if e.process.startswith("crashed") and e.kind == "invoke")
     value = ValueId(100 + number, 1)
     with httpx.Client(timeout=10, headers=headers) as http:
-        table = Table(TableModel.model_validate_json(http.get(f"{workload.metaserver}/v1/table").content))
-        incarnation = http.get(f"{table.holders(raw, -1)[0].url}/v1/meta/{workload.guid}",
-                               params={"version": table.version}).json()["incarnation"]
+        try:
+            table, incarnation = _table_and_incarnation(http, workload.metaserver, raw)
+        except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+            return f"skipped, the table or the blob's metadata cannot be had now: {exc}"
         server = rng.choice(table.holders(raw, key))
         workload.history.add(f"crashed{number}", "invoke", "write", key, value,
                              detail=f"to {server.id} only, then the writer crashed")
@@ -149,6 +150,26 @@ def crashed_write(workload: Workload, headers: dict[str, str], rng: random.Rando
         workload.history.add(f"crashed{number}", "info", "write", key, value,
                              detail=f"{server.id} answered {resp.status_code}; the writer is gone")
     return f"{value} to t{key} on {server.id} only: {resp.status_code}"
+
+
+def _table_and_incarnation(http: httpx.Client, metaserver: str, guid: bytes, *,
+                           patience: float = 10.0) -> tuple[Table, int]:
+    """The current table and the blob's incarnation, asking again (a fresh table each time) while the
+    metadata primary cannot answer (restarting, its lease lapsed, the row moving)."""
+    deadline = time.monotonic() + patience
+    while True:
+        table = Table(TableModel.model_validate_json(http.get(f"{metaserver}/v1/table").content))
+        primary = table.holders(guid, -1)[0]
+        try:
+            resp = http.get(f"{primary.url}/v1/meta/{format_guid(guid)}", params={"version": table.version})
+            if resp.status_code == 200:
+                return table, int(resp.json()["incarnation"])
+            why = f"{primary.id} answered {resp.status_code} {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            why = f"{primary.id}: {exc}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(why)
+        time.sleep(0.2)
 
 
 async def _read(history: History, process: str, blob: Blob, key: int) -> None:
@@ -183,9 +204,7 @@ def replica_values(metaserver: str, guid: str, keys: int,
     raw = parse_guid(guid)
     out: dict[int, dict[str, ReadValue | str]] = {}
     with httpx.Client(timeout=30, headers=headers) as http:
-        table = Table(TableModel.model_validate_json(http.get(f"{metaserver}/v1/table").content))
-        incarnation = http.get(f"{table.holders(raw, -1)[0].url}/v1/meta/{format_guid(raw)}",
-                               params={"version": table.version}).json()["incarnation"]
+        table, incarnation = _table_and_incarnation(http, metaserver, raw, patience=60.0)
         for key in range(keys):
             seen: dict[str, ReadValue | str] = {}
             out[key] = seen

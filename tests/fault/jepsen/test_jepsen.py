@@ -53,8 +53,6 @@ HEAL_TIMEOUT = 120.0
 """Seconds the healed cluster has to become healthy before that is itself a failure."""
 
 
-@pytest.mark.xfail(reason="issue 11: today's fds serves stale reads from a server cut off from the metaserver "
-                   "(and can lose its last copies in an outage); remove once the trust fixes land", strict=False)
 def test_jepsen(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     seed = int(request.config.getoption("--jepsen-seed"))
     seconds = float(request.config.getoption("--jepsen-seconds"))

@@ -40,7 +40,7 @@ def _metaserver(args: argparse.Namespace) -> int:
 
     config = _load(MetaserverConfig, "metaserver", args,
                    ["dir", "replicas", "tract_size", "expected_servers", "heartbeat_timeout", "detect_interval",
-                    "auto_rebalance", "seed"])
+                    "auto_rebalance", "seed", "lease_seconds", "outage_silent"])
     try:
         run(config, ready_file=args.ready_file)
     except FDSError as exc:
@@ -83,6 +83,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--auto-rebalance", dest="auto_rebalance", type=int, choices=[0, 1],
                    help="1: hand rows to new servers automatically (default); 0: never")
     p.add_argument("--seed", type=int, help="seed for table building and replacement choices")
+    p.add_argument("--lease-seconds", dest="lease_seconds", type=float,
+                   help="how long a tract server may serve after a heartbeat the metaserver acknowledged "
+                        "(0: 80%% of the heartbeat timeout; -1: no leases)")
+    p.add_argument("--outage-silent", dest="outage_silent", type=int,
+                   help="hold repair while more than this many tract servers are silent (-1: k-1)")
     p.set_defaults(run=_metaserver)
 
     p = sub.add_parser("tractserver", help="run a tract server for one disk")

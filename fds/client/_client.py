@@ -317,7 +317,7 @@ class Client:
             if not pending or any(t.exception() is not None or t.result().status != 200 for t in done):
                 return  # all answered, or one failed: the write is retried either way
             try:
-                current = await self.tables.refresh(table.version)
+                current = await self.tables.recheck(RECHECK_AFTER)
             except Unavailable:
                 continue  # metaserver down: keep waiting for the replica
             if current.version > table.version and current.row_versions[row] > table.row_versions[row]:

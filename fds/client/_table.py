@@ -27,6 +27,7 @@ class TableCache:
                                        verify=tls.client_context())
         self._table: Table | None = None
         self._fetch: asyncio.Task[Table] | None = None
+        self._fetched = 0.0
 
     async def get(self) -> Table:
         if self._table is not None:
@@ -41,7 +42,15 @@ class TableCache:
             self._fetch = asyncio.create_task(self._load())
         return await asyncio.shield(self._fetch)
 
+    async def recheck(self, interval: float) -> Table:
+        """The newest table, fetched again if the last fetch is more than ``interval`` seconds old (for
+        callers waiting on a silent server, many at once: one fetch serves them all)."""
+        if self._table is not None and asyncio.get_running_loop().time() - self._fetched < interval:
+            return self._table
+        return await self.refresh(self._table.version if self._table else 0)
+
     async def _load(self) -> Table:
+        self._fetched = asyncio.get_running_loop().time()
         resp = await self._get("/v1/table")
         table = Table(TableModel.model_validate_json(resp.content))
         if self._table is None or table.version >= self._table.version:

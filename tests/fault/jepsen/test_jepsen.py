@@ -32,13 +32,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from fds.client import Client
 from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
+from tests.fault.replication import wait_healthy
 
 from .checker import Violation, check, check_replicas
 from .history import History
@@ -101,10 +101,10 @@ def _run(cluster: ProxiedCluster, tmp_path: Path, seed: int, seconds: float) -> 
         clients.join(workload.retry_for + workload.timeout + 30)
     if clients.is_alive():
         violations.append(Violation("stuck", None, "the clients did not finish their last operations"))
-    healthy, status = _settle(cluster)
-    if not healthy:
-        violations.append(Violation("did not heal", None, f"the cluster was not healthy {HEAL_TIMEOUT:.0f} s after "
-                                    f"every fault ended: {_brief(status)}"))
+    try:
+        wait_healthy(cluster, timeout=HEAL_TIMEOUT, settle=1.0)
+    except AssertionError as exc:
+        violations.append(Violation("did not heal", None, f"after every fault ended: {exc}"))
     asyncio.run(final_reads(ms, guid, KEYS, history))
     _scrub(cluster)
     replicas = replica_values(ms, guid, KEYS, AUTH)
@@ -124,38 +124,11 @@ async def _create_blob(metaserver: str, keys: int) -> str:
         return blob.guid
 
 
-def _settle(cluster: ProxiedCluster) -> tuple[bool, dict[str, Any]]:
-    """Wait until every row has k live, complete holders and the table stays put for a second."""
-    deadline = time.monotonic() + HEAL_TIMEOUT
-    status: dict[str, Any] = {}
-    stable: tuple[int, float] | None = None
-    while time.monotonic() < deadline:
-        try:
-            status = httpx.get(f"{cluster.metaserver_url}/v1/cluster", headers=AUTH, timeout=5).json()
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.2)
-            continue
-        if status.get("healthy") and not status["recovery"]["rows_filling"]:
-            if stable is None or stable[0] != status["table_version"]:
-                stable = (status["table_version"], time.monotonic())
-            elif time.monotonic() - stable[1] >= 1.0:
-                return True, status
-        else:
-            stable = None
-        time.sleep(0.2)
-    return False, status
-
-
 def _scrub(cluster: ProxiedCluster) -> None:
     """One scrub pass on every running tract server: the anti-entropy that reconciles replicas."""
     for child in cluster.tract_children:
         if child.alive():
             httpx.post(f"{child.url}/v1/admin/scrub", headers=AUTH, timeout=60).raise_for_status()
-
-
-def _brief(status: dict[str, Any]) -> str:
-    servers = ", ".join(f"{s['id']} {s['state']}{'' if s['alive'] else ' silent'}" for s in status.get("servers", []))
-    return f"healthy={status.get('healthy')}, recovery={status.get('recovery')}, servers: {servers}"
 
 
 def _describe(seed: int, history: History, nemesis: Nemesis, violations: list[Violation], strict: list[Violation],

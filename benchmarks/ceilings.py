@@ -42,14 +42,12 @@ from typing import Any
 
 import orjson
 
+from fds import tune_allocator
+from fds.buffers import aligned
+from fds.durable import create_durably, read_direct, write_durably
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(REPO) not in sys.path:  # run as a script: make ``fds`` importable without installing
-    sys.path.insert(0, str(REPO))
-
-from fds import tune_allocator  # noqa: E402
-from fds.buffers import aligned  # noqa: E402
-from fds.durable import create_durably, read_direct, write_durably  # noqa: E402
 
 GiB = 1024**3
 BODY_BYTES = 8 * 1024 * 1024

@@ -46,11 +46,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fds.buffers import aligned  # noqa: E402
-from fds.cli._local import LocalCluster  # noqa: E402
-from fds.client import Client  # noqa: E402
+from fds.buffers import aligned
+from fds.client import Client
+from fds.local import LocalCluster
 
 TRACT = 8 * 1024 * 1024
 GIB = 1024**3

@@ -20,17 +20,14 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fds.auth import Credentials  # noqa: E402
-from fds.cli._local import LocalCluster  # noqa: E402
-from fds.client import Client  # noqa: E402
+from fds.auth import Credentials
+from fds.client import Client
+from fds.local import LocalCluster
 
 TRACT = 8 * 1024 * 1024
 GIB = 1024**3

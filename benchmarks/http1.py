@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fds.http1 import HeadBuffer, parse_request, parse_response  # noqa: E402
+from fds.http1 import HeadBuffer, parse_request, parse_response
 
 REQUEST = (b"PUT /v1/tracts/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/17?version=12&incarnation=3 HTTP/1.1\r\n"
            b"Host: 127.0.0.1:40123\r\nContent-Length: 8388608\r\n"

@@ -27,9 +27,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fds.cli._local import LocalCluster  # noqa: E402
+from fds.local import LocalCluster
 
 
 def run(metaserver: str, size: str, flags: list[str]) -> dict[str, Any]:

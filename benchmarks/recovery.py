@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +34,8 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fds.cli._local import LocalCluster  # noqa: E402
-from fds.client import Client  # noqa: E402
+from fds.client import Client
+from fds.local import LocalCluster
 
 TRACT = 8 * 1024 * 1024
 

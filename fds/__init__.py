@@ -22,7 +22,9 @@ The shared pieces live here, importing none of the roles:
   auth, request ids and metrics, error handlers, serving). Only servers import it.
 
 The roles are :mod:`fds.metaserver`, :mod:`fds.tractserver`, :mod:`fds.gateway`
-and the client library :mod:`fds.client`.
+and the client library :mod:`fds.client`. :mod:`fds.local` runs a whole cluster on one
+machine as child processes (``fds local up``, the tests and the benchmarks use it), and
+:mod:`fds.cli` is the ``fds`` command.
 """
 
 __version__ = "0.1.0"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import stat
@@ -315,12 +314,13 @@ class Credentials:
         if env.get("FDS_SECRET_FILE", "").strip():
             path = env["FDS_SECRET_FILE"].strip()
             return cls(secret=load_secret(path), scope=scope, source=path)
-        local = (cwd or Path.cwd()) / ".fds" / "cluster.json"
+        from fds.local import DEFAULT_DIR, ClusterFile  # fds.local imports this module
+
         try:
-            stored = json.loads(local.read_text()).get("secret_file")
-        except (OSError, ValueError, AttributeError):
-            stored = None
-        if isinstance(stored, str) and stored:
+            stored = ClusterFile.read((cwd or Path.cwd()) / DEFAULT_DIR).secret_file
+        except (OSError, ValueError):
+            stored = ""
+        if stored:
             return cls(secret=load_secret(stored), scope=scope, source=stored)
         return cls(source="none")
 

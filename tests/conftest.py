@@ -1,7 +1,9 @@
-"""Shared fixtures: real clusters of real processes on loopback, in temp dirs.
+"""Fixtures and hooks for every test: real clusters of real processes on loopback, in temp dirs, and tiers.
 
-Every cluster a test starts is stopped at teardown (children tracked by PID
-in :class:`fds.cli._local.LocalCluster`), whether the test passed or not.
+Helpers that tests import live in :mod:`tests.support`, not here. Every test is
+marked with its tier, from its folder (``unit``, ``integration``, ``fault``,
+``fuzz``, ``multihost``, ``deploy``); long tests are marked ``slow`` too. So
+``pytest -m unit``, ``pytest -m "not slow"`` and the like pick a tier.
 """
 
 from __future__ import annotations
@@ -13,19 +15,37 @@ from typing import Any
 
 import pytest
 
-from fds.cli._local import LocalCluster
-from tests import credentials
+from fds.local import LocalCluster
+from tests.support import credentials
+from tests.support.clusters import DEFAULTS, drop_data, shared_cluster
 
-SMALL_TRACT = 1024 * 1024
-"""Tests use 1 MiB tracts: the same code paths as 8 MiB, eight times less I/O."""
+TIERS = {
+    "unit": "pure logic: no processes, no network (seconds)",
+    "integration": "real servers as processes on loopback",
+    "fault": "real processes killed, disks filled, files corrupted; every acknowledged write checked",
+    "fuzz": "generated requests against every server's API",
+    "multihost": "a cluster over network namespaces (root only; skips elsewhere)",
+    "deploy": "the Ansible playbook and systemd units, run against this machine",
+}
+"""Tier markers, one per folder of tests/, applied to every test in it."""
+SLOW = "a long test (a minute or more on a shared 2-core machine); `-m 'not slow'` leaves it out"
 
-SECRET_FILE = credentials.SECRET_FILE
-AUTH = credentials.AUTH
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, what in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+    config.addinivalue_line("markers", f"slow: {SLOW}")
 
 
-_DEFAULTS: dict[str, Any] = {"tractservers": 4, "replicas": 1, "tract_size": SMALL_TRACT, "port": 0,
-                             "gateway": False, "heartbeat_interval": 0.2, "secret_file": SECRET_FILE}
-"""What every test cluster starts with unless a test says otherwise."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            tier = item.path.relative_to(root).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture
@@ -34,7 +54,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     started: list[LocalCluster] = []
 
     def make(name: str = "cluster", **kwargs: Any) -> LocalCluster:
-        cluster = LocalCluster(tmp_path / name, **{**_DEFAULTS, **kwargs})
+        cluster = LocalCluster(tmp_path / name, **{**DEFAULTS, **kwargs})
         started.append(cluster)
         cluster.start()
         return cluster
@@ -42,37 +62,21 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
     yield make
     for cluster in started:
         cluster.stop()
-        _drop_data(cluster)
+        drop_data(cluster)
 
 
-def _drop_data(cluster: LocalCluster) -> None:
-    """Remove a stopped cluster's data (fault tests write gigabytes); keep its logs for debugging."""
-    for child in cluster.children:
-        if child.dir:
-            shutil.rmtree(child.dir, ignore_errors=True)
-
-
-def shared_cluster(factory: pytest.TempPathFactory, name: str, **options: Any) -> Iterator[LocalCluster]:
-    """For a module- or package-scoped fixture: ``yield from shared_cluster(factory, "name", replicas=3)``
-    starts a cluster with the test defaults and ``options``, and stops it and drops its data at teardown."""
-    cluster = LocalCluster(factory.mktemp(name), **{**_DEFAULTS, **options})
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        _drop_data(cluster)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster_k3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One k=3 cluster of 4 tract servers, shared by a test module."""
+    """One k=3 cluster of 4 tract servers, shared by every test of the run that asks for it.
+
+    Shared by the run, not started per module (several modules use it): a test may add blobs, never kill,
+    add or remove servers or change settings; those start their own (``make_cluster``)."""
     yield from shared_cluster(tmp_path_factory, "k3", replicas=3)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster_k1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One k=1 cluster of 4 tract servers, shared by a test module."""
+    """One k=1 cluster of 4 tract servers, shared by every test of the run that asks for it (as ``cluster_k3``)."""
     yield from shared_cluster(tmp_path_factory, "k1", replicas=1)
 
 

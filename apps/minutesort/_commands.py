@@ -200,7 +200,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fds.cli._local import LocalCluster
+    from fds.local import LocalCluster
 
     problem = _resolve_workers(args)
     if problem:
@@ -215,8 +215,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"using the local cluster already running in {args.dir} ({running})", file=sys.stderr)
             metaserver = running
         elif args.local:
-            cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
-                                   port=0, gateway=False)
+            try:
+                cluster = LocalCluster(Path(args.dir), tractservers=args.tractservers, replicas=args.replicas,
+                                       port=0, gateway=False)
+            except ValueError as exc:  # settings that cannot work
+                return _err(exc)
             for warning in cluster.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"starting a local cluster in {cluster.dir} ({cluster.tractservers} tract servers, "
@@ -249,17 +252,17 @@ def _running_cluster(directory: Path) -> str | None:
     """The metaserver URL of a cluster already serving from ``directory`` (``fds local up``), if any."""
     import httpx
 
-    from fds.cli._local import CLUSTER_FILE
+    from fds.local import ClusterFile
 
     async def answers(url: str) -> bool:
         async with http_client(2.0) as http:
             return (await http.get(f"{url}/v1/cluster")).status_code == 200
 
     try:
-        url = json.loads((directory / CLUSTER_FILE).read_text())["metaserver"]
-        if run_async(answers(url)):
-            return str(url)
-    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        url = ClusterFile.read(directory).metaserver
+        if url and run_async(answers(url)):
+            return url
+    except (OSError, ValueError, httpx.HTTPError):
         pass
     return None
 

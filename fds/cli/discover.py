@@ -6,15 +6,14 @@ The metaserver URL comes from ``--metaserver``, else ``$FDS_METASERVER``, else
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from fds.cli._local import CLUSTER_FILE as _FILE_NAME
+from fds.local import DEFAULT_DIR, ClusterFile
 
 __all__ = ["NoCluster", "find_metaserver", "CLUSTER_FILE"]
 
-CLUSTER_FILE = Path(".fds") / _FILE_NAME
+CLUSTER_FILE = ClusterFile.path(DEFAULT_DIR)
 """Where ``fds local up`` leaves the cluster file, relative to the working directory."""
 
 
@@ -29,16 +28,15 @@ def find_metaserver(flag: str | None, *, environ: dict[str, str] | None = None, 
     env = (os.environ if environ is None else environ).get("FDS_METASERVER", "").strip()
     if env:
         return env
-    path = (cwd or Path.cwd()) / CLUSTER_FILE
+    directory = (cwd or Path.cwd()) / DEFAULT_DIR
+    path = ClusterFile.path(directory)
     hint = "start one here with `fds local up`, or pass --metaserver URL (or set FDS_METASERVER)"
     try:
-        url = json.loads(path.read_text()).get("metaserver")
+        url = ClusterFile.read(directory).metaserver
     except FileNotFoundError:
         raise NoCluster(f"no cluster found (no --metaserver, no FDS_METASERVER, no {CLUSTER_FILE}); {hint}") from None
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         raise NoCluster(f"cannot read the cluster file {path}: {exc}; {hint}") from None
-    if not isinstance(url, str) or not url:
+    if not url:
         raise NoCluster(f"the cluster file {path} names no metaserver; {hint}")
     return url
-
-

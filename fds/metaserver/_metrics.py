@@ -51,6 +51,11 @@ class _ClusterCollector(Collector):
         yield gauge("fds_servers_alive", "Tract servers whose last heartbeat is recent.",
                     sum(s.alive for s in status.servers))
         yield gauge("fds_cluster_healthy", "1 when every row has k live holders with every tract.", int(status.healthy))
+        yield gauge("fds_outage_silent_servers", "Silent tract servers while repair is held for an outage (more "
+                    "silent than k-1); 0 otherwise.", len(status.outage.silent) if status.outage else 0)
+        yield gauge("fds_table_pending_seconds", "Seconds a table change has waited to be published (for servers it "
+                    "takes out of rows to have it, or their leases to run out); 0 if none waits.",
+                    status.publishing.since if status.publishing else 0.0)
         recovery = status.recovery
         if recovery is not None:
             yield gauge("fds_rows_filling", "Rows whose new holders are still copying.", recovery.rows_filling)

@@ -302,12 +302,14 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     return Deployment(root, Path(sys.prefix), ports, runs, inventory)
 
 
+@pytest.mark.slow
 def test_first_run_changes_things_second_run_nothing(deployed: Deployment) -> None:
     first, second = (_recap(run.stdout) for run in deployed.runs)
     assert first["failed"] == 0 and first["changed"] > 0
     assert second["failed"] == 0 and second["changed"] == 0, deployed.runs[1].stdout[-5000:]
 
 
+@pytest.mark.slow
 def test_configs_load_and_name_the_right_dirs_and_urls(deployed: Deployment) -> None:
     ports, cdir = deployed.ports, deployed.config_dir
 
@@ -346,6 +348,7 @@ def test_configs_load_and_name_the_right_dirs_and_urls(deployed: Deployment) -> 
     assert worker.secret_file == str(cdir / "secret")
 
 
+@pytest.mark.slow
 def test_units_and_drop_ins_written(deployed: Deployment) -> None:
     units = deployed.unit_dir
     for name in UNIT_FILES:
@@ -358,6 +361,7 @@ def test_units_and_drop_ins_written(deployed: Deployment) -> None:
     assert (deployed.root / "opt/fds/dist/fds-src.tar.gz").is_file()
 
 
+@pytest.mark.slow
 def test_installed_units_match_deploy_systemd(deployed: Deployment) -> None:
     """deploy/systemd holds the units rendered with default paths (render-units.yml); the roles
     install the same text with this run's paths."""
@@ -378,6 +382,7 @@ def test_installed_units_match_deploy_systemd(deployed: Deployment) -> None:
     assert dropin == (UNITS / "fds-tractserver@sdb.service.d/10-disk.conf").read_text()
 
 
+@pytest.mark.slow
 def test_systemd_analyze_verify(deployed: Deployment) -> None:
     """The installed units (their paths all exist: this venv, the temp root) pass systemd's own check,
     template instances with their drop-ins included. Warnings count as failures."""
@@ -392,6 +397,7 @@ def test_systemd_analyze_verify(deployed: Deployment) -> None:
     assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
 
 
+@pytest.mark.slow
 def test_units_stay_sandboxed(deployed: Deployment) -> None:
     """systemd's own exposure score (0 best, 10 worst) stays at most 2.5 (1.7 when written), so
     dropping a hardening option shows up here."""
@@ -455,6 +461,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list[subprocess.Popen[bytes]]) -> None:
     """The unit command lines with the written configs: a metaserver, two tract servers (their
     failure domain and advertised URLs as configured), a gateway that stores a blob, and a standing
@@ -541,6 +548,7 @@ sys.exit(0 if verb in ("daemon-reload", "daemon-reexec") else 1)
 """
 
 
+@pytest.mark.slow
 def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: Deployment) -> None:
     """With the services tag, against a stand-in systemctl: a stopped disk's server is enabled and
     started (and not restarted again by the handler), a running one whose config changed is

@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.tlt import Table
-from tests.conftest import AUTH, SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def payload(seed: int, tract: int, version: int = 0) -> bytes:

@@ -10,15 +10,18 @@ import random
 import signal
 
 import httpx
+import pytest
 
 from fds.client import Client, FDSError
-from tests.conftest import AUTH, SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def _payload(tract: int, version: int) -> bytes:
     return random.Random(tract * 1000 + version).randbytes(SMALL_TRACT - (tract % 7) * 1000)
 
 
+@pytest.mark.slow
 def test_sigkill_tractserver_during_writes(make_cluster) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL one tract server (k=1) while 32 writes are in flight.
 
@@ -74,6 +77,7 @@ def test_sigkill_tractserver_during_writes(make_cluster) -> None:  # type: ignor
     asyncio.run(verify())
 
 
+@pytest.mark.slow
 def test_metaserver_restart_keeps_table_and_membership(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(tractservers=4, replicas=3)
     ms = cluster.metaserver_url

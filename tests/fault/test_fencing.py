@@ -19,12 +19,12 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import parse_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.tlt import Table
-from tests.conftest import AUTH
+from tests.support.credentials import AUTH
 
 
 class Proxy:

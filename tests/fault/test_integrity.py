@@ -12,7 +12,8 @@ import pytest
 from fds.client import Client, DiskFull
 from fds.models import TableModel
 from fds.placement import tract_row
-from tests.conftest import AUTH, SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def test_flipped_bytes_detected_served_elsewhere_and_repaired_by_scrub(make_cluster) -> None:  # type: ignore[no-untyped-def]

@@ -11,9 +11,10 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
-from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+from tests.support.credentials import AUTH
 
 
 def _rows_per_server(ms: str) -> dict[str, int]:
@@ -25,6 +26,7 @@ def _rows_per_server(ms: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_add_two_servers_and_decommission_one_under_load(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(tractservers=4, replicas=3)
     ms = cluster.metaserver_url

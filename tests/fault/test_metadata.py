@@ -16,14 +16,16 @@ import asyncio
 import signal
 
 import httpx
+import pytest
 
 from fds.client import Client
 from fds.guid import parse_guid
 from fds.models import TableModel
 from fds.tlt import Table
-from tests.conftest import AUTH
+from tests.support.credentials import AUTH
 
 
+@pytest.mark.slow
 def test_kill_metadata_primary_during_concurrent_extends(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(tractservers=5, replicas=3)
     ms = cluster.metaserver_url

@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH, SMALL_TRACT
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 TRACTS = 40
 
@@ -104,6 +105,8 @@ def test_outage_of_every_server_declares_none_dead_and_copies_nothing(make_clust
     with _paused(cluster, names):
         status = _wait_outage(cluster, 4)
         assert status["outage"]["message"] == "outage: 4 of 4 servers silent, repair held"
+        metrics = httpx.get(f"{cluster.metaserver_url}/metrics", headers=AUTH).text
+        assert "fds_outage_silent_servers 4.0" in metrics.splitlines()
         time.sleep(1.0)  # well past the heartbeat timeout: still nobody declared dead
         assert all(s["state"] == "active" for s in _status(cluster)["servers"])
     status = cluster.wait_healthy()

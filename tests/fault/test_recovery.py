@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import AUTH
 from tests.fault.replication import (
     Acked,
     assert_fully_replicated,
@@ -22,8 +21,10 @@ from tests.fault.replication import (
     wait_healthy,
     write_load,
 )
+from tests.support.credentials import AUTH
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11])
 def test_kill_one_server_under_load_recovers_everything(make_cluster, seed: int) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL one of six servers (k=3) while three clients write and read.
@@ -59,6 +60,7 @@ def test_kill_one_server_under_load_recovers_everything(make_cluster, seed: int)
     asyncio.run(verify_all(cluster.metaserver_url, acked))
 
 
+@pytest.mark.slow
 def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> None:  # type: ignore[no-untyped-def]
     """The dead server's rows go to all survivors, and `healthy` is false from detection until repaired."""
     cluster = make_cluster(tractservers=6, replicas=3)
@@ -94,6 +96,7 @@ def test_every_survivor_helps_and_healthy_flag_tracks_repair(make_cluster) -> No
     assert_fully_replicated(cluster, acked)
 
 
+@pytest.mark.slow
 def test_server_declared_dead_comes_back_and_copies_only_what_changed(make_cluster) -> None:  # type: ignore[no-untyped-def]
     """A server killed, declared dead and restarted keeps its tracts (it stayed an absent holder of its rows),
     rejoins those rows as filling, copies only the tracts written while it was away, and serves them all.
@@ -133,6 +136,7 @@ def test_server_declared_dead_comes_back_and_copies_only_what_changed(make_clust
     asyncio.run(verify_all(cluster.metaserver_url, acked))
 
 
+@pytest.mark.slow
 def test_metaserver_down_clients_go_on_and_recovery_waits(make_cluster) -> None:  # type: ignore[no-untyped-def]
     """Kill the metaserver under load, then a tract server while it is down.
 

@@ -20,12 +20,13 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import AUTH
 from tests.fault.replication import Acked, assert_fully_replicated, verify_all, wait_healthy, write_load
+from tests.support.credentials import AUTH
 
 SEED = 20261121
 
 
+@pytest.mark.slow
 def test_thrash(make_cluster, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
     seconds = float(request.config.getoption("--thrash-seconds"))
     rng = random.Random(SEED)

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 from apps.minutesort._protocol import Job
-from tests.conftest import SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
 
 MS = [sys.executable, "-m", "apps.minutesort.cli"]
 JOB = "fa" * 12

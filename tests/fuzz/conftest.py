@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
-from tests.conftest import shared_cluster
+from fds.local import LocalCluster
 from tests.fuzz._minutesort import MS, StandInHead, start_head, stop
+from tests.support.clusters import shared_cluster
 
 DEFAULT_EXAMPLES = 10
 """Cases per operation and generation mode in the normal suite (``--fuzz-examples N`` for more)."""

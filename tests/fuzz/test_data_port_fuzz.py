@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.placement import tract_row
 from tests.fuzz._fuzzing import raw_exchange, response_problem

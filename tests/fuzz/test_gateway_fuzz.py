@@ -9,11 +9,12 @@ from __future__ import annotations
 import zlib
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
 from fds.guid import format_guid, new_guid
+from fds.local import LocalCluster
 from tests.fuzz._fuzzing import UVICORN_REJECT, auth_variants, fuzz_server, response_problem
 from tests.fuzz.conftest import assert_all_alive
 
@@ -26,6 +27,7 @@ def _upload(gateway: str, headers: dict[str, str], size: int) -> str:
     return guid
 
 
+@pytest.mark.slow
 def test_gateway_api(fuzz_cluster: LocalCluster, fuzz_examples: int, fuzz_seed: int) -> None:
     good = fuzz_cluster.headers("write")
     gateway = fuzz_cluster.gateway_url
@@ -49,6 +51,7 @@ _RANGE = st.one_of(
 )
 
 
+@pytest.mark.slow
 def test_gateway_range_header(fuzz_cluster: LocalCluster, fuzz_examples: int, fuzz_seed: int) -> None:
     """Any Range header gets 200, 206, 416 or a 4xx error body, and a 206 holds exactly the bytes it claims."""
     good = fuzz_cluster.headers("write")

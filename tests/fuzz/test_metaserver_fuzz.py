@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
-from fds.cli._local import LocalCluster
+from fds.local import LocalCluster
 from fds.models import TableModel
 from tests.fuzz._fuzzing import auth_variants, fuzz_server
 from tests.fuzz.conftest import assert_all_alive
 
 
+@pytest.mark.slow
 def test_metaserver_api(make_cluster: Callable[..., LocalCluster], fuzz_examples: int, fuzz_seed: int) -> None:
     cluster = make_cluster("meta-fuzz", tractservers=3, replicas=2)
     good = cluster.headers("cluster")

@@ -23,15 +23,17 @@ import zlib
 from pathlib import Path
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fds.cli._local import LocalCluster
+from fds.local import LocalCluster
 from tests.fuzz._fuzzing import auth_variants, fuzz_server, response_problem
 from tests.fuzz._minutesort import JOB, MS, PEERS, StandInHead, stop
 from tests.fuzz.conftest import assert_all_alive
 
 
+@pytest.mark.slow
 def test_head_api(head_process: tuple[subprocess.Popen[bytes], str, Path], fuzz_cluster: LocalCluster,
                   fuzz_examples: int, fuzz_seed: int) -> None:
     proc, head, log = head_process
@@ -55,6 +57,7 @@ _JOBS = st.one_of(st.just(JOB), st.sampled_from(["", "ff" * 12, JOB.upper(), JOB
                   st.text(max_size=20))
 
 
+@pytest.mark.slow
 def test_worker_api(waiting_worker: tuple[StandInHead, subprocess.Popen[bytes], Path], fuzz_cluster: LocalCluster,
                     fuzz_examples: int, fuzz_seed: int) -> None:
     head, proc, log = waiting_worker
@@ -107,6 +110,7 @@ def test_worker_api(waiting_worker: tuple[StandInHead, subprocess.Popen[bytes], 
     assert_all_alive(fuzz_cluster)
 
 
+@pytest.mark.slow
 def test_worker_service_api(fuzz_cluster: LocalCluster, tmp_path: Path, fuzz_examples: int, fuzz_seed: int) -> None:
     ready = tmp_path / "ready"
     log = tmp_path / "service.log"

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
 from fds.guid import new_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from tests.fuzz._fuzzing import UVICORN_REJECT, raw_exchange
 from tests.fuzz.conftest import tree_listing

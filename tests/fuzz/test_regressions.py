@@ -18,9 +18,9 @@ import httpx
 import orjson
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.placement import tract_row
 from tests.fuzz._fuzzing import raw_exchange

@@ -11,10 +11,11 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.placement import tract_row
 from tests.fuzz._fuzzing import auth_variants, fuzz_server
@@ -40,6 +41,7 @@ def fuzz_blobs(cluster: LocalCluster, table: TableModel, primary: int, count: in
     return guids, sorted(incarnations)
 
 
+@pytest.mark.slow
 def test_tract_server_api(fuzz_cluster: LocalCluster, fuzz_examples: int, fuzz_seed: int) -> None:
     good = fuzz_cluster.headers("cluster")
     table = TableModel.model_validate(httpx.get(f"{fuzz_cluster.metaserver_url}/v1/table", headers=good).json())

@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from fds.auth import load_secret, mint, write_secret
-from fds.cli._local import LocalCluster
-from tests.conftest import AUTH, SECRET_FILE, shared_cluster
+from fds.local import LocalCluster
+from tests.support.clusters import shared_cluster
+from tests.support.credentials import AUTH, SECRET_FILE
 
 _PARAM = re.compile(r"\{(\w+)\}")
 _SAMPLE = {"guid": uuid.UUID(int=7).hex, "tract": "0", "server_id": "ts-000000000000"}

@@ -9,9 +9,10 @@ import random
 
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import BlobExists, BlobNotFound, Client, PastEnd, SyncClient, TractTooLarge
-from tests.conftest import AUTH, SMALL_TRACT
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def _sizes(rng: random.Random) -> list[int]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
-from tests.conftest import SMALL_TRACT
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -8,11 +8,12 @@ import uuid
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.guid import format_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.placement import tract_row
-from tests.conftest import AUTH, SMALL_TRACT
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 @pytest.fixture(scope="module")

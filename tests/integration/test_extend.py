@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import SyncClient
+from fds.local import LocalCluster
 
 
 def _extender(metaserver: str, guid: str, rounds: int, seed: int, out: mp.Queue) -> None:  # type: ignore[type-arg]

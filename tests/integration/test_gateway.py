@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH, SMALL_TRACT, shared_cluster
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT, shared_cluster
+from tests.support.credentials import AUTH
 
 T = SMALL_TRACT
 

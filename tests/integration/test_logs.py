@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import BlobNotFound, Client
+from fds.local import LocalCluster
 from fds.logs import request_id
-from tests.conftest import AUTH
+from tests.support.credentials import AUTH
 
 
 def _events(cluster: LocalCluster) -> dict[str, list[dict[str, Any]]]:

@@ -16,13 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import format_guid, new_guid
+from fds.local import LocalCluster
 from fds.models import MetaRecord, TableModel
 from fds.tlt import Table
 from fds.tractserver._store import TractStore
-from tests.conftest import AUTH, shared_cluster
+from tests.support.clusters import shared_cluster
+from tests.support.credentials import AUTH
 
 
 def _record(guid: bytes, epoch: int, seq: int) -> MetaRecord:

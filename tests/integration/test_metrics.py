@@ -27,15 +27,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.config import MetaserverConfig
+from fds.local import LocalCluster
 from fds.metaserver._metrics import register_metaserver_metrics
 from fds.metaserver._state import MetaState
 from fds.models import FillProgress, Heartbeat, RegisterRequest, TableModel
 from fds.placement import tract_row
 from fds.web import Metrics
-from tests.conftest import shared_cluster
+from tests.support.clusters import shared_cluster
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "fds-dashboard.json"
 DATA_PUT = "data PUT /v1/tracts/{guid}/{tract}"
@@ -305,6 +305,7 @@ def test_recovery_progress_gauges(tmp_path: Path) -> None:
         state.close()
 
 
+@pytest.mark.slow
 def test_recovery_in_a_real_cluster(make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(tractservers=4, replicas=3)
     _write_and_read(cluster, 8, 20_000)

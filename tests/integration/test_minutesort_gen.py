@@ -12,9 +12,9 @@ import pytest
 
 from apps.minutesort._blobio import iter_record_tracts
 from apps.minutesort._gensort import generate
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import SECRET_FILE
+from fds.local import LocalCluster
+from tests.support.credentials import SECRET_FILE
 
 
 def _gen(metaserver: str | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +46,7 @@ def test_gen_matches_gensort(cluster_k1: LocalCluster, flags: list[str]) -> None
     assert _blob_bytes(cluster_k1.metaserver_url, report["input_blob"]) == expected
 
 
+@pytest.mark.slow
 def test_gen_refuses_bad_input(cluster_k1: LocalCluster, tmp_path: Path) -> None:
     assert _gen(cluster_k1.metaserver_url, "--records", "-5").returncode == 2
     assert _gen(cluster_k1.metaserver_url).returncode == 2

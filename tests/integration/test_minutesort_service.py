@@ -25,9 +25,9 @@ import pytest
 
 from apps.minutesort._blobio import generate_blob
 from apps.minutesort._check import validate_blobs
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH
+from fds.local import LocalCluster
+from tests.support.credentials import AUTH
 
 MS = [sys.executable, "-m", "apps.minutesort.cli"]
 
@@ -125,6 +125,7 @@ def _gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_two_standing_workers_sort_twice_back_to_back(make_cluster: Callable[..., LocalCluster],
                                                       services: list[Service], tmp_path: Path) -> None:
     """Two sorts through the same two services, one right after the other: both outputs are valid,
@@ -181,6 +182,7 @@ def _outcome(head: subprocess.Popen[str], timeout: float = 30) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_busy_refusals_and_killed_workers(make_cluster: Callable[..., LocalCluster], services: list[Service]) -> None:
     """While two services sort, each refuses another sort with 409 (a direct invitation, and a second
     `sort` through the CLI). SIGKILL of one service mid-sort fails the sort with a message naming it,

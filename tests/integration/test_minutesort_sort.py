@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from apps.minutesort._gensort import generate
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import AUTH
+from fds.local import LocalCluster
+from tests.support.credentials import AUTH
 
 
 def _ms(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -30,6 +30,7 @@ def _last_json(result: subprocess.CompletedProcess[str]) -> dict:  # type: ignor
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--daytona"], ["--daytona", "--skew"]], ids=["indy", "daytona", "skew"])
 def test_run_sorts_50mb_and_validates(cluster_k1: LocalCluster, flags: list[str], tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
@@ -109,6 +110,8 @@ def test_cli_refuses_malformed_arguments_without_a_traceback(cluster_k1: LocalCl
         (["validate", "--manifest", str(tmp_path / "missing.json")], 1, "cannot read the manifest"),
         (["validate", "--manifest", str(tmp_path / "bad.json")], 1, "is not a manifest"),
         (["validate", "--manifest", str(tmp_path / "odd.json")], 1, "is not a manifest"),
+        (["run", "--local", "--dir", str(tmp_path / "c"), "--tractservers", "0", "--records", "100"], 1,
+         "--tractservers must be at least 1"),  # fds.local's ValueError, said plainly
     ]
     for args, code, says in cases:
         proc = _ms(*args, "--metaserver", ms)
@@ -121,6 +124,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_the_run_clearly(cluster_k1: LocalCluster) -> None:
     """SIGKILL one of two remote workers mid-run: the sort exits non-zero with a message, it does not hang."""
     gen = _ms("gen", "--size", "30MB", "--metaserver", cluster_k1.metaserver_url)

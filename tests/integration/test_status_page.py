@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
-from tests.conftest import SMALL_TRACT
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -18,8 +18,9 @@ import httpx
 import pytest
 import trustme
 
-from fds.cli._local import LocalCluster
-from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT, shared_cluster
+from fds.local import LocalCluster
+from tests.support.clusters import SMALL_TRACT, shared_cluster
+from tests.support.credentials import AUTH, SECRET_FILE
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 
-from fds.cli._local import LocalCluster
 from fds.client import Client
 from fds.guid import parse_guid
+from fds.local import LocalCluster
 from fds.models import TableModel
 from fds.tlt import Table
 from fds.versions import TractVersion
-from tests.conftest import AUTH
+from tests.support.credentials import AUTH
 
 
 def _table(cluster: LocalCluster) -> Table:

@@ -2,8 +2,11 @@
 
 Every server is started with the real command line (``python -m fds ROLE --config FILE``), from a
 TOML file this module writes, inside its host's namespace, listening on that host's address, with
-the cluster secret this module makes (``secret_file``). The test talks to the cluster only through
-:class:`Agent`, the client process in the client host.
+the cluster secret this module makes (``secret_file``). Starting a server, waiting for its ready
+file and judging health are :mod:`fds.local`'s (the same code as ``fds local up``), run behind
+``ip netns exec``; what stays here is what only a cluster over hosts has: addresses, config files,
+failure domains, and the client agent. The test talks to the cluster only through :class:`Agent`,
+the client process in the client host.
 
 Hosts and addresses (one /24 on a private switch)::
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fds.auth import write_secret
+from fds.local import Child, cluster_healthy, wait_ready
 from tests.multihost.netns import Network
 
 __all__ = ["Agent", "NetCluster", "Server"]
@@ -42,16 +46,11 @@ def _toml(section: str, values: dict[str, Any]) -> str:
 
 
 @dataclass
-class Server:
-    """One fds server process: its role, host, config file, log and (once ready) URL."""
+class Server(Child):
+    """One fds server process (:class:`fds.local.Child`) on a host, with its config file."""
 
-    role: str
-    name: str
-    host: str
-    config: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
+    host: str = ""
+    config: Path | None = None
 
 
 class Agent:
@@ -135,18 +134,18 @@ class NetCluster:
             "expected_servers": self.hosts * self.per_host, "heartbeat_timeout": self.heartbeat_timeout,
             "detect_interval": 0.2, "seed": 7})
         self._spawn(meta)
-        self._wait_ready([meta], timeout)
+        wait_ready([meta], timeout)
         for host in self.tract_hosts():
             for j in range(self.per_host):
                 self._spawn(self._server("tractserver", f"{host}-ts{j}", host, {
                     "dir": str(self.dir / f"{host}-ts{j}"), "metaserver": self.metaserver_url,
                     "host": self.net.hosts[host].address, "port": 7100 + j, "data_port": 7200 + j,
                     "domain": host, "heartbeat_interval": 0.25, "collector_interval": 0, "scrub_interval": 0}))
-        self._wait_ready(self.tract_servers(), timeout)
+        wait_ready(self.tract_servers(), timeout)
         gateway = self._server("gateway", "gateway", "gw", {
             "metaserver": self.metaserver_url, "host": self.net.hosts["gw"].address, "port": GATEWAY_PORT})
         self._spawn(gateway)
-        self._wait_ready([gateway], timeout)
+        wait_ready([gateway], timeout)
         proc = self.net.popen("client", [sys.executable, str(AGENT), self.metaserver_url, self.gateway_url,
                                          str(self.secret_file)],
                               env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -160,31 +159,17 @@ class NetCluster:
     def _server(self, role: str, name: str, host: str, settings: dict[str, Any]) -> Server:
         config = self.dir / f"{name}.toml"
         config.write_text(_toml(role, {**settings, "secret_file": str(self.secret_file)}))
-        server = Server(role, name, host, config, self.dir / "logs" / f"{name}.log")
+        server = Server(role, name, str(settings.get("dir", "")), [role, "--config", str(config)], host=host,
+                        config=config)
         self.servers.append(server)
         return server
 
-    def _ready_file(self, server: Server) -> Path:
-        return self.dir / "logs" / f"{server.name}.ready"
-
     def _spawn(self, server: Server) -> None:
-        argv = [sys.executable, "-m", "fds", server.role, "--config", str(server.config),
-                "--ready-file", str(self._ready_file(server))]
-        server.proc = self.net.popen(server.host, argv, log=server.log, env=_environment())
-
-    def _wait_ready(self, servers: list[Server], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for server in servers:
-            ready = self._ready_file(server)
-            while not ready.exists():
-                assert server.proc is not None
-                if server.proc.poll() is not None:
-                    raise RuntimeError(f"{server.name} exited with status {server.proc.returncode}; "
-                                       f"{server.log}:\n{_tail(server.log)}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{server.name} not ready after {timeout:.0f}s; see {server.log}")
-                time.sleep(0.05)
-            server.url = ready.read_text().strip()
+        logs = self.dir / "logs"
+        server.start(log=logs / f"{server.name}.log", ready_file=logs / f"{server.name}.ready", env=_environment(),
+                     prefix=self.net.exec_prefix(server.host))
+        assert server.proc is not None
+        self.net.track(server.proc)
 
     def status(self) -> dict[str, Any]:
         assert self.agent is not None
@@ -206,12 +191,8 @@ class NetCluster:
         raise TimeoutError(f"{what}: not within {timeout:.0f}s; last status: {json.dumps(status)[:2000]}")
 
     def wait_healthy(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Ready, healthy, and every server that is not dead alive on the current table."""
-        def healthy(status: dict[str, Any]) -> bool:
-            return bool(status["state"] == "ready" and status["healthy"] and all(
-                s["alive"] and s["table_version"] == status["table_version"]
-                for s in status["servers"] if s["state"] != "dead"))
-        return self.wait_for("cluster healthy", healthy, timeout)
+        """Ready, healthy, and every server that is not dead alive on the current table (:func:`cluster_healthy`)."""
+        return self.wait_for("cluster healthy", cluster_healthy, timeout)
 
 
 def _environment() -> dict[str, str]:
@@ -219,10 +200,3 @@ def _environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FDS_")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

@@ -8,10 +8,10 @@ Layout (nothing is added to the root namespace)::
 Every namespace of one :class:`Network` is named ``fdsmh<pid>x<n>-...``: ``<pid>`` is the
 test process that made it, ``<n>`` counts networks within that process. Two test runs at once
 therefore never share a name, and :func:`remove_stale` can tell a left-over of an aborted run
-(its pid is gone) from a network in use. Every process started with :meth:`Network.popen` is
-tracked by PID and stopped in :meth:`Network.close`, which then deletes the namespaces (and
-with the switch namespace, every veth). Use the network as a context manager, so that happens
-even when the test fails.
+(its pid is gone) from a network in use. Every process started with :meth:`Network.popen` (or
+handed to :meth:`Network.track`) is tracked by PID and stopped in :meth:`Network.close`, which
+then deletes the namespaces (and with the switch namespace, every veth). Use the network as a
+context manager, so that happens even when the test fails.
 
 Cutting a host off sets its switch port down: the host keeps its address and its processes
 keep running, but nothing reaches it and nothing leaves it, as if its cable were pulled.
@@ -28,7 +28,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 __all__ = ["Host", "Network", "unavailable_reason", "remove_stale", "PREFIX"]
@@ -184,22 +183,22 @@ class Network:
         """Plug the host's cable back in."""
         _ip("-n", self.switch, "link", "set", self.hosts[name].port, "up")
 
-    def popen(self, name: str, argv: Sequence[str], *, log: Path | None = None,
-              env: dict[str, str] | None = None, stdin: int | IO[bytes] | None = subprocess.DEVNULL,
-              stdout: int | IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``argv`` inside host ``name`` (``ip netns exec``, which execs it: the PID is the program's).
+    def exec_prefix(self, name: str) -> list[str]:
+        """The command prefix that runs a program inside host ``name``: ``ip netns exec``, which execs it,
+        so the PID is the program's. Start a process with it elsewhere, then :meth:`track` it."""
+        return ["ip", "netns", "exec", self.hosts[name].netns]
 
-        Its output goes to ``log`` (appended) if given, else to ``stdout``. The process is tracked and
-        stopped by :meth:`close`.
-        """
-        command = ["ip", "netns", "exec", self.hosts[name].netns, *argv]
-        if log is not None:
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(command, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-        else:
-            proc = subprocess.Popen(command, stdin=stdin, stdout=stdout, env=env, start_new_session=True)
+    def track(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop ``proc`` (by its PID) in :meth:`close`."""
         self.procs.append(proc)
+
+    def popen(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
+              stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+              stdout: int | IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside host ``name`` (:meth:`exec_prefix`), tracked and stopped by :meth:`close`."""
+        proc = subprocess.Popen([*self.exec_prefix(name), *argv], stdin=stdin, stdout=stdout, env=env,
+                                start_new_session=True)
+        self.track(proc)
         return proc
 
     def close(self, timeout: float = 10.0) -> None:

@@ -133,6 +133,7 @@ def test_blobs_round_trip_through_client_and_gateway(cluster: NetCluster, tmp_pa
             assert (tmp_path / "range").read_bytes() == path.read_bytes()[first:last + 1]
 
 
+@pytest.mark.slow
 def test_host_cut_off_is_replaced_and_every_blob_survives(cluster: NetCluster, tmp_path: Path) -> None:
     """Pull one host's cable while a client writes: its servers are declared dead, their rows are
     copied to the other hosts, the cluster is healthy again, and every acknowledged blob reads back.

@@ -7,7 +7,6 @@ settings such as the allocator: that is an explicit :func:`fds.tune_allocator`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,10 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER_STACK = ("fastapi", "starlette", "uvicorn", "prometheus_client")
 ROLES = ("fds.metaserver", "fds.tractserver", "fds.gateway", "fds.client", "fds.cli")
 
-# What a client may import; fds.local joins once it exists (it is a library for clients and tests).
-CLIENT_MODULES = ["fds.client", "fds.auth", "fds.logs", "fds.tls", "fds.httpclient", "fds.http1", "fds.errors"]
-if importlib.util.find_spec("fds.local") is not None:
-    CLIENT_MODULES.append("fds.local")
+# What a client may import (fds.local too: a library for clients and tests; its servers are child processes).
+CLIENT_MODULES = ["fds.client", "fds.auth", "fds.logs", "fds.tls", "fds.httpclient", "fds.http1", "fds.errors",
+                  "fds.local"]
 
 
 def _loaded_after(code: str) -> set[str]:

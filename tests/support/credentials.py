@@ -1,7 +1,7 @@
 """The tests' cluster secret: one for every cluster a test run starts.
 
-A module of its own (not conftest) so it is created once per run: pytest
-imports ``conftest`` under its own name while tests import ``tests.conftest``.
+Imported once per run (tests import it from here, never through conftest, which pytest
+imports under a name of its own), so every cluster and client of the run shares one secret.
 ``$FDS_SECRET_FILE`` points at the secret, so clients and CLI subprocesses
 made without explicit credentials find it, as an operator's would.
 """

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fds.cli._local import Child, LocalCluster
+from fds.local import Child, LocalCluster
 
 from .history import History
 

@@ -37,8 +37,9 @@ import httpx
 import pytest
 
 from fds.client import Client
-from tests.conftest import AUTH, SECRET_FILE, SMALL_TRACT
 from tests.fault.replication import wait_healthy
+from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH, SECRET_FILE
 
 from .checker import Violation, check, check_replicas
 from .history import History
@@ -53,6 +54,7 @@ HEAL_TIMEOUT = 120.0
 """Seconds the healed cluster has to become healthy before that is itself a failure."""
 
 
+@pytest.mark.slow
 def test_jepsen(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     seed = int(request.config.getoption("--jepsen-seed"))
     seconds = float(request.config.getoption("--jepsen-seconds"))

@@ -17,8 +17,9 @@ Servers check every request (:func:`check`), on the FastAPI apps through
 This module is what a client may import too: it needs neither FastAPI nor
 any other server dependency. The
 cost is one HMAC per *distinct* token, not per request and never per byte:
-a verified token is remembered until it expires. ``/healthz`` alone is
-open, so load balancers and systemd can probe liveness without a secret.
+a verified token is remembered until it expires. ``/healthz`` is open, so
+load balancers and systemd can probe liveness without a secret (and
+``/favicon.ico``, an empty 204, so a browser's first request logs no 401).
 
 Clients find credentials with :meth:`Credentials.discover`: an explicit
 token or secret file, else ``$FDS_TOKEN``, else ``$FDS_SECRET_FILE``, else
@@ -69,7 +70,7 @@ Scope = Literal["read", "write", "cluster"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "cluster")
 _RANK = {"read": 0, "write": 1, "cluster": 2}
 _PREFIX = "fds1"
-_OPEN_PATHS = frozenset({"/healthz"})
+_OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})
 _CLUSTER_PREFIXES = ("/v1/internal/", "/v1/admin/", "/v1/servers")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _HOW = ("send 'Authorization: Bearer TOKEN': mint one with `fds token` on a machine holding the cluster "

@@ -71,9 +71,10 @@ class MetaserverConfig(SecurityConfig):
     heartbeat_timeout (so a silent server's lease is over when it is declared dead); -1: no leases
     (servers never stop serving on their own; nothing fences a server cut off from the metaserver)."""
     outage_silent: int = -1
-    """Repair is held while more than this many tract servers are silent at once: that is an outage (power,
-    network), not disks dying, and re-replicating would only copy what is about to come back. -1: k - 1,
-    the failures k copies survive. An operator releases a server with ``fds admin declare-dead ID``.
+    """Repair is held while tract servers of more than this many failure domains are silent at once: that is
+    an outage (power, network), not disks dying, and re-replicating would only copy what is about to come
+    back. -1: k - 1, the failures k copies survive (no row holds two servers of one domain, so a silent
+    domain costs a row at most one copy). An operator releases a server with ``fds admin declare-dead ID``.
     On large clusters, where a few silent disks at a time are routine, raise it."""
     auto_rebalance: int = 1
     """1: hand rows to newly added servers automatically once the cluster is healthy; 0: never."""

@@ -79,3 +79,7 @@ def setup(role: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("FDS_LOG_LEVEL", "INFO").upper())
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start-up chatter; warnings still show
+    # httpx logs every request it makes at INFO: a tract server's heartbeats alone would be a line each
+    # fraction of a second. fds's own loggers say what matters about those calls.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -241,7 +241,8 @@ class OutageStatus(BaseModel):
 
     silent: list[str] = Field(description="Ids of the silent servers.")
     servers: int = Field(description="Tract servers that count: in the table, not dead or decommissioned.")
-    limit: int = Field(description="Repair is held while more than this many are silent (outage_silent).")
+    limit: int = Field(description="Repair is held while servers of more than this many failure domains are "
+                                   "silent (outage_silent).")
     message: str
 
 

@@ -87,7 +87,7 @@ def add_parsers(sub: Any) -> None:
                    help="how long a tract server may serve after a heartbeat the metaserver acknowledged "
                         "(0: 80%% of the heartbeat timeout; -1: no leases)")
     p.add_argument("--outage-silent", dest="outage_silent", type=int,
-                   help="hold repair while more than this many tract servers are silent (-1: k-1)")
+                   help="hold repair while tract servers of more than this many failure domains are silent (-1: k-1)")
     p.set_defaults(run=_metaserver)
 
     p = sub.add_parser("tractserver", help="run a tract server for one disk")

@@ -465,7 +465,8 @@ class MetaState:
                      "complete holders, so it removes its copies", self.table.servers[i].id, self.table.replicas)
 
     def _outage(self, now: float) -> tuple[OutageStatus | None, list[str]]:
-        """The outage, if more servers are silent than ``outage_silent`` (k >= 2 only); and the silent servers."""
+        """The outage, if servers of more failure domains are silent than ``outage_silent`` (k >= 2 only); and the
+        silent servers."""
         table = self.table
         if table is None:
             return None, []
@@ -477,13 +478,20 @@ class MetaState:
         # timeout while the rest are just short of it: count those silent for half the timeout.
         suspect = [server_id for server_id in counted if not self._alive(server_id, now, 0.5)]
         limit = self.config.outage_silent if self.config.outage_silent >= 0 else table.replicas - 1
-        if table.replicas < 2 or len(suspect) <= limit:
+        # No row holds two servers of one failure domain, so a whole domain falling silent (a host with
+        # several disks, a rack) costs each row at most one holder: count silent domains, not servers.
+        domain_of = {s.id: s.domain for s in table.servers}
+        domains = {domain_of[server_id] for server_id in suspect}
+        if table.replicas < 2 or len(domains) <= limit:
             return None, silent
+        every = {domain_of[server_id] for server_id in counted}
+        where = "" if len(every) == len(counted) else f" in {len(domains)} of {len(every)} failure domains"
         return OutageStatus(silent=suspect, servers=len(counted), limit=limit,
-                            message=f"outage: {len(suspect)} of {len(counted)} servers silent, repair held"), silent
+                            message=f"outage: {len(suspect)} of {len(counted)} servers silent{where}, "
+                                    "repair held"), silent
 
     def _dying(self, now: float) -> list[str]:
-        """Silent servers to declare dead now; none during an outage (more silent than ``outage_silent``)."""
+        """Silent servers to declare dead now; none during an outage (more silent domains than ``outage_silent``)."""
         outage, silent = self._outage(now)
         if outage is not None:
             if self.outage is None:

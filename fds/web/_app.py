@@ -105,6 +105,11 @@ def create_app(title: str, description: str, *, role: str = "fds") -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/favicon.ico", tags=["ops"], include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask every origin for one, before any login: answer "none" rather than a logged 401.
+        return Response(status_code=204)
+
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics of this server.",
              responses={200: {"content": {"text/plain": {}}}})
     async def prometheus_metrics() -> Response:

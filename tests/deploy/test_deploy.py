@@ -18,10 +18,12 @@ check which servers the play starts and which its handlers restart.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -218,13 +220,17 @@ class Deployment:
 
 
 def _free_ports(count: int, taken: set[int]) -> int:
-    """The first of ``count`` consecutive ports that are free on loopback now (and not in ``taken``)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
+    """The first of ``count`` consecutive ports free on loopback now (and not in ``taken``), from below the
+    kernel's ephemeral range: the servers bind them only after the playbook has run (a minute or two), and a
+    port from the ephemeral range may meanwhile be handed to any outgoing connection on the machine."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(max(1024, low - 12000), low - count)
         wanted = set(range(first, first + count))
-        if wanted & taken or first + count > 65535:
+        if wanted & taken:
             continue
         try:
             for port in wanted:

@@ -25,13 +25,13 @@ class Clock:
         return self.now
 
 
-def _state(tmp: Path, clock: Clock, servers: int = 4) -> MetaState:
-    config = MetaserverConfig(dir=str(tmp), replicas=3, tract_size=1 << 20, expected_servers=servers, seed=3,
-                              heartbeat_timeout=TIMEOUT)
+def _state(tmp: Path, clock: Clock, servers: int = 4, *, replicas: int = 3, per_domain: int = 1) -> MetaState:
+    config = MetaserverConfig(dir=str(tmp), replicas=replicas, tract_size=1 << 20, expected_servers=servers,
+                              seed=3, heartbeat_timeout=TIMEOUT)
     state = MetaState(config, clock=clock)
     for n in range(servers):
-        state.register(RegisterRequest(id=f"ts-{n}", url=f"http://127.0.0.1:{7100 + n}", domain=f"d{n}",
-                                       capacity_bytes=1 << 30))
+        state.register(RegisterRequest(id=f"ts-{n}", url=f"http://127.0.0.1:{7100 + n}",
+                                       domain=f"d{n // per_domain}", capacity_bytes=1 << 30))
     return state
 
 
@@ -141,4 +141,33 @@ def test_a_dead_server_that_returns_rejoins_its_rows_as_filling(tmp_path: Path) 
     table = state.table
     assert not table.filling and not table.absent
     assert all(len(row) == 3 and 3 in row for r, row in enumerate(table.rows) if r in absent)
+    state.close()
+
+
+def test_a_whole_failure_domain_silent_is_a_failure_two_are_an_outage(tmp_path: Path) -> None:
+    """Three hosts of two disks, k=2: no row holds two disks of one host, so one host down costs each row
+    at most one copy (repair it); two hosts down may hold a row's every copy (hold)."""
+    clock = Clock()
+    state = _state(tmp_path / "one", clock, servers=6, replicas=2, per_domain=2)
+    clock.now += 0.5 * TIMEOUT
+    _beat(state, "ts-0", "ts-1", "ts-4", "ts-5")
+    clock.now += 0.6 * TIMEOUT
+    _beat(state, "ts-0", "ts-1", "ts-4", "ts-5")
+    assert sorted(state.tick().declared_dead) == ["ts-2", "ts-3"], "a silent host is its disks' failure"
+    assert state.status().outage is None
+    state.close()
+
+    clock = Clock()
+    state = _state(tmp_path / "two", clock, servers=6, replicas=2, per_domain=2)
+    assert state.table is not None
+    table = state.table
+    clock.now += 0.5 * TIMEOUT
+    _beat(state, "ts-0", "ts-1")
+    clock.now += 0.6 * TIMEOUT
+    _beat(state, "ts-0", "ts-1")
+    assert state.tick().declared_dead == []
+    outage = state.status().outage
+    assert outage is not None
+    assert outage.message == "outage: 4 of 6 servers silent in 2 of 3 failure domains, repair held"
+    assert state.table == table
     state.close()

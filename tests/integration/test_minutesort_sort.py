@@ -271,6 +271,10 @@ def test_a_worker_sigkilled_mid_sort_still_yields_valid_output(cluster_k1: Local
             time.sleep(0.02)
         time.sleep(rng.uniform(*_PHASES[phase][1]))
         victim = status["workers"][0]["pid"]
+        # Was it still busy? On a loaded machine its last task may end during the sleep; killed idle, with no
+        # work left to hand it, the head need never notice, and only the output can be checked.
+        now = _head_status(url)
+        busy = 0 in now["reading"].values() or 0 in now["sorting"].values()
         os.kill(victim, signal.SIGKILL)
         try:
             out, err = head.communicate(timeout=120)
@@ -282,7 +286,9 @@ def test_a_worker_sigkilled_mid_sort_still_yields_valid_output(cluster_k1: Local
         report = json.loads(out.strip().splitlines()[-1])
         summary = asyncio.run(validate_blobs(cluster_k1.metaserver_url, report["output_blobs"]))
         assert summary.valid and summary.records == 120_000 and summary.checksum == checksum, (summary, seed)
-        assert len(report["deaths"]) == 1 and f"pid {victim}" in report["deaths"][0], report["deaths"]
+        assert len(report["deaths"]) <= 1, report["deaths"]
+        if busy or report["deaths"]:
+            assert len(report["deaths"]) == 1 and f"pid {victim}" in report["deaths"][0], (report["deaths"], seed)
     finally:
         if head.poll() is None:
             head.kill()

@@ -589,3 +589,35 @@ def test_delete_objects_limit(target: S3Target, s3: Any, bucket: str) -> None:
     fds_only(target, "it deletes 1001 keys in one request")
     keys = [{"Key": f"k{i}"} for i in range(1001)]
     assert outcome(s3.delete_objects, Bucket=bucket, Delete={"Objects": keys}) == (400, "MalformedXML")
+
+
+def test_checksum_mismatch(target: S3Target, s3: Any, bucket: str) -> None:
+    """A body whose x-amz-checksum-crc32 does not match is refused (400 BadDigest), and the old object stays."""
+    fds_only(target, "it does not check x-amz-checksum-crc32")
+    s3.put_object(Bucket=bucket, Key="c", Body=b"old")
+    assert outcome(s3.put_object, Bucket=bucket, Key="c", Body=b"new", ChecksumCRC32="AAAAAA==") == (
+        400, "BadDigest")
+    assert _body(s3.get_object(Bucket=bucket, Key="c")) == b"old"
+
+
+def test_empty_lists_are_malformed(s3: Any, bucket: str) -> None:
+    assert outcome(s3.delete_objects, Bucket=bucket, Delete={"Objects": []}) == (400, "MalformedXML")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="e")["UploadId"]
+    assert outcome(s3.complete_multipart_upload, Bucket=bucket, Key="e", UploadId=upload,
+                   MultipartUpload={"Parts": []}) == (400, "MalformedXML")
+
+
+def test_copy_odd_source_key(s3: Any, bucket: str) -> None:
+    for key in ("a b/ü+x", "q?x=1&y=%2F"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+        s3.copy_object(Bucket=bucket, Key=f"copy/{key}", CopySource={"Bucket": bucket, "Key": key})
+        assert _body(s3.get_object(Bucket=bucket, Key=f"copy/{key}")) == key.encode()
+
+
+def test_overwrite_shows_in_listing(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="o", Body=b"1234567890")
+    s3.put_object(Bucket=bucket, Key="o", Body=b"123")
+    [listed] = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert (listed["Size"], listed["ETag"]) == (3, md5_etag(b"123"))
+    [v1] = s3.list_objects(Bucket=bucket)["Contents"]
+    assert (v1["Size"], v1["ETag"]) == (3, md5_etag(b"123"))

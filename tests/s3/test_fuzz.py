@@ -1,7 +1,8 @@
 """Fuzz fds's S3 endpoint: generated requests (methods, paths, S3's query parameters and headers, XML and
 aws-chunked bodies), mostly signed with a good key so they reach past authentication. No answer may be
 a 5xx (501 NotImplemented excepted, S3's answer for what it does not offer), every refusal is S3's XML
-error, a 206 holds the bytes its Content-Range names, and the server is still up at the end.
+error, a 206 holds the bytes its Content-Range names, no write signed with a read-only key succeeds, and
+the server is still up at the end.
 
 Seeded (``--fuzz-seed``) and sized (``--fuzz-examples``) like the other fuzz tests (tests/fuzz).
 """
@@ -148,7 +149,8 @@ def test_fuzz_s3_requests(fds_s3: tuple[S3Target, LocalCluster], world: dict[str
     query = st.lists(st.tuples(names["subresources"], st.one_of(st.none(), names["values"])), max_size=4).map(
         lambda pairs: "&".join(httpx.QueryParams({k: v or ""}).__str__() if v is not None else k for k, v in pairs))
     headers = st.dictionaries(names["header_names"], names["header_values"], max_size=4)
-    signing = st.sampled_from(["good"] * 8 + ["none", "garbage"])
+    signing = st.sampled_from(["good"] * 8 + ["read-only", "read-only", "none", "garbage"])
+    reader = cluster.s3_key(read_only=True)
     bugs: dict[str, str] = {}
     counts: dict[int, int] = {}
 
@@ -165,7 +167,8 @@ def test_fuzz_s3_requests(fds_s3: tuple[S3Target, LocalCluster], world: dict[str
                 headers = {**headers, "authorization": "AWS4-HMAC-SHA256 Credential=x/y, Signature=z"}
             try:
                 response = send(target, method, path, query=query, body=body, headers=headers,
-                                sign=signing == "good", client=http, timeout=60)
+                                sign=signing in ("good", "read-only"), key=reader if signing == "read-only" else None,
+                                client=http, timeout=60)
             except (httpx.RemoteProtocolError, httpx.ReadTimeout, httpx.ConnectError) as error:
                 bugs.setdefault(type(error).__name__, f"{method} {path}?{query} {headers}: {error}")
                 return
@@ -173,6 +176,8 @@ def test_fuzz_s3_requests(fds_s3: tuple[S3Target, LocalCluster], world: dict[str
                 return  # a request httpx or botocore will not send
             counts[response.status_code] = counts.get(response.status_code, 0) + 1
             problem = _problem(method, response)
+            if signing == "read-only" and method in ("PUT", "POST", "DELETE") and response.status_code < 300:
+                problem = f"a read-only key's {method} was answered {response.status_code}"
             if problem is not None:
                 kind = problem.split(":")[0][:60]
                 bugs.setdefault(kind, f"{method} {path}?{query} headers={headers} body={body[:200]!r} "

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,16 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     return out.stdout
 
 
+def _tool(name: str) -> str:
+    """The path of a client command from the s3test extra (this interpreter's venv first), or a skip saying how
+    to get it."""
+    beside = Path(sys.executable).parent / name
+    path = str(beside) if beside.exists() else shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed: it comes with the s3test extra (pip install -e '.[s3test]')")
+    return path
+
+
 def _clean_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a client subprocess: no AWS or rclone settings of the user's, HOME in a temp dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
@@ -133,7 +144,7 @@ def test_aws_cli(target: S3Target, files: Files, fresh: str, tmp_path: Path) -> 
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(target.credentials_path or target.credentials_file(tmp_path / "creds"))
     env["AWS_CONFIG_FILE"] = str(tmp_path / "no-config")
     env["AWS_DEFAULT_REGION"] = REGION
-    aws = [str(Path(shutil.which("aws") or "aws")), "--profile", "fds", "--endpoint-url", target.endpoint]
+    aws = [_tool("aws"), "--profile", "fds", "--endpoint-url", target.endpoint]
     url = f"s3://{fresh}"
     _run([*aws, "s3", "mb", url], env)
     for name in SIZES:  # the aws cli's defaults: parts of 8 MiB from 8 MiB up
@@ -168,7 +179,7 @@ def test_s3cmd(target: S3Target, files: Files, fresh: str, tmp_path: Path) -> No
     config.write_text(f"[default]\naccess_key = {target.access_key}\nsecret_key = {target.secret_key}\n"
                       f"host_base = {target.hostport}\nhost_bucket = {target.hostport}\nuse_https = False\n"
                       f"bucket_location = {REGION}\nsignature_v2 = False\nmultipart_chunk_size_mb = 8\n")
-    s3cmd = [str(Path(shutil.which("s3cmd") or "s3cmd")), "-c", str(config)]
+    s3cmd = [_tool("s3cmd"), "-c", str(config)]
     env = _clean_env(tmp_path)
     url = f"s3://{fresh}"
     _run([*s3cmd, "mb", url], env)
@@ -236,8 +247,7 @@ def _run_bytes(args: list[str], env: dict[str, str]) -> bytes:
 # -- s3fs --------------------------------------------------------------------------------------------------------
 
 def test_s3fs(target: S3Target, files: Files, fresh: str, tmp_path: Path) -> None:
-    import s3fs
-
+    s3fs = pytest.importorskip("s3fs", reason="s3fs comes with the s3test extra: pip install -e '.[s3test]'")
     fs = s3fs.S3FileSystem(key=target.access_key, secret=target.secret_key, use_listings_cache=False,
                            client_kwargs={"endpoint_url": target.endpoint, "region_name": REGION},
                            config_kwargs={"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 1}})
@@ -268,6 +278,7 @@ def test_s3fs(target: S3Target, files: Files, fresh: str, tmp_path: Path) -> Non
 # -- the minio client --------------------------------------------------------------------------------------------
 
 def test_minio(target: S3Target, files: Files, fresh: str, tmp_path: Path) -> None:
+    pytest.importorskip("minio", reason="the minio client comes with the s3test extra: pip install -e '.[s3test]'")
     from minio import Minio
     from minio.commonconfig import CopySource
 

@@ -111,6 +111,9 @@ class TractServerConfig(SecurityConfig):
     """Threads for disk I/O: durable writes want several in parallel."""
     direct_io: int = 1
     """1: tract data bypasses the page cache (O_DIRECT); 0: buffered I/O through the page cache."""
+    name_grace: float = 60.0
+    """Seconds the blob of a replaced or deleted object is kept before it is deleted, so reads in flight (which
+    looked the name up before it changed) finish. The bucket's namespace primary deletes it."""
     cache_bytes: int = 0
     """Memory for recently written and read tracts (data bypasses the page cache); 0, the default,
     disables it: on this 2-core machine it cost more on writes than it gained on reads

@@ -9,11 +9,16 @@
      ├── Forbidden           403  valid credentials whose scope does not allow this (a read-only token)
      ├── NotFound            404
      │    ├── BlobNotFound   404  no blob with this GUID
-     │    └── TractNotFound  404  the tract was never written
+     │    ├── TractNotFound  404  the tract was never written
+     │    ├── BucketNotFound 404  no bucket of this name
+     │    └── KeyNotFound    404  no object under this key in the bucket
      ├── Conflict            409
      │    ├── BlobExists     409  create with a GUID that is taken
+     │    ├── BucketExists   409  create a bucket whose name is taken
+     │    ├── BucketNotEmpty 409  delete a bucket that still holds objects
      │    ├── StaleVersion   409  the caller's tract locator table is out of date: refetch it
      │    └── Superseded     409  a tract write older than the version stored: write again, newer
+     ├── PreconditionFailed  412  a conditional write whose condition does not hold (If-Match, If-None-Match)
      ├── PastEnd             416  a tract at or beyond the blob's size: extend first
      ├── DiskFull            507  the tract server's disk has no room; nothing was written
      └── Unavailable         503  no replica could serve the request right now
@@ -41,8 +46,13 @@ __all__ = [
     "NotFound",
     "BlobNotFound",
     "TractNotFound",
+    "BucketNotFound",
+    "KeyNotFound",
     "Conflict",
     "BlobExists",
+    "BucketExists",
+    "BucketNotEmpty",
+    "PreconditionFailed",
     "StaleVersion",
     "Superseded",
     "PastEnd",
@@ -104,6 +114,14 @@ class TractNotFound(NotFound):
     default_code = "tract_not_found"
 
 
+class BucketNotFound(NotFound):
+    default_code = "no_such_bucket"
+
+
+class KeyNotFound(NotFound):
+    default_code = "no_such_key"
+
+
 class Conflict(FDSError):
     status = 409
     default_code = "conflict"
@@ -111,6 +129,14 @@ class Conflict(FDSError):
 
 class BlobExists(Conflict):
     default_code = "blob_exists"
+
+
+class BucketExists(Conflict):
+    default_code = "bucket_exists"
+
+
+class BucketNotEmpty(Conflict):
+    default_code = "bucket_not_empty"
 
 
 class StaleVersion(Conflict):
@@ -124,6 +150,14 @@ class Superseded(Conflict):
     ``writer``). The client moves its clock past it and writes again (see :mod:`fds.versions`)."""
 
     default_code = "superseded"
+
+
+class PreconditionFailed(FDSError):
+    """A conditional write (``if_match``, ``if_none_match``) whose condition did not hold; nothing changed.
+    ``details`` carry the current ``etag`` when there is an object."""
+
+    status = 412
+    default_code = "precondition_failed"
 
 
 class PastEnd(FDSError):
@@ -153,13 +187,14 @@ _BY_CODE: dict[str, type[FDSError]] = {
     cls.default_code: cls
     for cls in (
         BadRequest, TractTooLarge, Unauthorized, Forbidden, NotFound, BlobNotFound, TractNotFound,
-        Conflict, BlobExists, StaleVersion, Superseded, PastEnd, DiskFull, Unavailable,
+        BucketNotFound, KeyNotFound, Conflict, BlobExists, BucketExists, BucketNotEmpty, StaleVersion,
+        Superseded, PreconditionFailed, PastEnd, DiskFull, Unavailable,
         ChecksumMismatch, TableNotReady,
     )
 }
 _BY_STATUS: dict[int, type[FDSError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TractTooLarge,
-    416: PastEnd, 503: Unavailable, 507: DiskFull,
+    412: PreconditionFailed, 416: PastEnd, 503: Unavailable, 507: DiskFull,
 }
 
 

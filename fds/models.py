@@ -30,6 +30,7 @@ __all__ = [
     "ExtendResult",
     "SetLengthRequest",
     "MetaRecord",
+    "MetaRecords",
     "TractWritten",
     "TractServerStats",
     "CreatedBlob",
@@ -42,6 +43,13 @@ __all__ = [
     "DeclaredDead",
     "RowListing",
     "RowsRequest",
+    "NameRecord",
+    "NameRecords",
+    "ObjectPut",
+    "ObjectInfo",
+    "NameListing",
+    "BucketInfo",
+    "RenameRequest",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -317,12 +325,112 @@ class MetaRecord(BaseModel):
                                           "tract), so a retried operation is answered, not applied twice.")
 
 
+_META_BYTES = 2048
+"""S3's limit on an object's user metadata (names and values, UTF-8)."""
+
+
+def _check_user_meta(meta: dict[str, str]) -> dict[str, str]:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    if size > _META_BYTES:
+        raise ValueError(f"user metadata is {size} bytes; the limit is {_META_BYTES} (names and values, UTF-8)")
+    for name in meta:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,127}", name):
+            raise ValueError(f"user metadata name {name[:60]!r}: use lower-case letters, digits, '.', '_' and '-'")
+    return meta
+
+
+class ObjectPut(BaseModel):
+    """What a writer tells a bucket's namespace primary to point a key at: a blob it has written whole."""
+
+    blob: str = Field(description="The GUID of the blob holding the object's bytes (written, length recorded).")
+    incarnation: int = Field(ge=0, le=_COUNT)
+    size: int = Field(ge=0, le=_COUNT, description="The object's length in bytes.")
+    etag: str = Field(default="", max_length=128, pattern=r"^[!#-~]*$",
+                      description="The object's ETag (printable ASCII, no '\"'); empty: the blob's GUID as hex.")
+    content_type: str = Field(default="", max_length=256)
+    meta: dict[str, str] = Field(default_factory=dict, description="User metadata, at most 2 KiB.")
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_size(cls, meta: dict[str, str]) -> dict[str, str]:
+        return _check_user_meta(meta)
+
+
+class NameRecord(BaseModel):
+    """One name of a bucket as the holders of its namespace row keep it (replicated with the two-phase commit
+    of blob metadata). Key ``""`` is the bucket's own record, present while the bucket exists; in the bucket
+    catalogue every key is a bucket's name."""
+
+    ns: str = Field(description="The namespace GUID (fds.names.bucket_guid, or the catalogue's).")
+    key: str = Field(max_length=1024)
+    blob: str = Field(default="", description="The object's blob GUID; empty for a bucket's record.")
+    incarnation: int = Field(default=0, ge=0, le=_COUNT)
+    size: int = Field(default=0, ge=0, le=_COUNT)
+    etag: str = Field(default="", max_length=128)
+    mtime: float = Field(allow_inf_nan=False, description="Unix time the name last changed (a bucket: created).")
+    content_type: str = Field(default="", max_length=256)
+    meta: dict[str, str] = Field(default_factory=dict)
+    seq: int = Field(default=0, ge=0, le=_COUNT, description="Bumped by every change of this name.")
+    epoch: int = Field(default=0, ge=0, le=_COUNT, description="The row version under which the primary made "
+                                                               "this change; holders keep the highest (epoch, seq).")
+    deleted: bool = False
+    ops: dict[str, Annotated[int, Field(ge=-_COUNT, le=_COUNT)]] = Field(
+        default_factory=dict, description="Recent client operation ids, so a retried change is not applied twice.")
+
+
+class MetaRecords(BaseModel):
+    """Metadata records of blobs of one row that their primary prepares on the other holders together."""
+
+    records: list[MetaRecord] = Field(min_length=1, max_length=256)
+
+
+class NameRecords(BaseModel):
+    """Name records a namespace primary prepares on the other holders of its row: applied in one step."""
+
+    records: list[NameRecord] = Field(min_length=1, max_length=512)
+
+
+class ObjectInfo(BaseModel):
+    """An object as a bucket lists it."""
+
+    key: str
+    size: int
+    etag: str
+    mtime: float = Field(description="Unix time the object was written.")
+    content_type: str = ""
+    meta: dict[str, str] = Field(default_factory=dict)
+    blob: str = Field(description="The GUID of the blob holding its bytes (tracts are read straight from it).")
+    incarnation: int
+
+
+class NameListing(BaseModel):
+    """One page of a bucket's keys in order (UTF-8 byte order, as S3)."""
+
+    objects: list[ObjectInfo]
+    prefixes: list[str] = Field(default_factory=list, description="With a delimiter: the common prefixes.")
+    next: str | None = Field(default=None, description="Where the next page starts after (a key or prefix); "
+                                                       "null on the last page.")
+
+
+class BucketInfo(BaseModel):
+    name: str
+    created: float
+
+
+class RenameRequest(BaseModel):
+    source: str = Field(min_length=1, max_length=1024)
+    target: str = Field(min_length=1, max_length=1024)
+    if_match: str | None = Field(default=None, max_length=130, description="Rename only if the source's ETag is this.")
+    if_none_match: bool = Field(default=False, description="Rename only if the target does not exist.")
+
+
 class RowListing(BaseModel):
     """What one holder has of some rows: every tract (as ``[guid, incarnation, tract, length, checksum,
-    stamp, writer]``: stamp and writer are its version) and every metadata record."""
+    stamp, writer]``: stamp and writer are its version), every metadata record and every name record."""
 
     tracts: list[tuple[str, int, int, int, str, int, int]]
     meta: list[MetaRecord]
+    names: list[NameRecord] = Field(default_factory=list)
 
 
 class RowsRequest(BaseModel):

@@ -98,3 +98,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="seed of the Jepsen nemesis schedule and workload (printed by each run)")
     parser.addoption("--fuzz-seed", type=int, default=0,
                      help="seed of the fuzz tests' generated requests (default 0: the same requests every run)")
+    parser.addoption("--ray", action="store_true", default=False,
+                     help="also run ray.data over fds:// (tests/integration/test_data_stack.py); off by default: ray "
+                          "starts a cluster of its own, slow on a shared 2-core machine (install the ray extra)")

@@ -1,5 +1,7 @@
 """``fds put | get | stat | rm | status``: blob and cluster commands against a running cluster.
 
+The commands on names (``fds mb | rb | ls | cp | mv | cat | rm fds://...``) are in :mod:`fds.cli._names`.
+
 Which cluster: ``--metaserver URL`` if given, else ``$FDS_METASERVER``, else
 the ``"metaserver"`` of ``./.fds/cluster.json`` (written by ``fds local up``).
 
@@ -295,15 +297,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the blob's info as one JSON object")
     p.set_defaults(run=_stat)
 
-    p = sub.add_parser("rm", parents=[common], help="delete a blob (its tracts are collected later)", epilog=epilog)
-    p.add_argument("guid", metavar="GUID")
-    p.set_defaults(run=_rm)
-
     p = sub.add_parser("status", parents=[common], help="show the cluster's servers, health and table version",
                        epilog=epilog)
     p.add_argument("--json", action="store_true", help="print one JSON object: the cluster status and metaserver URL")
     p.set_defaults(run=_status)
 
-    from fds.cli import _admin
+    from fds.cli import _admin, _names
 
+    _names.add_parsers(sub, common, epilog)  # fds rm takes GUIDs (blobs) and fds:// names (objects)
     _admin.add_parsers(sub, common, epilog)

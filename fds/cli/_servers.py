@@ -55,7 +55,7 @@ def _tractserver(args: argparse.Namespace) -> int:
     config = _load(TractServerConfig, "tractserver", args,
                    ["dir", "metaserver", "advertise_url", "data_port", "advertise_data_url", "domain",
                     "capacity_bytes", "heartbeat_interval", "collector_interval", "io_threads", "cache_bytes",
-                    "direct_io", "scrub_interval", "scrub_rate", "fill_in_flight"])
+                    "direct_io", "scrub_interval", "scrub_rate", "fill_in_flight", "name_grace"])
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -102,6 +102,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--capacity-bytes", dest="capacity_bytes", type=int, help="limit on stored bytes")
     p.add_argument("--heartbeat-interval", dest="heartbeat_interval", type=float)
     p.add_argument("--collector-interval", dest="collector_interval", type=float)
+    p.add_argument("--name-grace", dest="name_grace", type=float,
+                   help="seconds a replaced or deleted object's blob is kept for reads in flight (default 60)")
     p.add_argument("--io-threads", dest="io_threads", type=int)
     p.add_argument("--direct-io", dest="direct_io", type=int, choices=[0, 1],
                    help="1: O_DIRECT tract I/O; 0: through the page cache")

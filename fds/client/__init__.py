@@ -11,6 +11,14 @@ Async first::
         data = await blob.read_tract(first)
         await blob.write_from("big.bin")          # whole files, many tracts in flight
 
+Buckets and keys (objects are blobs with names; writes switch the name atomically)::
+
+    async with Client("http://127.0.0.1:7000") as fds:
+        bucket = await fds.create_bucket("logs")
+        info = await bucket.put("2024/05/app.log", b"...", if_none_match=True)
+        data = await bucket.get("2024/05/app.log", 0, 100)   # a range: only its tracts
+        page = await bucket.list("2024/", delimiter="/")
+
 and a blocking twin for scripts, :class:`SyncClient`. Errors are the tree
 in :mod:`fds.errors`, re-exported here: catch :class:`FDSError` for all of
 them, or a subclass such as :class:`BlobNotFound` or :class:`StaleVersion`
@@ -19,18 +27,24 @@ them, or a subclass such as :class:`BlobNotFound` or :class:`StaleVersion`
 
 from fds.client._blob import Blob, Progress
 from fds.client._client import DEFAULT_IN_FLIGHT, Client
+from fds.client._names import Bucket, ListPage, ObjectReader, ObjectWriter
 from fds.client._sync import SyncBlob, SyncClient
 from fds.errors import (
     BadRequest,
     BlobExists,
     BlobNotFound,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotFound,
     ChecksumMismatch,
     Conflict,
     DiskFull,
     FDSError,
     Forbidden,
+    KeyNotFound,
     NotFound,
     PastEnd,
+    PreconditionFailed,
     StaleVersion,
     Superseded,
     TableNotReady,
@@ -39,7 +53,7 @@ from fds.errors import (
     Unauthorized,
     Unavailable,
 )
-from fds.models import BlobInfo, ClusterStatus
+from fds.models import BlobInfo, BucketInfo, ClusterStatus, ObjectInfo
 
 __all__ = [
     "Client",
@@ -48,6 +62,12 @@ __all__ = [
     "SyncBlob",
     "BlobInfo",
     "ClusterStatus",
+    "Bucket",
+    "BucketInfo",
+    "ObjectInfo",
+    "ListPage",
+    "ObjectReader",
+    "ObjectWriter",
     "Progress",
     "DEFAULT_IN_FLIGHT",
     "FDSError",
@@ -58,8 +78,13 @@ __all__ = [
     "NotFound",
     "BlobNotFound",
     "TractNotFound",
+    "BucketNotFound",
+    "KeyNotFound",
     "Conflict",
     "BlobExists",
+    "BucketExists",
+    "BucketNotEmpty",
+    "PreconditionFailed",
     "StaleVersion",
     "Superseded",
     "PastEnd",

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from fds import tls
 from fds.auth import Credentials
-from fds.client._blob import Blob
+from fds.client._blob import Blob, Progress, _bounded
+from fds.client._names import Bucket, create_bucket, delete_bucket, list_buckets
 from fds.client._table import TableCache
 from fds.errors import (
     BadRequest,
@@ -31,7 +32,7 @@ from fds.errors import (
 from fds.guid import format_guid, new_guid, parse_guid
 from fds.httpclient import ConnectError, HTTPPool, HTTPResponse
 from fds.logs import HEADER, new_request_id, request_id
-from fds.models import BlobInfo, ClusterStatus
+from fds.models import BlobInfo, BucketInfo, ClusterStatus
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
 from fds.versions import HybridClock, TractVersion
@@ -39,6 +40,9 @@ from fds.versions import HybridClock, TractVersion
 __all__ = ["Client"]
 
 T = TypeVar("T")
+
+CopySource = tuple[bytes, int, int]
+"""A tract to copy from: ``(blob GUID, incarnation, tract)``."""
 
 DEFAULT_IN_FLIGHT = 50
 """Tract requests in flight per client; FDS used about 50."""
@@ -142,6 +146,23 @@ class Client:
     async def stat(self, guid: str | bytes) -> BlobInfo:
         return BlobInfo.model_validate(await self._meta("GET", parse_guid(guid), "", None))
 
+    # -- buckets and keys -------------------------------------------------------------
+    def bucket(self, name: str) -> Bucket:
+        """A handle on bucket ``name`` (no request is made; BadRequest if the name breaks S3's rules)."""
+        return Bucket(self, name)
+
+    async def create_bucket(self, name: str) -> Bucket:
+        """Create a bucket (BucketExists if the name is taken)."""
+        return await create_bucket(self, name)
+
+    async def delete_bucket(self, name: str) -> None:
+        """Delete an empty bucket (BucketNotEmpty if it holds objects, BucketNotFound if there is none)."""
+        await delete_bucket(self, name)
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        """Every bucket, in name order."""
+        return await list_buckets(self)
+
     async def table(self) -> Table:
         """The cached tract locator table (fetched on first use)."""
         return await self.tables.get()
@@ -208,30 +229,45 @@ class Client:
         async with slots:
             return await self._send(method, base + path, body)
 
-    async def _meta(self, method: str, guid: bytes, suffix: str, payload: dict[str, Any] | None) -> Any:
+    async def _meta(self, method: str, guid: bytes, suffix: str, payload: dict[str, Any] | None,
+                    query: str = "") -> Any:
         """A metadata operation on the primary of the blob's tract -1 row."""
         text = format_guid(guid)
-        body = orjson.dumps(payload) if payload is not None else None
+        return await self._primary(method, guid, f"/v1/meta/{text}{suffix}", query, payload, f"{method} blob {text}")
+
+    async def _primary(self, method: str, guid: bytes, path: str, query: str, payload: Any, what: str) -> Any:
+        """A request to the primary of the row of ``guid``'s tract -1 (blob metadata, a bucket's names), with
+        the table version, and an operation id for changes, shared by its retries. ``query`` is more of the
+        query string (``&``-joined, URL-encoded); ``payload`` goes as JSON. Returns the decoded JSON answer."""
+        if payload is None:
+            body = None
+        elif isinstance(payload, (bytes, bytearray)):
+            body = bytes(payload)
+        else:
+            body = orjson.dumps(payload)
         headers = {"content-type": "application/json"} if payload is not None else None
         op_id = f"&op={uuid.uuid4().hex}" if method != "GET" else ""  # retries of this call share it
+        extra = f"&{query}" if query else ""
 
         async def op(table: Table) -> Any:
             primary = table.holders(guid, METADATA_TRACT)[0]
             send = asyncio.ensure_future(self._send(
-                method, f"{primary.url}/v1/meta/{text}{suffix}?version={table.version}{op_id}", body, headers))
+                method, f"{primary.url}{path}?version={table.version}{op_id}{extra}", body, headers))
             try:
                 await self._await_unless_moved([send], table, table.row_of(guid, METADATA_TRACT))
             finally:
                 send.cancel()
             resp = send.result()
             if resp.status >= 300:
-                raise error_from_response(resp.status, resp.body, where=f"{method} blob {text}")
+                raise error_from_response(resp.status, resp.body, where=what)
             return orjson.loads(resp.body) if resp.body else None
 
-        return await self._retrying(op, f"{method.lower()} blob {text}")
+        return await self._retrying(op, what.lower())
 
     async def _write_tract(self, guid: bytes, incarnation: int, tract: int,
-                           data: bytes | bytearray | memoryview) -> None:
+                           data: bytes | bytearray | memoryview, copy_from: CopySource | None = None) -> None:
+        """Write a tract to every replica; with ``copy_from`` (``data`` empty), each replica copies the bytes of
+        that tract from a holder of it, server to server."""
         if not 0 <= tract <= MAX_TRACT:
             raise BadRequest(f"tract number {tract} is out of range: use 0..{MAX_TRACT}", code="bad_tract")
         text = format_guid(guid)
@@ -242,7 +278,7 @@ class Client:
                                     f"{table.tract_size} bytes")
             for _ in range(_SUPERSEDED_TRIES):
                 version = self._clock.next()
-                if await self._write_replicas(table, guid, text, tract, incarnation, data, version):
+                if await self._write_replicas(table, guid, text, tract, incarnation, data, version, copy_from):
                     return
             raise Superseded(f"write tract {tract} of {text}: other writers kept writing newer versions "
                              f"({_SUPERSEDED_TRIES} tries)")
@@ -259,14 +295,22 @@ class Client:
                 pass  # a server that sends no valid version: nothing to learn
 
     async def _write_replicas(self, table: Table, guid: bytes, text: str, tract: int, incarnation: int,
-                              data: bytes | bytearray | memoryview, version: TractVersion) -> bool:
+                              data: bytes | bytearray | memoryview, version: TractVersion,
+                              copy_from: CopySource | None = None) -> bool:
         """Send one write, at ``version``, to every replica of the tract's row. True once every replica
         acknowledged the same version and checksum; False if some replica holds a newer version (the clock
         has moved past it: write again). Other failures raise."""
-        path = (f"/v1/tracts/{text}/{tract}?version={table.version}&incarnation={incarnation}"
-                f"&stamp={version.stamp}&writer={version.writer}")
+        query = (f"?version={table.version}&incarnation={incarnation}"
+                 f"&stamp={version.stamp}&writer={version.writer}")
         holders = table.holders(guid, tract)
-        sends = [asyncio.ensure_future(self._send_tract("PUT", s.data_url or s.url, path, data)) for s in holders]
+        if copy_from is None:
+            path = f"/v1/tracts/{text}/{tract}{query}"
+            sends = [asyncio.ensure_future(self._send_tract("PUT", s.data_url or s.url, path, data)) for s in holders]
+        else:
+            source, source_incarnation, source_tract = copy_from
+            path = (f"/v1/tracts/{text}/{tract}/copy{query}&source={format_guid(source)}"
+                    f"&source_incarnation={source_incarnation}&source_tract={source_tract}")
+            sends = [asyncio.ensure_future(self._send_tract("POST", s.url, path)) for s in holders]
         try:
             await self._await_unless_moved(sends, table, table.row_of(guid, tract))
         finally:
@@ -377,3 +421,30 @@ class Client:
 
         async with self._slots:
             return await self._retrying(op, f"read tract {tract} of blob {text}")
+
+    async def _copy_tracts(self, source: Blob, target: Blob, size: int, progress: Progress | None = None) -> None:
+        """Copy the ``size`` bytes of ``source`` into ``target`` (sized already) tract by tract, server to server,
+        ``max_in_flight`` tracts at a time."""
+        tract_size = (await self.table()).tract_size
+        count = -(-size // tract_size)
+
+        async def one(index: int) -> int:
+            async with self._slots:
+                await self._retrying(lambda table: self._copy_one(table, source, target, index),
+                                     f"copy tract {index} of blob {source.guid}")
+            if progress is not None:
+                progress(min(tract_size, size - index * tract_size))
+            return index
+
+        async def jobs() -> AsyncIterator[Awaitable[int]]:
+            for index in range(count):
+                yield one(index)
+
+        await _bounded(jobs(), self.max_in_flight)
+
+    async def _copy_one(self, table: Table, source: Blob, target: Blob, index: int) -> None:
+        for _ in range(_SUPERSEDED_TRIES):
+            if await self._write_replicas(table, target.raw, target.guid, index, target.incarnation, b"",
+                                          self._clock.next(), (source.raw, source.incarnation, index)):
+                return
+        raise Superseded(f"copy into tract {index} of {target.guid}: other writers kept writing newer versions")

@@ -10,6 +10,9 @@ tract reads and writes. Any number of gateways can serve one cluster.
 - ``HEAD /v1/blobs/{guid}`` gives its length and size in tracts.
 - ``DELETE /v1/blobs/{guid}`` deletes it.
 
+Objects by name (buckets and keys) are in :mod:`fds.gateway._objects`
+(``/v1/buckets/...``).
+
 Errors are the fds JSON body ``{"error": {"code", "message"}}`` with the
 status of :mod:`fds.errors`: a malformed GUID is 400, an unknown blob 404.
 """
@@ -29,6 +32,7 @@ from fds.auth import process_credentials
 from fds.client import DEFAULT_IN_FLIGHT, Blob, BlobExists, BlobInfo, BlobNotFound, Client, FDSError
 from fds.config import GatewayConfig
 from fds.errors import BadRequest, Conflict, PastEnd
+from fds.gateway._objects import add_object_routes
 from fds.gateway._range import parse_range, resolve_range
 from fds.gateway._transfer import download, upload
 from fds.guid import parse_guid
@@ -152,7 +156,8 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
 
     app = create_base_app(
         "fds gateway",
-        "Whole blobs over plain REST: PUT uploads, GET downloads (with Range), HEAD, DELETE. "
+        "Whole blobs and objects by name (buckets and keys) over plain REST: PUT uploads (atomic for objects, "
+        "conditional on ETags), GET downloads (with Range), HEAD, DELETE, listing. "
         "A stateless front for clients that do not use the fds client library.",
         role="gateway",
     )
@@ -231,4 +236,5 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
         await fds(request).delete_blob(parse_guid(guid))
         return Response(status_code=204)
 
+    add_object_routes(app, window)
     return app

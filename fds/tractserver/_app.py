@@ -17,6 +17,7 @@ from fds.models import (
     ExtendRequest,
     ExtendResult,
     MetaRecord,
+    MetaRecords,
     RowListing,
     RowsRequest,
     SetLengthRequest,
@@ -31,6 +32,8 @@ from fds.tractserver._fastpath import serve_data_port
 from fds.tractserver._fill import Filler
 from fds.tractserver._meta import MetaService
 from fds.tractserver._metrics import register_tractserver_metrics
+from fds.tractserver._name_routes import add_name_routes
+from fds.tractserver._names import NameService
 from fds.tractserver._node import Node
 from fds.tractserver._scrub import Scrubber
 from fds.tractserver._tracts import TractService, tract_version
@@ -85,6 +88,7 @@ async def _read_body(request: Request, tracts: TractService) -> memoryview:
 def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI:
     """The tract server app for ``node``; with ``data_sock``, it also serves the data port there."""
     meta = MetaService(node)
+    names = NameService(node, meta)
     tracts = TractService(node)
     filler = Filler(node)
     scrubber = Scrubber(node, filler)
@@ -94,11 +98,15 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         await node.start()
         if node.config.scrub_interval > 0:
             node.spawn(scrubber.loop(), "scrubber")
+        if node.config.collector_interval > 0:
+            node.spawn(names.retire_loop(min(node.config.collector_interval, max(0.5, node.config.name_grace / 2))),
+                       "retire")
         data_server = await serve_data_port(tracts, data_sock, app.state.metrics) if data_sock is not None else None
         yield
         if data_server is not None:
             data_server.close()
         await filler.aclose()
+        await tracts.aclose()
         await node.stop()
 
     app = create_base_app(
@@ -124,6 +132,18 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}",
                                           stamp=entry.stamp, writer=entry.writer))
 
+    @app.post("/v1/tracts/{guid}/{tract}/copy", response_model=TractWritten, tags=["tracts"],
+              summary="Write a tract with another blob's tract, copied server to server (copies inside the cluster).")
+    async def copy_tract(guid: str, tract: str, version: int = _VERSION, incarnation: int = _INCARNATION,
+                         stamp: int | None = _STAMP, writer: int | None = _WRITER,
+                         source: str = Query(description="The GUID of the blob to copy from."),
+                         source_incarnation: int = Query(ge=0, lt=2**63),
+                         source_tract: int = Query(ge=0, lt=2**40)) -> Response:
+        entry = await tracts.copy(guid, tract, version, incarnation, tract_version(stamp, writer), source,
+                                  source_incarnation, source_tract)
+        return json_response(TractWritten(length=entry.length, checksum=f"{entry.checksum:016x}",
+                                          stamp=entry.stamp, writer=entry.writer))
+
     @app.get("/v1/tracts/{guid}/{tract}", tags=["tracts"],
              responses={200: {"content": {"application/octet-stream": {}}}},
              summary="Read a whole tract; its checksum is verified first.")
@@ -142,11 +162,15 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
 
     # -- blob metadata (tract -1, on its row's primary) ------------------------
     @app.post("/v1/meta/{guid}", status_code=201, response_model=BlobInfo, tags=["metadata"],
-              summary="Create a blob with 0 tracts.")
-    async def create_blob(guid: str, version: int = _VERSION, op: str | None = _OP) -> Response:
+              summary="Create a blob: empty, or with `tracts` and a recorded `length` in one step.")
+    async def create_blob(guid: str, version: int = _VERSION, op: str | None = _OP,
+                          tracts: int = Query(default=0, ge=0, le=2**32, description="Tracts it starts with."),
+                          length: int | None = Query(default=None, ge=0, lt=2**63,
+                                                     description="Its byte length (fills every tract but the "
+                                                                 "last), recorded at once.")) -> Response:
         raw = parse_guid(guid)
         table = await node.check(raw, METADATA_TRACT, version)
-        return json_response(await meta.create(raw, table, op), status=201)
+        return json_response(await meta.create(raw, table, op, tracts=tracts, length=length), status=201)
 
     @app.get("/v1/meta/{guid}", response_model=BlobInfo, tags=["metadata"], summary="A blob's size.")
     async def stat_blob(guid: str, version: int = _VERSION) -> Response:
@@ -187,6 +211,13 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
         await meta.apply(raw, record, table)
         return json_response({"seq": record.seq})
 
+    @app.put("/v1/internal/meta", tags=["internal"],
+             summary="Server to server: metadata records of blobs of one row from its primary (a group commit).")
+    async def replicate_metas(body: MetaRecords, version: int = _VERSION) -> Response:
+        table = await node.check(parse_guid(body.records[0].guid), METADATA_TRACT, version)
+        await meta.apply_many(body.records, table)
+        return json_response({"records": len(body.records)})
+
     @app.post("/v1/internal/rows", response_model=RowListing, tags=["internal"],
               summary="Server to server: every tract and metadata record this server has of some rows, for "
                       "a new holder to copy. Answers only once writes under an older table have finished.")
@@ -207,7 +238,8 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
             return RowListing(
                 tracts=[(format_guid(g), inc, t, e.length, f"{e.checksum:016x}", e.stamp, e.writer)
                         for g, inc, t, e in found],
-                meta=node.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) in wanted))
+                meta=node.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) in wanted),
+                names=node.names.records_where(lambda ns: table.row_of(ns, METADATA_TRACT) in wanted))
 
         return json_response(await node.run_io(scan))
 
@@ -228,9 +260,10 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
             table_version=node.table.version if node.table else 0, copied_tracts=node.copied_tracts,
             copied_bytes=node.copied_bytes))
 
-    @app.post("/v1/admin/collect", tags=["ops"], summary="Run one pass of the orphan-tract collector now.")
+    @app.post("/v1/admin/collect", tags=["ops"],
+              summary="Run one pass of the orphan-tract collector now, and delete the due blobs of replaced objects.")
     async def collect() -> Response:
-        return json_response({"removed": await node.collect_once()})
+        return json_response({"removed": await node.collect_once(), "retired": await names.retire_once()})
 
     @app.post("/v1/admin/fill", tags=["ops"],
               summary="Start copying any rows this server is filling (the metaserver calls this).")
@@ -253,4 +286,5 @@ def create_app(node: Node, *, data_sock: socket.socket | None = None) -> FastAPI
                              "for unthrottled (the pass holds this request and the scrubber until it ends)")
         return json_response((await scrubber.scrub_once(rate)).as_dict())
 
+    add_name_routes(app, node, names)
     return app

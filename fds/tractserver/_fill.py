@@ -9,8 +9,8 @@ decommissioned. Each filling server:
    /v1/internal/rows``). The row-mate first adopts a table at least as new as
    ours and waits for writes still running under the old one (so nothing
    written before the change is missed), then lists every tract and
-   metadata record of the row;
-2. keeps the newer of each metadata record, and brings each tract up to
+   metadata and name record of the row;
+2. keeps the newer of each metadata and name record, and brings each tract up to
    the source's version (:func:`catch_up`): a tract it lacks or holds in
    an older version is copied, at most ``fill_in_flight`` at a time, with
    every byte checked against the checksum the source served, and stored
@@ -50,7 +50,7 @@ from fds.tlt import Table
 from fds.tractserver._node import Node
 from fds.versions import TractVersion
 
-__all__ = ["Filler", "fetch_listing", "copy_tract", "catch_up"]
+__all__ = ["Filler", "fetch_listing", "copy_tract", "catch_up", "apply_names"]
 
 log = logging.getLogger("fds.tractserver")
 
@@ -64,6 +64,13 @@ async def fetch_listing(node: Node, source: ServerRef, rows: list[int], version:
     if resp.status_code != 200:
         raise error_from_response(resp.status_code, resp.content, where=f"list rows on {source.id}")
     return RowListing.model_validate_json(resp.content)
+
+
+async def apply_names(node: Node, listing: RowListing) -> None:
+    """Keep every name record of a row-mate's listing that is newer than this server's (as a prepare would)."""
+    if listing.names:
+        grace = node.config.name_grace
+        await node.run_io(lambda: [node.names.apply([r], grace=grace, all_newer=False) for r in listing.names])
 
 
 async def copy_tract(node: Node, pool: HTTPPool, source: ServerRef, guid: bytes, incarnation: int, tract: int,
@@ -217,6 +224,7 @@ class Filler:
         listing = await fetch_listing(node, source, rows, table.version)
         for record in listing.meta:
             await node.run_io(node.store.put_meta_if_newer, parse_guid(record.guid), record)
+        await apply_names(node, listing)
         progress.tracts_total += len(listing.tracts)
         progress.bytes_total += sum(t[3] for t in listing.tracts)
 

@@ -59,6 +59,7 @@ from fds.models import (
 )
 from fds.placement import MAX_TRACT, METADATA_TRACT
 from fds.tlt import Table
+from fds.tractserver._namestore import NameStore
 from fds.tractserver._store import TractStore
 
 __all__ = ["Node"]
@@ -109,6 +110,8 @@ class Node:
         self.store = TractStore(self.dir, capacity_bytes=config.capacity_bytes, cache_bytes=config.cache_bytes,
                                  direct_io=bool(config.direct_io))
         self.store.sweep()
+        self.names = NameStore(self.store)
+        """The name records of the namespaces whose rows this server holds (same RocksDB)."""
         self.io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="fds-io")
         self.table: Table | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -371,6 +374,9 @@ class Node:
                 count += self.store.delete_tract(guid, tract, incarnation)
             for record in self.store.metas_where(lambda g: table.row_of(g, METADATA_TRACT) not in held):
                 self.store.delete_meta(parse_guid(record.guid))
+            for ns in list(self.names.namespaces()):
+                if table.row_of(ns, METADATA_TRACT) not in held:
+                    self.names.drop_namespace(ns)
             return count
 
         removed = await self.run_io(clean)

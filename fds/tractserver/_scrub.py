@@ -14,7 +14,7 @@ One pass (:meth:`Scrubber.scrub_once`, also ``POST /v1/admin/scrub``):
    for a blob that no longer has that incarnation). Every holder does the
    same, so after one pass on each, every copy of a row is the newest any
    of them had: replicas agree even after a write that reached only some
-   of them. Newer metadata records are kept too.
+   of them. Newer metadata and name records are kept too.
 3. **Orphans.** Run the orphan collector (tracts of deleted or re-created
    blobs) and the clean-up of rows this server no longer holds.
 """
@@ -33,7 +33,7 @@ from fds.guid import format_guid, parse_guid
 from fds.httpclient import ConnectError
 from fds.models import ServerRef
 from fds.tlt import Table
-from fds.tractserver._fill import Filler, catch_up, copy_tract, fetch_listing
+from fds.tractserver._fill import Filler, apply_names, catch_up, copy_tract, fetch_listing
 from fds.tractserver._node import Node
 from fds.versions import TractVersion
 
@@ -159,6 +159,7 @@ class Scrubber:
                 continue
             for record in listing.meta:
                 await node.run_io(node.store.put_meta_if_newer, parse_guid(record.guid), record)
+            await apply_names(node, listing)
             for guid_text, incarnation, tract, _length, checksum, stamp, writer in listing.tracts:
                 guid = parse_guid(guid_text)
                 version = TractVersion(stamp, writer)

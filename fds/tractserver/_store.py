@@ -43,7 +43,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +53,7 @@ import xxhash
 from fds.buffers import is_aligned
 from fds.durable import create_durably, ensure_dir, fsync_dir, read_direct, remove_temporaries
 from fds.errors import ChecksumMismatch, Conflict, DiskFull, Superseded, TractNotFound
-from fds.guid import format_guid
+from fds.guid import format_guid, parse_guid
 from fds.models import MetaRecord
 from fds.tractserver._cache import TractCache
 from fds.versions import TractVersion
@@ -345,6 +345,35 @@ class TractStore:
                 return False
             self._db.put(_META + guid, record.model_dump_json().encode(), self._sync)
             return True
+
+    def put_metas_if_newer(self, records: Sequence[MetaRecord]) -> list[bool]:
+        """:meth:`put_meta_if_newer` for records of distinct blobs (a group commit), in one synced write."""
+        guids = [parse_guid(r.guid) for r in records]
+        locks = sorted({hash(g) % _META_LOCKS for g in guids})
+        for index in locks:
+            self._meta_locks[index].acquire()
+        try:
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            out = []
+            for guid, record in zip(guids, records, strict=True):
+                current = self.meta(guid)
+                newer = current is None or (record.epoch, record.seq) > (current.epoch, current.seq)
+                if newer:
+                    batch.put(_META + guid, record.model_dump_json().encode())
+                out.append(newer)
+            if any(out):
+                self._db.write(batch, self._sync)
+            return out
+        finally:
+            for index in locks:
+                self._meta_locks[index].release()
+
+    def mark_many_committed(self, records: Sequence[MetaRecord]) -> None:
+        """:meth:`mark_committed` for several records, in one (unsynced) write."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for record in records:
+            batch.put(_COMMITTED + parse_guid(record.guid), _MARK.pack(record.epoch, record.seq))
+        self._db.write(batch)
 
     def delete_meta(self, guid: bytes) -> None:
         batch = rocksdict.WriteBatch(raw_mode=True)

@@ -8,8 +8,22 @@ and the error messages are one piece of code.
 
 from __future__ import annotations
 
-from fds.errors import BadRequest, TableNotReady, TractNotFound, TractTooLarge, Unavailable
+import random
+
+import xxhash
+
+from fds import tls
+from fds.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    TableNotReady,
+    TractNotFound,
+    TractTooLarge,
+    Unavailable,
+    error_from_response,
+)
 from fds.guid import format_guid, parse_guid
+from fds.httpclient import ConnectError, HTTPPool
 from fds.tlt import Table
 from fds.tractserver._node import Node
 from fds.tractserver._store import TractEntry
@@ -44,6 +58,11 @@ class TractService:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._pool: HTTPPool | None = None
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     def tract_size(self) -> int:
         table = self.node.table
@@ -97,3 +116,36 @@ class TractService:
     async def entry(self, guid: str, tract: str, version: int, incarnation: int) -> TractEntry | None:
         raw, number, _ = await self.locate(guid, tract, version)
         return await self.node.run_io(self.node.store.entry, raw, number, incarnation)
+
+    async def copy(self, guid: str, tract: str, version: int, incarnation: int, tract_version: TractVersion | None,
+                   source: str, source_incarnation: int, source_tract: int) -> TractEntry:
+        """Write a tract with the bytes of another blob's tract, fetched from a holder of that tract here, server
+        to server (a copy inside the cluster: the client sends no bytes). Checked and stored as a client write."""
+        raw, number, table = await self.locate(guid, tract, version)
+        src = parse_guid(source)
+        path = f"/v1/tracts/{format_guid(src)}/{source_tract}?version={table.version}&incarnation={source_incarnation}"
+        if self._pool is None:
+            self._pool = HTTPPool(timeout=60.0, ssl_context=tls.client_context())
+        failures: list[str] = []
+        for server in table.readers(src, source_tract, random.Random()):
+            try:
+                resp = await self._pool.request("GET", (server.data_url or server.url) + path,
+                                                headers=self.node.auth_headers)
+            except (ConnectError, TimeoutError) as exc:
+                failures.append(f"{server.id}: {exc or 'timed out'}")
+                continue
+            if resp.status != 200:
+                err = error_from_response(resp.status, resp.body, where=f"copy from {server.id}")
+                if isinstance(err, (Unavailable, TractNotFound)):
+                    failures.append(str(err))
+                    continue
+                raise err
+            if f"{xxhash.xxh3_64_intdigest(resp.body):016x}" != resp.headers.get("x-fds-checksum", ""):
+                failures.append(f"{server.id}: tract arrived damaged")
+                continue
+            return await self.write(guid, str(number), version, incarnation, memoryview(resp.body), tract_version)
+        if failures and all("damaged" in f or "checksum" in f for f in failures):
+            raise ChecksumMismatch(f"copy tract {source_tract} of {format_guid(src)}: no good copy: "
+                                   f"{'; '.join(failures)}")
+        raise Unavailable(f"copy tract {source_tract} of {format_guid(src)} to tract {number} of {format_guid(raw)}: "
+                          f"no holder could serve it ({'; '.join(failures) or 'none'})")

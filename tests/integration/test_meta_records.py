@@ -115,3 +115,41 @@ def test_primary_answers_only_committed_records(cluster_k3: LocalCluster) -> Non
     (record,) = [m for m in listing["meta"] if m["guid"] == guid]
     assert record["tracts"] == 5, "stat answered before the holder had the record"
     cluster_k3.wait_healthy()
+
+
+def test_batched_records_keep_the_newest_each(tmp_path: Path) -> None:
+    """The group commit's batch: each blob's record is kept only if newer, all in one write."""
+    store = TractStore(tmp_path, direct_io=False)
+    try:
+        a, b, c = new_guid(), new_guid(), new_guid()
+        assert store.put_meta_if_newer(a, _record(a, 1, 5))
+        assert store.put_metas_if_newer([_record(a, 1, 4), _record(b, 1, 1), _record(c, 2, 1)]) == [False, True, True]
+        stored = [store.meta(g) for g in (a, b, c)]
+        assert [(r.epoch, r.seq) for r in stored if r is not None] == [(1, 5), (1, 1), (2, 1)]
+        store.mark_many_committed([_record(b, 1, 1), _record(c, 2, 1)])
+        assert store.is_committed(_record(b, 1, 1), b) and not store.is_committed(_record(a, 1, 5), a)
+    finally:
+        store.close()
+
+
+def test_a_batch_of_records_must_be_of_one_row(cluster_k3: LocalCluster) -> None:
+    """The holders' batch route refuses records of blobs of different rows (400, saying so) and applies one row's."""
+    ms = cluster_k3.metaserver_url
+    table = Table(TableModel.model_validate_json(httpx.get(f"{ms}/v1/table", headers=AUTH).content))
+    first = new_guid()
+    row = table.row_of(first, -1)
+    same = next(g for g in iter(new_guid, None) if table.row_of(g, -1) == row)
+    other = next(g for g in iter(new_guid, None) if table.row_of(g, -1) != row)
+    replica = table.holders(first, -1)[1]
+    url, params = f"{replica.url}/v1/internal/meta", {"version": table.version}
+    mixed = {"records": [_record(first, 1, 1).model_dump(), _record(other, 1, 1).model_dump()]}
+    resp = httpx.put(url, params=params, json=mixed, headers=AUTH)
+    assert resp.status_code == 400 and "one row" in resp.json()["error"]["message"], resp.text
+    resp = httpx.put(url, params=params, json={"records": []}, headers=AUTH)
+    assert resp.status_code in (400, 422) and "error" in resp.json(), resp.text
+    good = {"records": [_record(first, 0, 1).model_dump(), _record(same, 0, 1).model_dump()]}
+    resp = httpx.put(url, params=params, json=good, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    listing = httpx.post(f"{replica.url}/v1/internal/rows", json={"rows": [row], "version": table.version},
+                         headers=AUTH, timeout=30).json()
+    assert {format_guid(first), format_guid(same)} <= {m["guid"] for m in listing["meta"]}

@@ -23,7 +23,7 @@ def test_all_lists_the_whole_tree() -> None:
         if inspect.isclass(obj) and issubclass(obj, FDSError) and obj.__module__ == errors.__name__
     }
     assert set(ERROR_CLASSES) == defined
-    assert len(ERROR_CLASSES) == 17
+    assert len(ERROR_CLASSES) == 22
 
 
 def test_codes_are_unique() -> None:
@@ -58,7 +58,8 @@ def test_status_mapping() -> None:
         "FDSError": 500, "BadRequest": 400, "TractTooLarge": 413, "Unauthorized": 401, "Forbidden": 403,
         "NotFound": 404,
         "BlobNotFound": 404, "TractNotFound": 404, "Conflict": 409, "BlobExists": 409, "StaleVersion": 409,
-        "Superseded": 409,
+        "Superseded": 409, "BucketNotFound": 404, "KeyNotFound": 404, "BucketExists": 409, "BucketNotEmpty": 409,
+        "PreconditionFailed": 412,
         "PastEnd": 416, "DiskFull": 507, "Unavailable": 503, "ChecksumMismatch": 503, "TableNotReady": 503,
     }
     assert {cls.__name__: cls.status for cls in ERROR_CLASSES} == expected
@@ -78,7 +79,8 @@ def test_hierarchy_lets_callers_catch_families() -> None:
     [
         (400, errors.BadRequest), (401, errors.Unauthorized), (403, errors.Forbidden), (404, errors.NotFound),
         (409, errors.Conflict),
-        (413, errors.TractTooLarge), (416, errors.PastEnd), (503, errors.Unavailable), (507, errors.DiskFull),
+        (412, errors.PreconditionFailed), (413, errors.TractTooLarge),
+        (416, errors.PastEnd), (503, errors.Unavailable), (507, errors.DiskFull),
         (418, errors.BadRequest),  # any other 4xx is the caller's fault
         (500, FDSError),
     ],

@@ -13,6 +13,8 @@ def test_client_public_names() -> None:
         "TractNotFound",
         "Conflict", "BlobExists", "StaleVersion", "Superseded", "PastEnd", "DiskFull", "Unavailable",
         "ChecksumMismatch", "TableNotReady",
+        "Bucket", "BucketInfo", "ObjectInfo", "ListPage", "ObjectReader", "ObjectWriter", "BucketNotFound",
+        "KeyNotFound", "BucketExists", "BucketNotEmpty", "PreconditionFailed",
     ])
     for name in fds.client.__all__:
         assert getattr(fds.client, name) is not None

@@ -1,0 +1,251 @@
+"""The gateway's bucket and object routes: names over plain REST.
+
+- ``GET /v1/buckets``; ``PUT | HEAD | DELETE /v1/buckets/{bucket}``.
+- ``GET /v1/buckets/{bucket}/objects?prefix=&delimiter=&start_after=&page_token=&limit=``: one page of keys.
+- ``PUT /v1/buckets/{bucket}/objects/{key}``: upload (atomic: the key switches once every byte is stored),
+  or copy inside the cluster with ``X-FDS-Copy-Source: bucket/key``. ``If-None-Match: *`` creates only;
+  ``If-Match: "etag"`` replaces only that object (412 otherwise). ``Content-Type`` and ``X-FDS-Meta-*``
+  headers are kept with the object.
+- ``GET | HEAD /v1/buckets/{bucket}/objects/{key}``: the bytes (``Range`` as for blobs), with ``ETag``,
+  ``Last-Modified``, ``Content-Type`` and the metadata headers; ``If-None-Match`` (304) and ``If-Match`` (412).
+- ``DELETE /v1/buckets/{bucket}/objects/{key}`` (``If-Match`` too); ``POST /v1/buckets/{bucket}/rename``.
+
+Bodies stream through in tracts; nothing holds a whole object.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from fds.client import Bucket, BucketInfo, Client, ObjectInfo, ObjectReader
+from fds.errors import BadRequest, PastEnd, PreconditionFailed
+from fds.gateway._range import parse_range, resolve_range
+from fds.models import NameListing, RenameRequest
+from fds.web import error_response, json_response
+
+__all__ = ["add_object_routes"]
+
+_OCTETS = "application/octet-stream"
+_META = "x-fds-meta-"
+_ERROR = {"description": "fds error body: `{\"error\": {\"code\": ..., \"message\": ...}}`"}
+_BYTES = {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}}}
+_RAW_BODY = {"requestBody": {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+                             "required": False}}
+
+_PUT_DOC = """Upload an object from the request body, or copy one (`X-FDS-Copy-Source: bucket/key`, no body).
+
+The bytes go to a fresh blob; the key switches to it only once every byte is stored, in one step:
+readers see the old object or the new one, never a mix, and a failed upload leaves the old object.
+`If-None-Match: *` writes only a new key; `If-Match: "ETAG"` replaces only the object of that ETag
+(`*`: any existing one). Otherwise **412** `precondition_failed`, and nothing changes.
+`Content-Type` and `X-FDS-Meta-NAME: VALUE` headers are stored with the object (2 KiB of metadata at
+most). Answers **200** with the object's info (its `etag` also in the `ETag` header).
+"""
+
+_GET_DOC = """Download an object, streamed as its tracts arrive (only the tracts a `Range` needs).
+
+`Range` as for blobs: a single range gets **206**; one that selects no byte **416**. `ETag`,
+`Last-Modified`, `Content-Type` and `X-FDS-Meta-*` describe the object. `If-None-Match` matching the
+ETag gets **304**; `If-Match` not matching gets **412**.
+"""
+
+
+def _etag(info: ObjectInfo) -> str:
+    return f'"{info.etag}"'
+
+
+def _headers(info: ObjectInfo) -> dict[str, str]:
+    headers = {"etag": _etag(info), "last-modified": formatdate(info.mtime, usegmt=True), "accept-ranges": "bytes",
+               "content-type": info.content_type or _OCTETS, "content-length": str(info.size)}
+    for name, value in info.meta.items():
+        headers[_META + name] = value if value.isascii() and value.isprintable() else _rfc2047(value)
+    return headers
+
+
+def _rfc2047(value: str) -> str:
+    """A header value that is not printable ASCII, as S3 sends user metadata: RFC 2047 base64 UTF-8."""
+    return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def _matches(header: str, info: ObjectInfo) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or _etag(info) in tags or info.etag in tags
+
+
+def _meta_headers(request: Request) -> dict[str, str]:
+    return {name[len(_META):].lower(): _header_text(value) for name, value in request.headers.items()
+            if name.lower().startswith(_META)}
+
+
+def _header_text(value: str) -> str:
+    """A metadata header's text: RFC 2047 base64 UTF-8 (as :func:`_rfc2047` sends), raw UTF-8, or Latin-1."""
+    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[10:-2], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return value
+    try:
+        return value.encode("latin-1").decode()
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def _conditions(request: Request) -> tuple[str | None, bool]:
+    if_match = request.headers.get("if-match")
+    if_none = request.headers.get("if-none-match")
+    if if_none is not None and if_none.strip() != "*":
+        raise BadRequest("on a write, If-None-Match takes only '*' (create the key only if it is free)",
+                         code="bad_condition")
+    if if_match is not None:
+        if_match = if_match.strip().removeprefix("W/")
+        if "," in if_match:
+            raise BadRequest("If-Match on a write takes one ETag (or '*')", code="bad_condition")
+    return if_match, if_none is not None
+
+
+def _content_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit() or not declared.isascii():
+        raise BadRequest(f"Content-Length {declared[:40]!r} is not a byte count", code="bad_content_length")
+    return int(declared)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise BadRequest("the client disconnected before sending the whole body", code="incomplete_body") from None
+
+
+def add_object_routes(app: FastAPI, window: int) -> None:
+    """Add the bucket and object routes; each request moves at most ``window`` tracts at once."""
+
+    def fds(request: Request) -> Client:
+        found: Client = request.app.state.client
+        return found
+
+    @app.get("/v1/buckets", response_model=list[BucketInfo], tags=["objects"], summary="Every bucket, by name.")
+    async def list_buckets(request: Request) -> Response:
+        return json_response([b.model_dump() for b in await fds(request).list_buckets()])
+
+    @app.put("/v1/buckets/{bucket}", status_code=201, response_model=BucketInfo, tags=["objects"],
+             responses={400: _ERROR, 409: _ERROR}, summary="Create a bucket (S3's naming rules).")
+    async def create_bucket(bucket: str, request: Request) -> Response:
+        made = await fds(request).create_bucket(bucket)
+        return json_response(await made.info(), status=201)
+
+    @app.head("/v1/buckets/{bucket}", tags=["objects"], responses={404: _ERROR}, summary="Whether a bucket exists.")
+    async def head_bucket(bucket: str, request: Request) -> Response:
+        info = await fds(request).bucket(bucket).info()
+        return Response(status_code=200, headers={"x-fds-created": f"{info.created:.6f}"})
+
+    @app.delete("/v1/buckets/{bucket}", status_code=204, tags=["objects"], responses={404: _ERROR, 409: _ERROR},
+                summary="Delete an empty bucket (409 bucket_not_empty otherwise).")
+    async def delete_bucket(bucket: str, request: Request) -> Response:
+        await fds(request).delete_bucket(bucket)
+        return Response(status_code=204)
+
+    @app.get("/v1/buckets/{bucket}/objects", tags=["objects"], responses={400: _ERROR, 404: _ERROR},
+             response_model=NameListing, summary="One page of keys in UTF-8 order (prefix, delimiter, pages).")
+    async def list_objects(bucket: str, request: Request, prefix: str = Query(default="", max_length=1024),
+                           delimiter: str = Query(default="", max_length=64),
+                           start_after: str = Query(default="", max_length=1024),
+                           page_token: str | None = Query(default=None, max_length=2048),
+                           limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
+        page = await fds(request).bucket(bucket).list(prefix, delimiter=delimiter, start_after=start_after,
+                                                      page_token=page_token, limit=limit)
+        return json_response({"objects": [o.model_dump() for o in page.objects], "prefixes": page.prefixes,
+                              "next_token": page.next_token})
+
+    @app.put("/v1/buckets/{bucket}/objects/{key:path}", response_model=ObjectInfo, tags=["objects"],
+             openapi_extra=_RAW_BODY, responses={400: _ERROR, 404: _ERROR, 412: _ERROR},
+             summary="Upload an object atomically (or copy one inside the cluster).", description=_PUT_DOC)
+    async def put_object(bucket: str, key: str, request: Request) -> Response:
+        target = fds(request).bucket(bucket)
+        if_match, if_none_match = _conditions(request)
+        source = request.headers.get("x-fds-copy-source")
+        if source is not None:
+            src_bucket, _, src_key = unquote(source).lstrip("/").partition("/")
+            if not src_key:
+                raise BadRequest("X-FDS-Copy-Source is bucket/key", code="bad_copy_source")
+            if if_match is not None:
+                raise BadRequest("a copy takes If-None-Match: * only", code="bad_condition")
+            info = await target.copy(src_key, key, source_bucket=src_bucket, if_none_match=if_none_match)
+        else:
+            length = _content_length(request)
+            writer = await target.writer(key, size=length, content_type=request.headers.get("content-type", ""),
+                                         meta=_meta_headers(request), if_match=if_match,
+                                         if_none_match=if_none_match, window=window)
+            info = await writer.write_all(_body(request))
+        response = json_response(info)
+        response.headers["etag"] = _etag(info)
+        return response
+
+    async def _object(bucket: Bucket, key: str, request: Request) -> tuple[ObjectInfo, Response | None]:
+        info = await bucket.head(key)
+        if (header := request.headers.get("if-match")) is not None and not _matches(header, info):
+            raise PreconditionFailed(f"object {key!r} has ETag {info.etag!r}, not {header!r}", etag=info.etag)
+        if (header := request.headers.get("if-none-match")) is not None and _matches(header, info):
+            return info, Response(status_code=304, headers={"etag": _etag(info)})
+        return info, None
+
+    @app.head("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], responses={404: _ERROR},
+              summary="An object's size, ETag, time, type and metadata, as headers.")
+    async def head_object(bucket: str, key: str, request: Request) -> Response:
+        info, early = await _object(fds(request).bucket(bucket), key, request)
+        return early or Response(status_code=200, headers=_headers(info))
+
+    @app.get("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], response_class=StreamingResponse,
+             responses={200: _BYTES, 206: _BYTES, 304: {}, 404: _ERROR, 412: _ERROR, 416: _ERROR},
+             summary="Download an object, whole or one byte range.", description=_GET_DOC)
+    async def get_object(bucket: str, key: str, request: Request) -> Response:
+        client = fds(request)
+        info, early = await _object(client.bucket(bucket), key, request)
+        if early is not None:
+            return early
+        reader = ObjectReader(client, info)
+        headers = _headers(info)
+        spec = None if "if-range" in request.headers else parse_range(request.headers.get("range"))
+        start, end, status = 0, info.size, 200
+        if spec is not None:
+            selected = resolve_range(spec, info.size)
+            if selected is None:
+                response = error_response(PastEnd(f"range {request.headers['range']!r} selects no byte of "
+                                                  f"{key!r}, which is {info.size} bytes long",
+                                                  code="range_not_satisfiable"))
+                response.headers["content-range"] = f"bytes */{info.size}"
+                return response
+            start, end, status = selected.start, selected.end, 206
+            headers["content-range"] = selected.content_range(info.size)
+            headers["content-length"] = str(end - start)
+
+        async def body() -> AsyncIterator[bytes | memoryview]:
+            if start < end:
+                async for _, piece in reader.iter_ranges(start, end, window=window):
+                    yield memoryview(piece)
+
+        return StreamingResponse(body(), status_code=status, headers=headers, media_type=headers["content-type"])
+
+    @app.delete("/v1/buckets/{bucket}/objects/{key:path}", status_code=204, tags=["objects"],
+                responses={404: _ERROR, 412: _ERROR}, summary="Delete an object (If-Match: only that version).")
+    async def delete_object(bucket: str, key: str, request: Request) -> Response:
+        if_match = request.headers.get("if-match")
+        await fds(request).bucket(bucket).delete(key, if_match=if_match.strip() if if_match else None)
+        return Response(status_code=204)
+
+    @app.post("/v1/buckets/{bucket}/rename", response_model=ObjectInfo, tags=["objects"],
+              responses={404: _ERROR, 412: _ERROR}, summary="Move an object to another key of the bucket, atomically.")
+    async def rename_object(bucket: str, req: RenameRequest, request: Request) -> Response:
+        info = await fds(request).bucket(bucket).rename(req.source, req.target, if_match=req.if_match,
+                                                        if_none_match=req.if_none_match)
+        return json_response(info)

@@ -4,19 +4,21 @@ pyarrow reads a file it was handed by fsspec one ``read`` at a time, under a loc
 ``PythonFile``): each column chunk, or each of its coalesced ranges of up to 32 MiB, is one
 read, so only the few tracts of that range would be in flight at once, never the dozens an
 fds client can keep. This reader keeps a window of tract reads ahead of a reader that reads
-on: every read that starts where the last one ended doubles the window (up to
+on: every read that starts where one of the last few ended doubles the window (up to
 ``max_window`` tracts), so a scan of a whole file soon has ``max_window`` tracts in flight
 while each ``read`` still returns only what it asked for. A read elsewhere (a footer, a
 column picked out of many) closes the window: nothing is fetched that no one asked for, but
 the tracts of that read itself, all at once.
 
-Memory: at most ``max_window`` tracts ahead plus those of the read in hand. Tracts are
+Memory: at most twice ``max_window`` tracts besides those of the read in hand (the farthest
+from it are dropped first). Tracts are
 fetched from the object as it was when the file was opened (its blob and incarnation).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable
 
 from fds.client import Blob, Client, FDSError, ObjectInfo
@@ -42,7 +44,7 @@ class ReadAhead:
         self._tracts = -(-info.size // tract_size)
         self._max_window = max_window
         self._window = 0
-        self._last_end = -1
+        self._ends: deque[int] = deque(maxlen=8)
         self._fetches: dict[int, asyncio.Task[bytes | bytearray]] = {}
         self.fetched = 0
         """Tract reads started (for tests and figures)."""
@@ -54,15 +56,16 @@ class ReadAhead:
             return b""
         size = self._tract_size
         first, last = start // size, (end - 1) // size
-        if 0 <= start - self._last_end <= SEQUENTIAL_GAP:
+        # pyarrow's threads take turns on the file, so two scans may interleave: reading on from any recent read
+        if any(0 <= start - e <= SEQUENTIAL_GAP for e in self._ends):
             self._window = min(max(2 * self._window, 2), self._max_window)
         else:
             self._window = 0
-        self._last_end = end
+        self._ends.append(end)
         ahead = range(last + 1, min(last + 1 + self._window, self._tracts))
-        self._drop(keep=range(first, ahead.stop if ahead else last + 1))
         self._start(range(first, last + 1))
         self._start(ahead)
+        self._bound(first, last)
         pieces = await asyncio.gather(*(self._fetches[i] for i in range(first, last + 1)))
         out = bytearray(end - start)
         for index, data in zip(range(first, last + 1), pieces, strict=True):
@@ -85,9 +88,13 @@ class ReadAhead:
                 self._fetches[index] = task
                 self.fetched += 1
 
-    def _drop(self, keep: range) -> None:
-        for index in [i for i in self._fetches if i not in keep]:
-            self._fetches.pop(index).cancel()
+    def _bound(self, first: int, last: int) -> None:
+        """Keep at most twice the window besides this read's tracts: drop those farthest from it."""
+        spare = [i for i in self._fetches if not first <= i <= last]
+        excess = len(spare) - 2 * self._max_window
+        if excess > 0:
+            for index in sorted(spare, key=lambda i: i - last if i > last else (last - i) * 4)[-excess:]:
+                self._fetches.pop(index).cancel()
 
     async def close(self) -> None:
         """Cancel the reads still ahead."""

@@ -194,36 +194,39 @@ class NameStore:
         it.seek(max(start, after_key + b"\x00") if after_key else start)
         last = ""
         count = 0
+        objects, skip, head = page.objects, _DELETED if not with_deleted else 0, _HEAD.size
         while it.valid():
-            raw_key = bytes(it.key())
+            raw_key = it.key()
             if not raw_key.startswith(start):
                 break
-            key_bytes = raw_key[len(base):]
-            value = bytes(it.value())
-            flags = _HEAD.unpack_from(value)[2]
-            if not key_bytes or (flags & _DELETED and not with_deleted):  # the bucket's own record; tombstones
+            value = it.value()
+            flags = value[head - 1]
+            if flags & skip or len(raw_key) == len(base):  # tombstones; the bucket's own record
                 it.next()
                 continue
-            cut = key_bytes.find(delim, len(start) - len(base)) if delim else -1
-            if cut >= 0:  # rolls up into a common prefix
-                common = base + key_bytes[:cut + len(delim)]
-                it.seek(common + b"\xff")  # past every key under it (UTF-8 has no 0xff byte)
-                if after_key and common <= after_key and not (after_key.startswith(common) and after_key != common):
-                    continue  # listed on an earlier page
-                if count == limit:
-                    page.next = last
-                    break
-                last = common[len(base):].decode()
-                page.prefixes.append(last)
-                count += 1
-                continue
+            if delim:
+                key_bytes = raw_key[len(base):]
+                cut = key_bytes.find(delim, len(start) - len(base))
+                if cut >= 0:  # rolls up into a common prefix
+                    common = base + key_bytes[:cut + len(delim)]
+                    it.seek(common + b"\xff")  # past every key under it (UTF-8 has no 0xff byte)
+                    if after_key and common <= after_key and not (after_key.startswith(common)
+                                                                  and after_key != common):
+                        continue  # listed on an earlier page
+                    if count == limit:
+                        page.next = last
+                        break
+                    last = common[len(base):].decode()
+                    page.prefixes.append(last)
+                    count += 1
+                    continue
             if count == limit:
                 page.next = last
                 break
-            record = orjson.loads(value[_HEAD.size:])
+            record = orjson.loads(memoryview(value)[head:])
             if not flags & _COMMITTED:
                 page.in_doubt.append(NameRecord.model_validate(record))
-            page.objects.append({name: record[name] for name in _LISTED})
+            objects.append({name: record[name] for name in _LISTED})
             last = record["key"]
             count += 1
             it.next()

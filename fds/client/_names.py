@@ -304,19 +304,27 @@ class Bucket:
 
     async def iter(self, prefix: str = "", *, delimiter: str = "", start_after: str = "",
                    page_size: int = 10_000) -> AsyncIterator[ObjectInfo | str]:
-        """Every key (as ObjectInfo) and common prefix (as str) in order, page after page."""
-        token: str | None = None
+        """Every key (as ObjectInfo) and common prefix (as str) in order, page after page (the next page is
+        asked for while this one is handed out)."""
+        page = await self.list(prefix, delimiter=delimiter, start_after=start_after, limit=page_size)
         while True:
-            page = await self.list(prefix, delimiter=delimiter, start_after=start_after, page_token=token,
-                                   limit=page_size)
-            items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
-            if page.prefixes and page.objects:
-                items.sort(key=lambda item: item if isinstance(item, str) else item.key)
-            for item in items:
-                yield item
-            if page.next_token is None:
+            ahead = (asyncio.ensure_future(self.list(prefix, delimiter=delimiter, start_after=start_after,
+                                                     page_token=page.next_token, limit=page_size))
+                     if page.next_token is not None else None)
+            try:
+                items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
+                if page.prefixes and page.objects:
+                    items.sort(key=lambda item: item if isinstance(item, str) else item.key)
+                for item in items:
+                    yield item
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
+                raise
+            if ahead is None:
                 return
-            token = page.next_token
+            page = await ahead
 
 
 class ObjectReader:

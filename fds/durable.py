@@ -207,9 +207,21 @@ def remove_temporaries(root: str | os.PathLike[str]) -> int:
 
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and parents) if needed, durably."""
+    """Create ``path`` (and parents) if needed, durably: each directory made, its parent fsync'd.
+
+    A caller that finds the directory already there returns at once, perhaps
+    before its creator's fsync has made it durable: make directories before
+    concurrent writers share them (as :class:`fds.tractserver.TractStore` does).
+    """
     p = Path(path)
-    if not p.is_dir():
-        p.mkdir(parents=True, exist_ok=True)
-        fsync_dir(p.parent)
+    if p.is_dir():
+        return p
+    missing = []
+    level = p
+    while not level.is_dir():
+        missing.append(level)
+        level = level.parent
+    p.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):  # outermost first: each entry durable before the one inside it
+        fsync_dir(made.parent)
     return p

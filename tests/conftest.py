@@ -85,11 +85,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--thrash-seconds", type=float, default=60.0,
-                     help="how long the thrash test kills, restarts, adds and removes servers (default 60)")
+    parser.addoption("--thrash-seconds", type=float, default=30.0,
+                     help="how long the thrash test kills, restarts, adds and removes servers (default 30; "
+                          "tests/fault/jepsen runs the same faults with a history checker)")
     parser.addoption("--fuzz-examples", type=int, default=None,
                      help="cases per API operation and generation mode in tests/fuzz (default: a small, fixed "
                           "number that keeps the suite quick); raise it for a longer hunt")
+    parser.addoption("--jepsen-seconds", type=float, default=0.0,
+                     help="how long the Jepsen nemesis goes on with random faults after one fault of each kind "
+                          "(default 0: one of each, about a minute in all)")
+    parser.addoption("--jepsen-seed", type=int, default=20260611,
+                     help="seed of the Jepsen nemesis schedule and workload (printed by each run)")
     parser.addoption("--fuzz-seed", type=int, default=0,
                      help="seed of the fuzz tests' generated requests (default 0: the same requests every run)")
     parser.addoption("--ray", action="store_true", default=False,

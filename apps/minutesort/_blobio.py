@@ -14,25 +14,22 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 import numpy as np
 
-from apps.minutesort._gensort import generate_into
+from apps.minutesort._gensort import RECORD_SIZE, generate_into
 from apps.minutesort._valsort import checksum
 from fds.buffers import uninitialized
 from fds.client import Blob, Client
 
-__all__ = ["RECORD", "records_per_tract", "generate_blob", "iter_record_tracts"]
-
-RECORD = 100
-"""Bytes per Sort Benchmark record; the first 10 are the key."""
+__all__ = ["records_per_tract", "generate_blob", "iter_record_tracts"]
 
 
 def records_per_tract(tract_size: int) -> int:
     """How many whole records one tract holds."""
-    return tract_size // RECORD
+    return tract_size // RECORD_SIZE
 
 
 def _generate_tract(start: int, count: int, ascii: bool, skew: bool, with_checksum: bool) -> tuple[bytearray, int]:
-    buf = uninitialized(count * RECORD)
-    records = np.frombuffer(buf, np.uint8).reshape(count, RECORD)
+    buf = uninitialized(count * RECORD_SIZE)
+    records = np.frombuffer(buf, np.uint8).reshape(count, RECORD_SIZE)
     generate_into(records, start, ascii=ascii, skew=skew)
     return buf, checksum(records) if with_checksum else 0
 
@@ -86,7 +83,7 @@ async def generate_blob(client: Client, count: int, *, start: int = 0, ascii: bo
 async def iter_record_tracts(blob: Blob) -> AsyncIterator[bytes | bytearray]:
     """A record blob's tracts in order, each a whole number of records."""
     async for index, data in blob.read_tracts(range(await blob.size())):
-        if len(data) % RECORD:
+        if len(data) % RECORD_SIZE:
             raise ValueError(f"tract {index} of blob {blob.guid} holds {len(data)} bytes, not whole "
-                             f"{RECORD}-byte records; is this a record blob?")
+                             f"{RECORD_SIZE}-byte records; is this a record blob?")
         yield data

@@ -36,6 +36,11 @@ class WorkerConfig:
     Required unless ``insecure = 1``, as for every fds server."""
     insecure: int = 0
     """1: check no credentials and send none (a trusted lab network only)."""
+    metaserver: str = ""
+    """The cluster this worker sorts small blobs of on its own (``POST /v1/solo``); defaults to
+    ``$FDS_METASERVER``. Sorts a head invites it to name their cluster themselves."""
+    solo_bytes: int = 256 * 1024 * 1024
+    """The largest blob it sorts on its own, in its own process; larger ones need a head and workers."""
 
 
 def load_worker_config(file: str | None = None, overrides: dict[str, object] | None = None) -> WorkerConfig:
@@ -51,10 +56,12 @@ def check_worker_config(config: WorkerConfig) -> str:
             raise ConfigError(f"{name} must be a port number (0-65535), got {value}")
     if config.port and config.port == config.data_port:
         raise ConfigError(f"port and data_port must differ (both {config.port})")
-    for name in ("advertise_url", "advertise_data_url"):
+    for name in ("advertise_url", "advertise_data_url", "metaserver"):
         value = getattr(config, name)
         if value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    if config.solo_bytes < 0:
+        raise ConfigError(f"solo_bytes must be 0 or more, got {config.solo_bytes}")
     if config.secret_file:
         try:
             load_secret(config.secret_file)

@@ -1,22 +1,23 @@
-"""The sort's head: hands out input on demand, watches the workers, and collects the output.
+"""The sort's head: starts or invites the workers, answers their requests, watches them, and collects the output.
 
-The head never touches records, except to sample keys for Daytona. It:
+The head never touches records, except to sample keys for Daytona and to
+join the few that straddle units. It:
 
-1. checks the input (it exists, and its last tract is whole records) and
-   picks bucket boundaries: uniform over the key space (Indy), or from a
-   sample of keys read from random tracts (Daytona, ``--daytona``);
-2. starts the workers, invites standing ones (``worker_urls``: each runs
-   ``fds-minutesort worker --serve``, :mod:`apps.minutesort._service`), or
-   waits for remote ones to register; once all have registered, publishes
-   the job;
-3. hands out **units** of a few tracts to whichever worker asks next, so a
-   slow worker simply takes fewer (``static=True`` splits the input into
-   fixed equal ranges up front instead, for comparison);
-4. fails the run with a clear message if a worker dies or goes silent,
-   rather than hang;
-5. collects each worker's output blobs and returns them in key order; a
-   standing worker is told to drop a sort that failed, and the head waits
-   (briefly) for each to be idle again, so the next sort finds it free.
+1. reads the input's layout (:func:`apps.minutesort._layout.inspect_input`),
+   and samples keys with ``daytona``;
+2. starts the workers, invites standing ones, or waits for remote ones to
+   register; from their memory, plans the buckets (how many, who holds
+   each, which spill: :mod:`apps.minutesort._budget`) or refuses up front,
+   and publishes the job;
+3. answers each worker's request for a task from the schedule
+   (:mod:`apps.minutesort._schedule`), holding the request until there is
+   one: workers never poll;
+4. watches the workers: one whose process exits, whose service reports it
+   dead, or that falls silent is declared dead, and the schedule gives its
+   work to the others;
+5. returns the output blobs in key order, deletes what spilled, and (for
+   standing workers) waits for them to be idle, so the next sort finds
+   them free.
 """
 
 from __future__ import annotations
@@ -25,187 +26,274 @@ import asyncio
 import logging
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from apps.minutesort._auth import http_client
-from apps.minutesort._protocol import Beat, Finished, Invite, Job, Register, Registered, SortState, Unit, WorkRequest
+from apps.minutesort._budget import (
+    NotEnoughMemory,
+    Plan,
+    Settings,
+    WorkerMemory,
+    default_share,
+    mem_available,
+    plan_buckets,
+)
+from apps.minutesort._layout import Layout, inspect_input
+from apps.minutesort._protocol import (
+    Beat,
+    Commit,
+    Finished,
+    Job,
+    Lost,
+    Register,
+    Registered,
+    Sorted,
+    Task,
+    TaskRequest,
+    output_guid,
+    spill_guid,
+)
 from apps.minutesort._records import as_records, sample_boundaries, uniform_boundaries
-from fds.client import Client
-from fds.errors import BadRequest, Conflict, NotFound
+from apps.minutesort._schedule import Schedule
+from apps.minutesort._types import SortFailed, SortOptions, SortResult, WorkerReport
+from apps.minutesort._workers import Spawned, StandingWorkers
+from fds.client import Blob, Client
+from fds.errors import BadRequest, Conflict, FDSError, NotFound, Unavailable
 from fds.guid import parse_guid
 from fds.web import bind_socket, create_app, json_response, url_of
 
-__all__ = ["SortOptions", "SortResult", "SortFailed", "run_sort"]
+__all__ = ["run_sort"]
 
 log = logging.getLogger("fds.minutesort")
 
-RECORD = 100
+class Aborted(FDSError):
+    """410: the sort was aborted; the message says why."""
 
-
-class SortFailed(Exception):
-    """The sort could not finish; the message says why."""
-
-
-@dataclass
-class SortOptions:
-    workers: int = 2
-    daytona: bool = False
-    static: bool = False
-    unit_tracts: int = 4
-    bin_bytes: int = 4 << 20
-    bins_in_flight: int = 2
-    read_in_flight: int = 8
-    write_in_flight: int = 16
-    sample_tracts: int = 32
-    sample_per_tract: int = 4000
-    slow_worker: int | None = None
-    slow_factor: float = 1.0
-    spawn: bool = True
-    """Start the workers as child processes here; False waits for ``workers`` remote ones."""
-    worker_urls: list[str] = field(default_factory=list)
-    """Standing workers (``fds-minutesort worker --serve``) to invite, one per worker; overrides ``spawn``."""
-    host: str = "127.0.0.1"
-    port: int = 0
-    advertise_url: str = ""
-    """The URL workers reach the head at (default: from ``host`` and the port)."""
-    silence_timeout: float = 15.0
-    register_timeout: float = 300.0
-    """Seconds to wait for every worker to register."""
-    seed: int = 1
+    status = 410
+    default_code = "aborted"
 
 
 @dataclass
-class SortResult:
-    input_blob: str
-    output_blobs: list[str]
-    records: int
-    bytes: int
-    seconds: float
-    phases: dict[str, float]
-    workers: list[dict[str, Any]]
-    bucket_records: list[int]
-    mode: str
+class _Head:
+    """The head's state for one sort; the routes of :func:`_app` and the watch loop work on it."""
 
-
-@dataclass
-class _State:
-    job: Job | None = None
-    expected: int = 0
-    job_id: str = ""
-    invited: bool = False
-    """Standing workers were invited: only processes started for this job may register."""
+    metaserver: str
+    layout: Layout
+    options: SortOptions
+    job_id: str
+    sample: np.ndarray | None
+    invited: bool
     registered: list[Register] = field(default_factory=list)
-    next_tract: int = 0
-    ranges: list[tuple[int, int]] = field(default_factory=list)
-    """Static mode: each worker's [next, end) of tracts."""
-    tracts_given: list[int] = field(default_factory=list)
-    done: set[int] = field(default_factory=set)
-    finished: dict[int, Finished] = field(default_factory=dict)
-    last_seen: dict[int, float] = field(default_factory=dict)
+    job: Job | None = None
+    schedule: Schedule | None = None
+    plan: Plan | None = None
     abort: str | None = None
-    other_reasons: list[str] = field(default_factory=list)
-    all_finished: asyncio.Event = field(default_factory=asyncio.Event)
-    shuffle_done_at: float | None = None
+    last_seen: dict[int, float] = field(default_factory=dict)
+    reports: dict[int, Finished] = field(default_factory=dict)
+    deaths: list[str] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)
+    job_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    read_done_at: float | None = None
 
+    def bump(self) -> None:
+        """Wake every request waiting for a change."""
+        self.changed.set()
+        self.changed = asyncio.Event()
 
-def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool, unit: int,
-         throttles: dict[int, float]) -> FastAPI:
-    app = create_app("fds-minutesort head", "Hands out input on demand and collects the sorted output.",
-                     role="minutesort-head")
+    def fail(self, reason: str) -> None:
+        if not self.abort:
+            self.abort = reason
+        self.job_ready.set()
+        self.bump()
 
-    def registered(index: int) -> int:
-        """``index`` if a worker registered under it; otherwise 404 (it would count towards the barrier)."""
-        if not 0 <= index < len(state.registered):
-            raise NotFound(f"no worker {index} in this sort: {len(state.registered)} of {state.expected} have "
+    def index(self, worker: int) -> int:
+        if not 0 <= worker < len(self.registered):
+            raise NotFound(f"no worker {worker} in this sort: {len(self.registered)} of {self.options.workers} have "
                            "registered (indices from 0)", code="unknown_worker")
-        return index
+        self.last_seen[worker] = time.monotonic()
+        return worker
 
-    def the_job() -> Job:
-        if state.job is None:
-            raise Conflict("no job yet: every worker must register first (GET /v1/job answers 503 until then)",
-                           code="not_ready")
-        return state.job
+    def the_schedule(self) -> Schedule:
+        if self.schedule is None:
+            raise Conflict("no job yet: every worker must register first", code="not_ready")
+        return self.schedule
+
+    def died(self, worker: int, reason: str) -> None:
+        schedule = self.schedule
+        if schedule is None:
+            self.fail(f"worker {worker} died before the sort began: {reason}")
+        elif schedule.worker_died(worker, reason):
+            log.info("worker %d declared dead: %s", worker, reason)  # in the result: SortResult.deaths
+            self.deaths.append(f"worker {worker}: {reason}")
+            if schedule.abort:
+                self.fail(schedule.abort)
+            self.bump()
+
+    def publish(self) -> None:
+        """Every worker has registered: plan the buckets and publish the job (or refuse, saying why)."""
+        options = self.options
+        sharing: dict[str, int] = {}
+        for r in self.registered:
+            host = urlsplit(r.url).hostname or ""
+            sharing[host] = sharing.get(host, 0) + 1
+        memory = [WorkerMemory(budget=options.memory or r.budget
+                               or default_share(r.available or mem_available(),
+                                                 sharing[urlsplit(r.url).hostname or ""]),
+                               base=r.base) for r in self.registered]
+        settings = Settings(tract_size=self.layout.tract_size, workers=len(memory), unit_tracts=options.unit_tracts,
+                            bin_bytes=options.bin_bytes, bins_in_flight=options.bins_in_flight,
+                            read_in_flight=options.read_in_flight, write_in_flight=options.write_in_flight)
+        if options.record_memory:
+            memory = [WorkerMemory(budget=m.budget, base=m.base, records=options.record_memory) for m in memory]
+        try:
+            plan = plan_buckets(self.layout.length, memory, settings, per_worker=options.buckets_per_worker,
+                                spill_all=options.spill_all)
+        except NotEnoughMemory as exc:
+            self.fail(exc.message)
+            return
+        settings = plan.settings
+        if self.sample is not None:
+            boundaries = sample_boundaries(self.sample, plan.buckets)
+        else:
+            boundaries = uniform_boundaries(plan.buckets)
+        self.plan = plan
+        self.schedule = Schedule(self.layout, plan, len(memory), unit_tracts=settings.unit_tracts,
+                                 static=options.static, on_demand=not options.fixed_buckets)
+        self.job = Job(metaserver=self.metaserver, input_blob=self.layout.guid, tracts=self.layout.tracts,
+                       tract_size=self.layout.tract_size, stride=self.layout.stride, last=self.layout.last,
+                       boundaries=[b.hex() for b in boundaries], workers=[r.url for r in self.registered],
+                       capacity=plan.capacity, bucket_bytes=plan.bucket_bytes, bin_bytes=settings.bin_bytes,
+                       bins_in_flight=settings.bins_in_flight, read_in_flight=settings.read_in_flight,
+                       write_in_flight=settings.write_in_flight, output_prefix=self.job_id[:20],
+                       spill_prefix=os.urandom(13).hex(), job_id=self.job_id)
+        now = time.monotonic()
+        self.last_seen = dict.fromkeys(range(len(self.registered)), now)
+        self.job_ready.set()
+        self.bump()
+
+
+def _app(head: _Head, throttles: dict[int, float]) -> FastAPI:
+    app = create_app("fds-minutesort head", "Hands out tasks and collects the sorted output.", role="minutesort-head")
 
     @app.post("/v1/workers", tags=["sort"], summary="A worker registers.")
     async def register(req: Register) -> Response:
-        if state.invited and req.job != state.job_id:
-            raise Conflict(f"this head runs sort {state.job_id}, not {req.job or '(none)'}: it takes only the "
+        if head.invited and req.job != head.job_id:
+            raise Conflict(f"this head runs sort {head.job_id}, not {req.job or '(none)'}: it takes only the "
                            "workers it invited", code="wrong_job")
-        if len(state.registered) >= state.expected:
-            raise BadRequest(f"this sort already has its {state.expected} workers")
-        state.registered.append(req)
-        index = len(state.registered) - 1
-        state.last_seen[index] = time.monotonic()
-        if len(state.registered) == state.expected:
-            state.job = make_job(state.registered)
-            state.tracts_given = [0] * state.expected
-            tracts = state.job.tracts
-            bounds = [tracts * i // state.expected for i in range(state.expected + 1)]
-            state.ranges = [(bounds[i], bounds[i + 1]) for i in range(state.expected)]
+        if len(head.registered) >= head.options.workers:
+            raise BadRequest(f"this sort already has its {head.options.workers} workers")
+        head.registered.append(req)
+        index = len(head.registered) - 1
+        head.last_seen[index] = time.monotonic()
+        if len(head.registered) == head.options.workers:
+            head.publish()
         return json_response(Registered(index=index, throttle=throttles.get(index, 1.0)))
 
-    @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 before).")
-    async def job() -> Response:
-        if state.abort:
-            return json_response({"error": {"code": "aborted", "message": state.abort}}, status=410)
-        if state.job is None:
-            return json_response({"error": {"code": "not_ready", "message": "waiting for workers"}}, status=503)
-        return json_response(state.job)
+    @app.get("/v1/job", tags=["sort"], summary="The job, once every worker has registered (503 until then).")
+    async def job(wait: float = 0.0) -> Response:
+        if not head.job_ready.is_set() and wait > 0:
+            try:
+                await asyncio.wait_for(head.job_ready.wait(), min(wait, 60.0))
+            except TimeoutError:
+                pass
+        if head.abort:
+            raise Aborted(head.abort)
+        if head.job is None:
+            raise Unavailable("waiting for workers to register", code="not_ready")
+        return json_response(head.job)
 
-    @app.post("/v1/work", tags=["sort"], summary="The next unit of input for this worker.")
-    async def work(req: WorkRequest) -> Response:
-        if state.abort:
-            return json_response(Unit(abort=state.abort))
-        job = the_job()
-        state.last_seen[registered(req.worker)] = time.monotonic()
-        if static:
-            start, end = state.ranges[req.worker]
-            count = min(unit, end - start)
-            state.ranges[req.worker] = (start + count, end)
-        else:
-            start = state.next_tract
-            count = min(unit, job.tracts - start)
-            state.next_tract += count
-        state.tracts_given[req.worker] += count
-        return json_response(Unit(first=start, count=count))
+    @app.post("/v1/tasks", tags=["sort"], summary="The worker's next task (held until there is one).")
+    async def task(req: TaskRequest) -> Response:
+        worker = head.index(req.worker)
+        deadline = time.monotonic() + req.wait
+        while True:
+            if head.abort:
+                return json_response(Task(kind="abort", reason=head.abort))
+            schedule = head.the_schedule()
+            next_task = schedule.next_task(worker)
+            if next_task is not None:
+                return json_response(next_task)
+            head.waiting.add(worker)
+            stuck = schedule.stuck(head.waiting)
+            if stuck:
+                head.fail(stuck)
+                continue
+            try:
+                await asyncio.wait_for(head.changed.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return json_response(Task(kind="wait", epoch=schedule.epoch))
+            finally:
+                head.waiting.discard(worker)
+                head.last_seen[worker] = time.monotonic()
 
-    @app.post("/v1/workers/{index}/beat", tags=["sort"], summary="Liveness; says whether the run was aborted.")
+    @app.post("/v1/commits", tags=["sort"], summary="A read or deal task is over.")
+    async def commit(report: Commit) -> Response:
+        head.index(report.worker)
+        try:
+            accepted = head.the_schedule().commit(report)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        _after_change(head)
+        return json_response({"accepted": accepted})
+
+    @app.post("/v1/sorted", tags=["sort"], summary="A sort task is over.")
+    async def sorted_(report: Sorted) -> Response:
+        head.index(report.worker)
+        if report.output:
+            parse_guid(report.output)
+        accepted = head.the_schedule().sorted(report)
+        _after_change(head)
+        return json_response({"accepted": accepted})
+
+    @app.post("/v1/workers/{index}/beat", tags=["sort"], summary="Liveness; says the epoch and whether aborted.")
     async def beat(index: int) -> Response:
-        state.last_seen[registered(index)] = time.monotonic()
-        return json_response(Beat(abort=state.abort))
+        head.index(index)
+        return json_response(Beat(abort=head.abort, epoch=head.schedule.epoch if head.schedule else 0))
 
-    @app.post("/v1/workers/{index}/done", tags=["sort"], summary="This worker has read and sent its input.")
-    async def done(index: int) -> Response:
-        state.done.add(registered(index))
-        if len(state.done) == state.expected:
-            state.shuffle_done_at = time.perf_counter()
-        return json_response({})
-
-    @app.post("/v1/workers/{index}/finished", tags=["sort"], summary="This worker's buckets are written.")
+    @app.post("/v1/workers/{index}/finished", tags=["sort"], summary="The worker's report, as it exits.")
     async def finished(index: int, report: Finished) -> Response:
-        owned = {b for b, owner in enumerate(the_job().owners) if owner == registered(index)}
-        if report.worker != index or set(report.buckets) != owned or set(report.records) != owned:
-            raise BadRequest(f"worker {index} owns buckets {sorted(owned)}: its report must be for worker {index} "
-                             f"and name each of them in buckets and records, not {sorted(report.buckets)}")
-        for guid in report.buckets.values():
-            parse_guid(guid)
-        state.finished[index] = report
-        if len(state.finished) == state.expected:
-            state.all_finished.set()
+        if report.worker != head.index(index):
+            raise BadRequest(f"the report of worker {index} must say worker {index}, not {report.worker}")
+        head.reports[index] = report
+        head.bump()
         return json_response({})
 
-    @app.post("/v1/abort", tags=["sort"], summary="A worker saw a failure; the run stops with its reason.")
+    @app.post("/v1/lost", tags=["sort"], summary="A worker process is gone (its service, or itself, says so).")
+    async def lost(report: Lost) -> Response:
+        for index, r in enumerate(head.registered):
+            if (report.url and r.url == report.url) or (report.pid and r.pid == report.pid):
+                head.died(index, report.reason or "reported lost")
+                return json_response({})
+        if head.schedule is None and head.invited:  # a standing worker's process died before registering
+            head.fail(report.reason or "a standing worker's process died")
+            return json_response({})
+        raise NotFound(f"no worker with URL {report.url!r} or pid {report.pid} in this sort", code="unknown_worker")
+
+    @app.get("/v1/status", tags=["sort"], summary="Where the sort is: workers, units read, buckets sorted.")
+    async def status() -> Response:
+        schedule = head.schedule
+        sorting = {} if schedule is None else {
+            str(a.bucket): a.worker for a in schedule.active.values() if a.kind == "sort"}
+        reading = {} if schedule is None else {
+            str(a.unit): a.worker for a in schedule.active.values() if a.kind != "sort"}
+        return json_response({
+            "job": head.job_id, "abort": head.abort, "epoch": schedule.epoch if schedule else 0,
+            "workers": [{"index": i, "url": r.url, "pid": r.pid, "alive": schedule.alive(i) if schedule else True,
+                         "buckets_sorted": schedule.state[i].buckets_sorted if schedule else 0}
+                        for i, r in enumerate(head.registered)],
+            "units": schedule.units if schedule else 0,
+            "units_complete": schedule.units_complete() if schedule else 0,
+            "buckets": schedule.buckets if schedule else 0, "buckets_done": len(schedule.done) if schedule else 0,
+            "reading": reading, "sorting": sorting, "deaths": head.deaths})
+
+    @app.post("/v1/abort", tags=["sort"], summary="A failure no retry can fix; the run stops with its reason.")
     async def abort(request: Request) -> Response:
         try:
             body = await request.json()
@@ -213,104 +301,36 @@ def _app(state: _State, make_job: Callable[[list[Register]], Job], static: bool,
             body = None
         if not isinstance(body, dict):
             raise BadRequest('send a JSON object: {"reason": "what went wrong"}')
-        reason = str(body.get("reason", "a worker aborted the run"))[:2000]
-        if not state.abort:
-            state.abort = reason
-        elif len(state.other_reasons) < 3 and reason != state.abort:
-            state.other_reasons.append(reason)  # what else went wrong, for the message
-        state.all_finished.set()
+        head.fail(str(body.get("reason", "a worker aborted the run"))[:2000])
         return json_response({})
 
     return app
 
 
-class _StandingWorkers:
-    """The standing workers a sort invites (``fds-minutesort worker --serve``), one sort process each."""
-
-    def __init__(self, urls: list[str], head_url: str, job_id: str) -> None:
-        self.urls = [url.rstrip("/") for url in urls]
-        self.invite_body = Invite(head=head_url, job=job_id)
-        self.job_id = job_id
-        self.accepted: list[str] = []
-
-    async def invite(self) -> str | None:
-        """Invite them all at once; returns why the sort cannot go ahead (one refused, or is unreachable)."""
-        async with http_client(10.0) as http:
-            answers = await asyncio.gather(*(self._invite(http, url) for url in self.urls))
-        refusals = [answer for answer in answers if answer]
-        return "; ".join(refusals) if refusals else None
-
-    async def _invite(self, http: httpx.AsyncClient, url: str) -> str | None:
-        try:
-            resp = await http.post(f"{url}/v1/sorts", content=self.invite_body.model_dump_json(),
-                                   headers={"content-type": "application/json"})
-        except httpx.HTTPError as exc:
-            return f"cannot reach the standing worker at {url}: {exc or type(exc).__name__}"
-        if resp.status_code == 202:
-            self.accepted.append(url)
-            return None
-        return f"the standing worker at {url} refused the sort ({resp.status_code}): {_error_text(resp)}"
-
-    async def cancel(self) -> None:
-        """Tell the workers that took the sort to drop it (best effort: one may be dead)."""
-        async with http_client(5.0) as http:
-            await asyncio.gather(*(http.delete(f"{url}/v1/sorts/{self.job_id}") for url in self.accepted),
-                                 return_exceptions=True)
-
-    async def wait_idle(self, timeout: float = 15.0) -> None:
-        """Wait until each worker's sort process has exited, so a sort started next finds it free."""
-        deadline = time.monotonic() + timeout
-        async with http_client(5.0) as http:
-            for url in self.accepted:
-                while time.monotonic() < deadline:
-                    try:
-                        resp = await http.get(f"{url}/v1/sorts/{self.job_id}")
-                        if resp.status_code != 200 or SortState.model_validate_json(resp.content).state != "running":
-                            break
-                    except httpx.HTTPError:
-                        break
-                    await asyncio.sleep(0.05)
-                else:
-                    log.warning("standing worker %s still runs sort %s after %.0f s", url, self.job_id, timeout)
+def _after_change(head: _Head) -> None:
+    schedule = head.the_schedule()
+    if schedule.abort:
+        head.fail(schedule.abort)
+    if head.read_done_at is None and schedule.units_complete() == schedule.units:
+        head.read_done_at = time.perf_counter()
+    head.bump()
 
 
-def _error_text(resp: httpx.Response) -> str:
-    """The message of an fds error body, else the start of the body."""
-    try:
-        return str(resp.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
-
-
-async def _inspect_input(client: Client, guid: str) -> tuple[int, int, int]:
-    """(tracts, records, tract size) of a record blob; refuses what the sort cannot take."""
-    blob = await client.open_blob(guid)
-    info = await blob.stat()
-    table = await client.table()
-    if info.tracts == 0:
-        raise BadRequest(f"blob {guid} is empty: nothing to sort")
-    if info.length is not None and info.length % RECORD:
-        raise BadRequest(f"blob {guid} holds {info.length} bytes, not a whole number of {RECORD}-byte records")
-    last = await blob.read_tract(info.tracts - 1)
-    per_tract = table.tract_size // RECORD
-    if len(last) % RECORD:
-        raise BadRequest(f"blob {guid} is not a record blob: its last tract holds {len(last)} bytes, not a whole "
-                         f"number of {RECORD}-byte records (write sort inputs with `fds-minutesort gen`)")
-    return info.tracts, (info.tracts - 1) * per_tract + len(last) // RECORD, table.tract_size
-
-
-async def _sample(client: Client, guid: str, tracts: int, options: SortOptions) -> np.ndarray:
+async def _sample(blob: Blob, layout: Layout, options: SortOptions) -> np.ndarray:
     """Keys from ``sample_tracts`` random tracts (Daytona)."""
     rng = random.Random(options.seed)
-    chosen = sorted(rng.sample(range(tracts), min(tracts, options.sample_tracts)))
-    blob = await client.open_blob(guid)
+    chosen = sorted(rng.sample(range(layout.tracts), min(layout.tracts, options.sample_tracts)))
     keys = []
-    async for _, data in blob.read_tracts(chosen):
-        records = as_records(data)
+    async for index, data in blob.read_tracts(chosen):
+        skip = layout.skip(index)
+        whole = (len(data) - skip) // 100 * 100
+        if whole <= 0:
+            continue
+        records = as_records(memoryview(data)[skip:skip + whole])
         pick = np.random.default_rng(rng.randrange(1 << 30)).choice(
             len(records), size=min(len(records), options.sample_per_tract), replace=False)
         keys.append(np.ascontiguousarray(records[np.sort(pick), :10]))
-    return np.concatenate(keys)
+    return np.concatenate(keys) if keys else np.empty((0, 10), dtype=np.uint8)
 
 
 async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
@@ -325,106 +345,157 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     started = time.perf_counter()
     phases: dict[str, float] = {}
     async with Client(metaserver) as client:
-        tracts, records, tract_size = await _inspect_input(client, input_blob)
-        buckets = options.workers
-        if options.daytona:
-            sample = await _sample(client, input_blob, tracts, options)
-            boundaries = sample_boundaries(sample, buckets)
-        else:
-            boundaries = uniform_boundaries(buckets)
+        blob, layout = await inspect_input(client, input_blob)
+        sample = await _sample(blob, layout, options) if options.daytona else None
+    if options.solo_bytes and layout.length <= options.solo_bytes and not options.worker_urls and options.spawn:
+        from apps.minutesort._solo import solo_sort
+
+        return await solo_sort(metaserver, layout, started)
     phases["plan"] = time.perf_counter() - started
-    prefix = os.urandom(12).hex()  # names the output blobs and, as the job id, the sort
-
-    def make_job(registered: list[Register]) -> Job:
-        return Job(metaserver=metaserver, input_blob=input_blob, tracts=tracts, tract_size=tract_size,
-                   boundaries=[b.hex() for b in boundaries], owners=list(range(buckets)),
-                   workers=[r.url for r in registered],
-                   expected_records=[-(-records // buckets)] * buckets, bin_bytes=options.bin_bytes,
-                   bins_in_flight=options.bins_in_flight, read_in_flight=options.read_in_flight,
-                   write_in_flight=options.write_in_flight, output_prefix=prefix, job_id=prefix)
-
-    state = _State(expected=options.workers, job_id=prefix, invited=bool(options.worker_urls))
+    job_id = os.urandom(12).hex()
+    head = _Head(metaserver=metaserver, layout=layout, options=options, job_id=job_id, sample=sample,
+                 invited=bool(options.worker_urls))
     # The slow worker is chosen by registration index, so "worker 0" in reports is the slow one.
     throttles = {options.slow_worker: options.slow_factor} if options.slow_worker is not None else {}
-    app = _app(state, make_job, options.static, max(1, options.unit_tracts), throttles)
     sock = bind_socket(options.host, options.port)
     head_url = options.advertise_url.rstrip("/") or url_of(sock, options.host)
-    server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                           log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(_app(head, throttles), loop="none", http="httptools", lifespan="off",
+                                           access_log=False, log_level="warning", timeout_keep_alive=120,
+                                           timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    children: list[subprocess.Popen[bytes]] = []
-    standing = _StandingWorkers(options.worker_urls, head_url, prefix) if options.worker_urls else None
+    spawned: Spawned | None = None
+    standing = StandingWorkers(options.worker_urls, head_url, job_id) if options.worker_urls else None
     succeeded = False
     try:
         if standing is not None:
-            state.abort = await standing.invite()
+            refused = await standing.invite()
+            if refused:
+                head.fail(refused)
         elif options.spawn:
-            for _ in range(options.workers):
-                children.append(subprocess.Popen(
-                    [sys.executable, "-m", "apps.minutesort.cli", "worker", "--head", head_url,
-                     "--host", options.host],
-                    stdin=subprocess.DEVNULL, start_new_session=True))
+            spawned = Spawned(options.workers, head_url, options.host)
         else:
             log.info("head at %s: waiting for %d workers (`fds-minutesort worker --head %s`)",
                      head_url, options.workers, head_url)
         shuffle_started = time.perf_counter()
-        while not state.all_finished.is_set() and not state.abort:
-            await asyncio.sleep(0.1)
-            now = time.monotonic()
-            for i, child in enumerate(children):
-                code = child.poll()
-                if code is not None and i not in state.finished and code != 0 and not state.abort:
-                    state.abort = f"worker process {child.pid} exited with status {code} before finishing"
-                elif code is not None and code != 0 and not state.abort:
-                    state.abort = f"worker process {child.pid} exited with status {code}"
-            if state.job is None and time.perf_counter() - shuffle_started > options.register_timeout:
-                state.abort = (f"only {len(state.registered)} of {options.workers} workers registered within "
-                               f"{options.register_timeout:.0f} s")
-            if state.job is not None:
-                for i, seen in state.last_seen.items():
-                    if i not in state.finished and now - seen > options.silence_timeout and not state.abort:
-                        who = state.registered[i].service or state.registered[i].url
-                        state.abort = f"worker {i} ({who}) silent for {now - seen:.0f} s"
-            if state.abort:
-                break
-            if progress is not None and state.job is not None:
-                progress("read", state.next_tract if not options.static else sum(state.tracts_given), tracts)
-        if state.abort:
-            await asyncio.sleep(1.0)  # let the workers hear it from their next beat
-            also = f" (also: {'; '.join(state.other_reasons)})" if state.other_reasons else ""
-            raise SortFailed(f"sort failed: {state.abort}{also}")
+        await _watch(head, spawned, shuffle_started, progress)
+        if head.abort:
+            also = f" (workers lost on the way: {'; '.join(head.deaths)})" if head.deaths else ""
+            raise SortFailed(f"sort failed: {head.abort}{also}")
         finished_at = time.perf_counter()
-        phases["read_shuffle"] = (state.shuffle_done_at or finished_at) - shuffle_started
-        phases["sort_write"] = finished_at - (state.shuffle_done_at or finished_at)
-        for child in children:
-            child.wait(30)
+        read_done = head.read_done_at or finished_at
+        phases["read_shuffle"] = read_done - shuffle_started
+        phases["sort_write"] = finished_at - read_done
+        await _await_reports(head, spawned)
         succeeded = True
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if head.abort:
+            await asyncio.sleep(0.6)  # the workers hear it from their next beat
+        if spawned is not None:
+            await asyncio.to_thread(spawned.stop)
         if standing is not None:
             await (standing.wait_idle() if succeeded else standing.cancel())
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
-    outputs: dict[int, str] = {}
-    bucket_records: dict[int, int] = {}
-    for report in state.finished.values():
-        outputs.update(report.buckets)
-        bucket_records.update(report.records)
-    ordered = [outputs[b] for b in range(buckets)]
-    total = sum(bucket_records.values())
-    if total != records:
-        raise SortFailed(f"sort lost records: read {records}, wrote {total}")
-    return SortResult(
-        input_blob=input_blob, output_blobs=ordered, records=records, bytes=records * RECORD,
-        seconds=time.perf_counter() - started, phases=phases,
-        workers=[{**r.model_dump(), "tracts_given": state.tracts_given[i]} for i, r in sorted(state.finished.items())],
-        bucket_records=[bucket_records[b] for b in range(buckets)],
-        mode=("daytona" if options.daytona else "indy") + (" static" if options.static else ""))
+        await _clean_up(metaserver, head, succeeded)
+    schedule = head.the_schedule()
+    assert head.plan is not None
+    outputs = [schedule.done[b][0] for b in range(schedule.buckets)]
+    bucket_records = [schedule.done[b][1] for b in range(schedule.buckets)]
+    if sum(bucket_records) != layout.records:
+        raise SortFailed(f"sort lost records: read {layout.records}, wrote {sum(bucket_records)}")
+    reports = []
+    for i in range(len(head.registered)):
+        r = head.reports.get(i)
+        reports.append(WorkerReport(worker=i, alive=schedule.alive(i), tracts_read=r.tracts_read if r else 0,
+                                    bytes_received=r.bytes_received if r else 0,
+                                    peak_rss_bytes=r.peak_rss_bytes if r else 0, seconds=r.seconds if r else {},
+                                    peak_records_bytes=r.peak_records_bytes if r else 0,
+                                    capacity=head.plan.capacity[i],
+                                    tracts_given=schedule.state[i].tracts_given,
+                                    buckets_sorted=schedule.state[i].buckets_sorted))
+    mode = ("daytona" if options.daytona else "indy") + (" static" if options.static else "") \
+        + (" fixed-buckets" if options.fixed_buckets else "")
+    return SortResult(input_blob=layout.guid, output_blobs=outputs, records=layout.records,
+                      bytes=layout.length, seconds=time.perf_counter() - started, phases=phases, workers=reports,
+                      bucket_records=bucket_records, mode=mode,
+                      spilled_bytes=_spilled_bytes(schedule), deaths=head.deaths,
+                      lineage_units=schedule.lineage_units)
+
+
+def _spilled_bytes(schedule: Schedule) -> int:
+    return sum(count for d in schedule.deliveries.values() for _, count in d.pieces) * 100
+
+
+async def _watch(head: _Head, spawned: Spawned | None, shuffle_started: float,
+                 progress: Callable[[str, int, int], None] | None) -> None:
+    """Until the sort is done or aborted: watch for dead and silent workers, and report progress."""
+    options = head.options
+    while not head.abort:
+        schedule = head.schedule
+        if schedule is not None and schedule.finished:
+            return
+        if schedule is None and time.perf_counter() - shuffle_started > options.register_timeout:
+            head.fail(f"only {len(head.registered)} of {options.workers} workers registered within "
+                      f"{options.register_timeout:.0f} s")
+            return
+        if spawned is not None:
+            for pid, code in spawned.exited():
+                index = next((i for i, r in enumerate(head.registered) if r.pid == pid), None)
+                finished = index is not None and index in head.reports
+                if finished:
+                    continue
+                if index is None:
+                    head.fail(f"worker process {pid} exited with status {code} before registering")
+                elif schedule is not None and schedule.alive(index):
+                    head.died(index, f"its process (pid {pid}) exited with status {code}")
+                elif schedule is None:
+                    head.fail(f"worker process {pid} exited with status {code} before the sort began")
+        if schedule is not None:
+            now = time.monotonic()
+            for index, seen in list(head.last_seen.items()):
+                if schedule.alive(index) and now - seen > options.silence_timeout and index not in head.reports:
+                    who = head.registered[index].service or head.registered[index].url
+                    head.died(index, f"silent for {now - seen:.0f} s ({who})")
+            if progress is not None:
+                if schedule.units_complete() < schedule.units:
+                    progress("read", schedule.units_complete(), schedule.units)
+                else:
+                    progress("sort", len(schedule.done), schedule.buckets)
+        await asyncio.sleep(0.05)
+
+
+async def _await_reports(head: _Head, spawned: Spawned | None, timeout: float = 10.0) -> None:
+    """Wait (briefly) for each live worker's final report, and for spawned workers to exit."""
+    schedule = head.the_schedule()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(i in head.reports for i in range(len(head.registered)) if schedule.alive(i)):
+            break
+        await asyncio.sleep(0.02)
+    if spawned is not None:
+        await asyncio.to_thread(spawned.wait, max(0.0, deadline - time.monotonic()))
+
+
+async def _clean_up(metaserver: str, head: _Head, succeeded: bool) -> None:
+    """Delete the spill blobs, and outputs of sort attempts that were stopped midway (or of a failed sort)."""
+    schedule, job = head.schedule, head.job
+    if schedule is None or job is None:
+        return
+    guids = {spill_guid(job.spill_prefix, b) for (_, b), d in schedule.deliveries.items() if d.pieces}
+    guids |= {spill_guid(job.spill_prefix, b) for b in range(schedule.buckets) if schedule.plan.homes[b] < 0}
+    guids |= {output_guid(job.output_prefix, b, a) for b, a in schedule.cancelled_sorts}
+    if not succeeded:
+        guids |= {output for output, _ in schedule.done.values()}
+    if not guids:
+        return
+    async with Client(metaserver) as client:
+        slots = asyncio.Semaphore(16)
+
+        async def delete(guid: str) -> None:
+            async with slots:
+                try:
+                    await client.delete_blob(guid)
+                except FDSError:
+                    pass  # never created, or already gone
+
+        await asyncio.gather(*(delete(g) for g in guids))

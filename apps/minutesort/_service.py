@@ -21,7 +21,11 @@ per sort rather than the sort in the service's own process, because:
 - state: every sort starts with a fresh event loop and no leftovers.
 
 The cost is starting Python and importing numpy once per sort, about a
-second, next to sorts meant to take a minute.
+second, next to sorts meant to take a minute. Small sorts do not pay it:
+``POST /v1/solo`` sorts a blob of up to ``solo_bytes`` in the service's own
+process, warm (its fds client keeps the table and its connections), a few
+at a time, and answers once the output is durable
+(:class:`apps.minutesort._solo.SoloServer`).
 
 The service watches its child (:meth:`WorkerService.poll_once`): when the
 child fails, the service tells the head why (a sort process killed by a
@@ -54,7 +58,8 @@ from fastapi.responses import Response
 
 from apps.minutesort._auth import http_client, secure_service
 from apps.minutesort._config import WorkerConfig
-from apps.minutesort._protocol import JOB_PATTERN, Invite, ServiceStatus, SortState
+from apps.minutesort._protocol import JOB_PATTERN, Invite, ServiceStatus, SoloRequest, SoloResult, SortState
+from apps.minutesort._solo import SoloServer
 from fds.errors import BadRequest, Conflict, NotFound, Unavailable
 from fds.web import bind_socket, create_app, json_response, url_of
 
@@ -80,8 +85,11 @@ class WorkerService:
     """One sort at a time, each in a child process; the routes of :func:`service_app` call these methods."""
 
     def __init__(self, url: str, data_url: str, data_sock: socket.socket, *,
-                 command: list[str] | None = None, child_flags: list[str] | None = None) -> None:
+                 command: list[str] | None = None, child_flags: list[str] | None = None,
+                 solo: SoloServer | None = None) -> None:
         self.url = url
+        self.solo = solo or SoloServer("", max_bytes=0)
+        """Small sorts, in this process."""
         self.data_url = data_url
         self.data_sock = data_sock
         self.command = command or [sys.executable, "-m", "apps.minutesort.cli"]
@@ -135,7 +143,7 @@ class WorkerService:
         return ServiceStatus(url=self.url, data_url=self.data_url,
                              state="stopping" if self.stopping else "busy" if self.current else "idle",
                              current=self.current.state if self.current else None,
-                             recent=list(reversed(self.recent)), sorts=self.sorts)
+                             recent=list(reversed(self.recent)), sorts=self.sorts, solo_sorts=self.solo.sorts)
 
     # -- the watcher ------------------------------------------------------------------------------
     def poll_once(self) -> SortState | None:
@@ -192,7 +200,7 @@ class WorkerService:
         async def post() -> None:
             try:
                 async with http_client(5.0) as http:
-                    await http.post(f"{state.head}/v1/abort", json={"reason": reason})
+                    await http.post(f"{state.head}/v1/lost", json={"pid": state.pid, "reason": reason})
             except httpx.HTTPError as exc:
                 log.warning("could not tell the head %s that sort %s failed: %s", state.head, state.job, exc)
 
@@ -227,6 +235,13 @@ def service_app(service: WorkerService) -> FastAPI:
     async def cancel(job: str) -> Response:
         return json_response(service.cancel(_job_id(job)))
 
+    @app.post("/v1/solo", tags=["sorts"], response_model=SoloResult,
+              summary="Sort a small blob here and now; the answer comes once the output is durable.")
+    async def solo(body: SoloRequest) -> Response:
+        blob, records, seconds = await service.solo.sort(body.input_blob, body.output_blob)
+        return json_response(SoloResult(input_blob=body.input_blob, output_blob=blob.guid, records=records,
+                                        seconds={k: round(v, 4) for k, v in seconds.items()}))
+
     @app.get("/v1/status", tags=["sorts"], response_model=ServiceStatus, summary="Idle or busy, and recent sorts.")
     async def status() -> Response:
         return json_response(service.status())
@@ -256,7 +271,8 @@ async def run_service(config: WorkerConfig, *, ready_file: str | None = None) ->
     data = bind_socket(config.host, config.data_port)
     url = config.advertise_url.rstrip("/") or url_of(control, config.host)
     data_url = config.advertise_data_url.rstrip("/") or url_of(data, config.host)
-    service = WorkerService(url, data_url, data, child_flags=child_flags)
+    service = WorkerService(url, data_url, data, child_flags=child_flags,
+                            solo=SoloServer(config.metaserver, max_bytes=config.solo_bytes))
     server = _Server(uvicorn.Config(service_app(service), loop="none", http="httptools", lifespan="off",
                                     access_log=False, log_level="warning", timeout_graceful_shutdown=2))
     loop = asyncio.get_running_loop()
@@ -281,6 +297,7 @@ async def run_service(config: WorkerConfig, *, ready_file: str | None = None) ->
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         await service.stop()
+        await service.solo.aclose()
         return 0
     finally:
         server.should_exit = True

@@ -1,316 +1,144 @@
-"""A sort worker: read input on demand, deal records into bins, stream them to their owners, sort, write.
+"""A sort worker: asks the head for tasks and does them, until the head says done.
 
 One process per worker, with its own HTTP endpoint for the bins peers send
-it (docs/design.md §6):
+it and the buckets it hands over (docs/design.md §6). It registers with the
+head (its URL, its memory), gets the job, and then asks for one task after
+another (the head holds each request until it has one: no polling):
 
-1. **Read and shuffle.** Ask the head for a unit of input (a few tracts),
-   asking for the next one as soon as the current one starts, so the slowest
-   worker finishes at most one unit after the rest. Read the unit's tracts
-   with many requests in flight, deal each tract's records into per-bucket
-   bins (:func:`apps.minutesort._records.partition`, vectorised), and send
-   each full bin to its bucket's owner while reading goes on. At most
-   ``bins_in_flight`` bins are in flight to any one receiver (the RTS/CTS
-   idea): a slow receiver slows its senders rather than flooding.
-2. **Barrier.** When the head has no input left, flush the bins and tell
-   every peer; a worker's buckets are complete once every sender said so.
-3. **Sort and write.** Compute the sorted order of each owned bucket
-   (:func:`apps.minutesort._records.argsort_records`: 8 bytes per record),
-   then move the rows into order one output tract at a time and write each
-   tract while the next is gathered, many tracts in flight.
+- **read** a unit of input: its tracts with several requests in flight,
+  cut into whole records (:class:`apps.minutesort._layout.Stitcher`), dealt
+  into buckets (:class:`apps.minutesort._deal.Dealer`); then **commit**:
+  the unit's fragments and where each bucket's records went. Two units are
+  in progress at a time, so reading never waits for a commit.
+- **deal** the records the head joined from fragments, the same way.
+- **sort** a bucket: take its records from this worker's memory, or fetch
+  them from the worker holding them, or read them back from fds where they
+  spilled; compute the order and write the rows in order to a new blob
+  (:func:`apps.minutesort._bucketsort.write_sorted`); report the blob.
 
-Memory: each owned bucket is received straight into one buffer sized from
-the head's estimate (overflow goes to extra pieces). The sort adds 8 bytes
-a record of order plus the output tracts in flight, not a second bucket:
-fresh memory is slow to fault in on this machine (0.25-0.3 GB/s), and a
-second bucket-sized buffer cost more than the sort itself. The peak is
-about 1.1x the worker's share of the data, plus the interpreter.
+A failed task is reported and the head gives it to someone (the sort goes
+on); a task the head has cancelled (a worker died: the **epoch** went up) is
+dropped. An input that is not records aborts the sort: no retry can help.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import os
 import resource
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
-from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
-import orjson
 from fastapi import FastAPI
-from fastapi.responses import Response
 
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
-from apps.minutesort._protocol import Beat, Finished, Job, Register, Registered, Unit, WorkRequest
-from apps.minutesort._records import Records, argsort_records, as_records, partition
-from fds.buffers import uninitialized
+from apps.minutesort._bucketsort import write_sorted
+from apps.minutesort._budget import mem_available
+from apps.minutesort._deal import Dealer, SpillBlobs
+from apps.minutesort._gensort import RECORD_SIZE
+from apps.minutesort._layout import Layout, LayoutError, Stitcher
+from apps.minutesort._protocol import (
+    Beat,
+    Commit,
+    Finished,
+    Job,
+    Lost,
+    Register,
+    Registered,
+    Sorted,
+    Task,
+    TaskRequest,
+    output_guid,
+)
+from apps.minutesort._receive import Receiver, anonymous, answer
+from apps.minutesort._records import Records, as_records
 from fds.client import Client
-from fds.errors import BadRequest, Conflict, Unavailable
 from fds.httpclient import HTTPPool
-from fds.web import bind_socket, create_app, json_response, url_of
+from fds.web import bind_socket, create_app, url_of
 
-__all__ = ["run_worker", "Bucket"]
+__all__ = ["run_worker", "resident_bytes"]
 
 log = logging.getLogger("fds.minutesort")
 
-RECORD = 100
-_RECEIVER_WAIT = 60.0
-"""Seconds a peer's bin may wait for this worker to learn the job."""
+_JOB_WAIT = 60.0
+"""Seconds a peer's request may wait for this worker to learn the job."""
 
 
-def anonymous(size: int) -> memoryview:
-    """``size`` bytes of anonymous memory, mapped lazily: pages are faulted in as bins land, during the
-    read phase, instead of all at once before it."""
-    region = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        region.madvise(mmap.MADV_HUGEPAGE)  # 2 MiB pages: once memory is warm, faulting it in is 3x faster here
-    return memoryview(region)[:size]
+def resident_bytes() -> int:
+    """This process's resident memory now."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def gather_rows(records: Records, order: Any) -> bytearray:
-    """``records[order]`` as the bytes of one output tract (a fresh heap buffer glibc recycles)."""
-    out = uninitialized(len(order) * RECORD)
-    rows = records.reshape(-1).view(f"V{RECORD}")
-    np.take(rows, order, out=np.frombuffer(out, dtype=f"V{RECORD}"), mode="clip")
-    return out
+class _Cancelled(Exception):
+    """The head cancelled this task (a worker died)."""
 
 
-class Bucket:
-    """One owned bucket: bins land in a preallocated buffer; overflow in extra pieces."""
-
-    def __init__(self, expected_records: int) -> None:
-        capacity = int(expected_records * 1.1) + 4096
-        self.buffer = anonymous(capacity * RECORD)
-        self.fill = 0
-        self.overflow: list[bytes] = []
-        self.records = 0
-
-    def reserve(self, nbytes: int) -> memoryview | None:
-        """Room for a bin of ``nbytes`` in the main buffer, or None (the caller keeps it as overflow)."""
-        if self.fill + nbytes > len(self.buffer):
-            return None
-        view = self.buffer[self.fill:self.fill + nbytes]
-        self.fill += nbytes
-        self.records += nbytes // RECORD
-        return view
-
-    def add(self, data: bytes | bytearray | memoryview) -> None:
-        view = self.reserve(len(data))
-        if view is None:
-            self.overflow.append(bytes(data))
-            self.records += len(data) // RECORD
-        else:
-            view[:] = data
-
-    def all_records(self) -> Records:
-        """Every record received, as one array (copies only if there was overflow)."""
-        main = as_records(self.buffer[:self.fill])
-        if not self.overflow:
-            return main
-        return np.concatenate([main, *(as_records(p) for p in self.overflow)])
-
-
-async def _answer(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, code: str = "",
-                  message: str = "") -> None:
-    """A response from a bare ASGI app: ``{}``, or the fds error body."""
-    body = orjson.dumps({"error": {"code": code, "message": message}}) if message else b"{}"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class _Receiver:
-    """The worker's inbox: owned buckets and which senders are done."""
-
-    def __init__(self, buckets: dict[int, int], senders: int, job_id: str = "", max_bin: int = 1 << 30) -> None:
-        self.buckets = {b: Bucket(n) for b, n in buckets.items()}
-        self.senders = senders
-        self.job_id = job_id
-        self.max_bin = max_bin  # the largest bin a sender sends: a larger one is refused, not allocated
-        self.done: set[int] = set()
-        self.complete = asyncio.Event()
-        self.bytes_received = 0
-        if not senders:
-            self.complete.set()
-
-    def sender_done(self, sender: int) -> None:
-        self.done.add(sender)
-        if len(self.done) >= self.senders:
-            self.complete.set()
-
-    def sender_done_for(self, job: str, sender: int) -> None:
-        """``sender`` has sent every bin of sort ``job``; refuses a notice meant for another sort."""
-        if self.job_id and job != self.job_id:
-            raise Conflict(f"this worker runs sort {self.job_id}, not {job or '(none)'}", code="wrong_job")
-        if not 0 <= sender < self.senders:  # it would count towards the barrier, and end it early
-            raise BadRequest(f"no sender {sender} in this sort: senders are 0 to {self.senders - 1}")
-        self.sender_done(sender)
-
-    def bins_app(self) -> Callable[..., Awaitable[None]]:
-        """A bare ASGI app for ``PUT /v1/bins/{bucket}``: each body goes straight into the bucket's buffer."""
-
-        async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-            if scope["type"] != "http":
-                return
-
-            async def answer(status: int, message: str = "") -> None:
-                await _answer(send, status, "bad_bin", message)
-
-            job = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("job", [""])[0]
-            if self.job_id and job != self.job_id:  # a late bin of an earlier sort must not land in this one
-                await answer(409, f"this worker runs sort {self.job_id}, not {job[:64] or '(none)'}")
-                return
-            path = scope["path"].rstrip("/").rsplit("/", 1)[-1]
-            headers = dict(scope["headers"])
-            try:
-                bucket = self.buckets[int(path)]
-                length = int(headers[b"content-length"])
-            except (KeyError, ValueError):
-                await answer(400, f"no owned bucket {path[:20]!r} here, or no Content-Length")
-                return
-            if scope["method"] != "PUT" or length % RECORD:
-                await answer(400, "PUT whole 100-byte records")
-                return
-            if length > self.max_bin:
-                await answer(413, f"a bin of {length} bytes is over this sort's largest, {self.max_bin}")
-                return
-            view = bucket.reserve(length)
-            target = memoryview(bytearray(length)) if view is None else view
-            pos = 0
-            while True:
-                message = await receive()
-                chunk = message.get("body", b"")
-                target[pos:pos + len(chunk)] = chunk
-                pos += len(chunk)
-                if not message.get("more_body"):
-                    break
-            if view is None:
-                bucket.overflow.append(bytes(target))
-                bucket.records += length // RECORD
-            self.bytes_received += length
-            await answer(200)
-
-        return app
-
-
-class _Shuffler:
-    """Deals records into bins and sends full bins to their owners, bounded per receiver."""
-
-    def __init__(self, job: Job, me: int, receiver: _Receiver, pool: HTTPPool) -> None:
-        self.job = job
-        self.me = me
-        self.receiver = receiver
-        self.pool = pool
-        self.boundaries = [bytes.fromhex(b) for b in job.boundaries]
-        self.pending: dict[int, list[Records]] = {b: [] for b in range(len(job.owners))}
-        self.pending_bytes = dict.fromkeys(self.pending, 0)
-        self.slots = {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))}
-        self.sends: set[asyncio.Task[None]] = set()
-        self.failure: BaseException | None = None
-        self.sent_bytes = 0
-
-    async def deal(self, data: bytes | bytearray | memoryview) -> None:
-        if self.failure is not None:
-            raise self.failure
-        for bucket, records in enumerate(partition(as_records(data), self.boundaries)):
-            if not len(records):
-                continue
-            self.pending[bucket].append(records)
-            self.pending_bytes[bucket] += records.nbytes
-            if self.pending_bytes[bucket] >= self.job.bin_bytes:
-                await self._flush(bucket)
-
-    async def _flush(self, bucket: int) -> None:
-        pieces = self.pending[bucket]
-        if not pieces:
-            return
-        self.pending[bucket], self.pending_bytes[bucket] = [], 0
-        owner = self.job.owners[bucket]
-        if owner == self.me:  # our own bucket: no network
-            for piece in pieces:
-                self.receiver.buckets[bucket].add(piece.reshape(-1).data)
-            return
-        body = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        await self.slots[owner].acquire()  # blocks dealing while this receiver has enough in flight
-        task = asyncio.create_task(self._send(owner, bucket, body))
-        self.sends.add(task)
-        task.add_done_callback(self.sends.discard)
-
-    async def _send(self, owner: int, bucket: int, body: Records) -> None:
-        try:
-            resp = await self.pool.request(
-                "PUT", f"{self.job.workers[owner]}/v1/bins/{bucket}?sender={self.me}&job={self.job.job_id}",
-                body=body.reshape(-1).data, headers=auth_headers())
-            if resp.status != 200:
-                raise RuntimeError(f"worker {owner} refused a bin: {resp.status} {bytes(resp.body)[:200]!r}")
-            self.sent_bytes += body.nbytes
-        except BaseException as exc:  # noqa: BLE001 - kept and raised by the dealing loop
-            if self.failure is None:
-                self.failure = RuntimeError(f"cannot send a bin to worker {owner} at {self.job.workers[owner]}: "
-                                            f"{exc}")
-        finally:
-            self.slots[owner].release()
-
-    async def finish(self) -> None:
-        for bucket in self.pending:
-            await self._flush(bucket)
-        while self.sends:
-            await asyncio.gather(*list(self.sends))
-        if self.failure is not None:
-            raise self.failure
+class _Lost(Exception):
+    """The bucket's records in memory are gone: the worker that held them no longer has them."""
 
 
 async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "", throttle: float = 1.0,
                      job: str = "", sock: socket.socket | None = None, service_pid: int = 0,
-                     service_url: str = "") -> int:
-    """Serve bins, register with the head at ``head``, and do the work. Returns an exit code.
+                     service_url: str = "", budget: int = 0) -> int:
+    """Serve bins, register with the head at ``head``, and do tasks until done. Returns an exit code.
 
     A worker service (:mod:`apps.minutesort._service`) runs this in a child
     process per sort: it passes the sort's ``job`` id, the listening socket
     for bins (``sock``, bound once by the service), its own pid and URL;
-    the worker stops the sort if that process dies.
+    the worker stops if that process dies.
     """
     import uvicorn
 
-    receiver_ready: asyncio.Future[_Receiver] = asyncio.get_running_loop().create_future()
-    app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it owns.",
-                              role="minutesort-worker")
+    receiver_ready: asyncio.Future[Receiver] = asyncio.get_running_loop().create_future()
+    app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it holds, and "
+                              "hands buckets over.", role="minutesort-worker")
 
-    @app.post("/v1/senders/{sender}/done", tags=["sort"], summary="A sender has sent every bin it will send.")
-    async def sender_done(sender: int, job: str = "") -> Response:
-        try:
-            receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
-        except TimeoutError:
-            raise Unavailable("this worker has no job yet; retry", code="not_ready") from None
-        receiver.sender_done_for(job, sender)
-        return json_response({})
+    def waiting_for_job(route: str) -> Any:
+        async def route_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            # A fast peer may send its first bin before this worker has the job.
+            try:
+                receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _JOB_WAIT)
+            except TimeoutError:
+                await answer(send, 503, "not_ready", "this worker has no job yet; retry")
+                return
+            await (receiver.bins_app() if route == "bins" else receiver.hand_over_app())(scope, receive, send)
 
-    async def bins(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # A fast peer may send its first bin before this worker has fetched the job.
-        try:
-            receiver = await asyncio.wait_for(asyncio.shield(receiver_ready), _RECEIVER_WAIT)
-        except TimeoutError:
-            await _answer(send, 503, "not_ready", "this worker has no job yet; retry")
-            return
-        await receiver.bins_app()(scope, receive, send)
+        return route_app
 
-    app.mount("/v1/bins", cast(Any, bins))
+    app.mount("/v1/bins", cast(Any, waiting_for_job("bins")))
+    app.mount("/v1/buckets", cast(Any, waiting_for_job("buckets")))
     sock = sock if sock is not None else bind_socket(host, 0)
     url = advertise or url_of(sock, host)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
                                            log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     http = http_client(60.0)
-    pool = bins_pool(120.0)
+    pool = bins_pool(300.0)
+    registration = Register(url=url, pid=os.getpid(), job=job, service=service_url, budget=budget,
+                            available=mem_available(), base=resident_bytes())
     try:
-        return await _work(head, Register(url=url, pid=os.getpid(), job=job, service=service_url), http, pool,
-                           receiver_ready, throttle, service_pid)
+        try:
+            me, head_throttle, the_job = await _join(head, registration, http)
+        except RuntimeError as exc:
+            log.error("worker at %s: %s", url, exc)
+            return 1
+        capacity = the_job.capacity[me]
+        receiver = Receiver(the_job.job_id, capacity, the_job.bucket_bytes,
+                            max_bin=the_job.bin_bytes + the_job.tract_size)  # a bin is sent once over bin_bytes
+        receiver_ready.set_result(receiver)
+        async with Client(the_job.metaserver, max_in_flight=max(the_job.write_in_flight, the_job.read_in_flight)) \
+                as fds:
+            worker = _Worker(the_job, me, head, registration, http, pool, fds, receiver,
+                             max(throttle, head_throttle), service_pid)
+            return await worker.run()
     finally:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
@@ -318,13 +146,13 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
         await pool.aclose()
 
 
-async def _post(http: httpx.AsyncClient, url: str, model: Any = None) -> dict[str, Any]:
+async def _post(http: httpx.AsyncClient, url: str, model: Any = None, *, timeout: float | None = None) -> Any:
     resp = await http.post(url, content=model.model_dump_json() if model is not None else b"",
-                           headers={"content-type": "application/json"})
+                           headers={"content-type": "application/json"},
+                           timeout=timeout if timeout is not None else http.timeout)
     if resp.status_code != 200:
         raise RuntimeError(f"{url}: {resp.status_code} {resp.text[:300]}")
-    result: dict[str, Any] = resp.json()
-    return result
+    return resp.json()
 
 
 async def _join(head: str, me: Register, http: httpx.AsyncClient) -> tuple[int, float, Job]:
@@ -332,161 +160,266 @@ async def _join(head: str, me: Register, http: httpx.AsyncClient) -> tuple[int, 
     deadline = time.monotonic() + 120
     while True:  # the head may still be starting (remote workers are started independently)
         try:
-            registered = Registered.model_validate(
-                await _post(http, f"{head}/v1/workers", me))
+            registered = Registered.model_validate(await _post(http, f"{head}/v1/workers", me))
             break
         except httpx.TransportError as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach the head at {head}: {exc}") from None
             await asyncio.sleep(0.2)
-    while True:  # the job is fixed once every worker has registered
+    while True:  # the head holds the request until every worker has registered
         try:
-            resp = await http.get(f"{head}/v1/job")
+            resp = await http.get(f"{head}/v1/job", params={"wait": 20}, timeout=40)
         except httpx.TransportError as exc:
             raise RuntimeError(f"lost the head at {head} while waiting for the job: {exc}") from None
         if resp.status_code == 200:
             return registered.index, registered.throttle, Job.model_validate_json(resp.content)
         if resp.status_code != 503:  # the head gave up on this sort before it began
             raise RuntimeError(f"the head at {head} has no job for this worker: {resp.status_code} {resp.text[:300]}")
-        await asyncio.sleep(0.05)
 
 
-async def _work(head: str, registration: Register, http: httpx.AsyncClient, pool: HTTPPool,
-                receiver_ready: asyncio.Future[_Receiver], throttle: float, service_pid: int) -> int:
-    try:
-        me, head_throttle, job = await _join(head, registration, http)
-    except RuntimeError as exc:
-        log.error("worker at %s: %s", registration.url, exc)
-        return 1
-    throttle = max(throttle, head_throttle)
-    owned = {b: job.expected_records[b] for b, owner in enumerate(job.owners) if owner == me}
-    receiver = _Receiver(owned, senders=len(job.workers), job_id=job.job_id,
-                         max_bin=job.bin_bytes + job.tract_size)  # a bin is flushed once over bin_bytes
-    receiver_ready.set_result(receiver)
-    aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+class _Worker:
+    """One worker's part in one sort: the task loop and the tasks."""
 
-    async def tell_head(reason: str) -> None:
+    def __init__(self, job: Job, me: int, head: str, registration: Register, http: httpx.AsyncClient,
+                 pool: HTTPPool, fds: Client, receiver: Receiver, throttle: float, service_pid: int) -> None:
+        self.job = job
+        self.me = me
+        self.head = head
+        self.registration = registration
+        self.http = http
+        self.pool = pool
+        self.fds = fds
+        self.receiver = receiver
+        self.throttle = throttle
+        self.service_pid = service_pid
+        self.layout = Layout(guid=job.input_blob, tracts=job.tracts, stride=job.stride, last=job.last,
+                             tract_size=job.tract_size)
+        self.spills = SpillBlobs(fds, job.spill_prefix, job.write_in_flight)
+        self.full: set[int] = set()
+        self.slots = {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))}
+        self.epoch = 0
+        self.aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.times: dict[str, float] = {"read_deal": 0.0, "sort": 0.0, "gather_write": 0.0, "fetch": 0.0}
+        self.tracts_read = 0
+
+    async def run(self) -> int:
+        beating = asyncio.create_task(self._beat())
+        try:
+            return await self._loop()
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+
+    async def _loop(self) -> int:
+        input_blob = await self.fds.open_blob(self.job.input_blob)
+        units: set[asyncio.Task[None]] = set()
+        asking: asyncio.Task[Task] | None = None
+        try:
+            while True:
+                if asking is None and len(units) < 2:
+                    asking = asyncio.create_task(self._ask())
+                waiting: set[asyncio.Future[Any]] = {*units, self.aborted}
+                if asking is not None:
+                    waiting.add(asking)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if self.aborted.done():
+                    log.error("worker %d: the sort was aborted: %s", self.me, self.aborted.result())
+                    return 1
+                for unit in [u for u in units if u.done()]:
+                    units.discard(unit)
+                    unit.result()  # a crash in the task machinery itself ends the worker
+                if asking is None or not asking.done():
+                    continue
+                task, asking = asking.result(), None
+                if task.kind in ("read", "deal"):
+                    units.add(asyncio.create_task(self._unit(input_blob, task)))
+                elif task.kind == "sort":
+                    await asyncio.gather(*units)
+                    units.clear()
+                    await self._sort(task)
+                elif task.kind == "done":
+                    await self._finished()
+                    return 0
+                elif task.kind == "abort":
+                    log.error("worker %d: %s", self.me, task.reason)
+                    return 1
+        finally:
+            for pending in [*units, *([asking] if asking else [])]:
+                pending.cancel()
+            await asyncio.gather(*units, *([asking] if asking else []), return_exceptions=True)
+
+    async def _ask(self) -> Task:
+        while True:
+            try:
+                task = Task.model_validate(await _post(self.http, f"{self.head}/v1/tasks",
+                                                       TaskRequest(worker=self.me, wait=10), timeout=30))
+            except httpx.TransportError as exc:
+                raise RuntimeError(f"lost the head at {self.head}: {exc}") from None
+            if task.kind != "wait":
+                self._see_epoch(task.epoch)
+                return task
+
+    def _see_epoch(self, epoch: int) -> None:
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.full.clear()  # buckets have new homes
+
+    async def _beat(self) -> None:
+        while not self.aborted.done():
+            await asyncio.sleep(0.5)
+            if self.service_pid and os.getppid() != self.service_pid:
+                # The standing worker this process sorts for is gone (killed, crashed): stop, and say so,
+                # so the head gives this worker's part to the others at once.
+                reason = (f"worker {self.me} (standing worker {self.registration.service}): its service "
+                          f"(pid {self.service_pid}) died mid-sort")
+                await self._tell_lost(reason)
+                self.aborted.set_result(reason)
+                return
+            try:
+                beat = Beat.model_validate(await _post(self.http, f"{self.head}/v1/workers/{self.me}/beat"))
+            except (httpx.HTTPError, RuntimeError) as exc:
+                beat = Beat(abort=f"lost the head at {self.head}: {exc}")
+            self._see_epoch(beat.epoch)
+            if beat.abort and not self.aborted.done():
+                self.aborted.set_result(beat.abort)
+
+    async def _tell_lost(self, reason: str) -> None:
         log.error(reason)
         try:
-            await http.post(f"{head}/v1/abort", json={"reason": reason})
+            await self.http.post(f"{self.head}/v1/lost", content=Lost(url=self.registration.url, pid=os.getpid(),
+                                                                    reason=reason).model_dump_json(),
+                                 headers={"content-type": "application/json"})
         except httpx.HTTPError:
             pass
 
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            if service_pid and os.getppid() != service_pid:
-                # The standing worker this process sorts for is gone (killed, crashed): the sort cannot
-                # count on this worker any more, and nobody would collect this process.
-                reason = (f"worker {me} (standing worker {registration.service or registration.url}): its service "
-                          f"(pid {service_pid}) died mid-sort")
-                await tell_head(reason)
-                aborted.set_result(reason)
-                return
-            try:
-                answer = Beat.model_validate(await _post(http, f"{head}/v1/workers/{me}/beat"))
-            except (httpx.HTTPError, RuntimeError) as exc:
-                answer = Beat(abort=f"lost the head at {head}: {exc}")
-            if answer.abort and not aborted.done():
-                aborted.set_result(answer.abort)
-                return
-
-    beating = asyncio.create_task(beat())
-    main = asyncio.create_task(_sort(job, me, http, pool, receiver, head, throttle))
-    try:
-        waiting: set[asyncio.Future[Any]] = {main, aborted}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if aborted.done():
-            main.cancel()
-            log.error("worker %d: run aborted: %s", me, aborted.result())
-            return 1
+    # -- read and deal ---------------------------------------------------------------------------------
+    async def _unit(self, input_blob: Any, task: Task) -> None:
+        started = time.perf_counter()
+        dealer = Dealer(self.job, self.me, task, self.receiver, self.pool, self.spills, self.full, self.slots)
+        head = tail = b""
         try:
-            main.result()
-        except Exception as exc:  # noqa: BLE001 - every failure stops the run with its reason
-            await tell_head(f"worker {me}: {type(exc).__name__}: {exc}")
-            return 1
-        return 0
-    finally:
-        beating.cancel()
-        await asyncio.gather(beating, main, return_exceptions=True)
-
-
-async def _sort(job: Job, me: int, http: httpx.AsyncClient, pool: HTTPPool, receiver: _Receiver, head: str,
-                throttle: float) -> None:
-    times: dict[str, float] = {}
-    started = time.perf_counter()
-    shuffler = _Shuffler(job, me, receiver, pool)
-    tracts_read = 0
-    async with Client(job.metaserver, max_in_flight=job.write_in_flight) as fds:
-        blob = await fds.open_blob(job.input_blob)
-
-        async def next_unit() -> Unit:
-            return Unit.model_validate(await _post(http, f"{head}/v1/work", WorkRequest(worker=me)))
-
-        upcoming = asyncio.create_task(next_unit())
-        while True:
-            unit = await upcoming
-            if unit.abort:
-                raise RuntimeError(unit.abort)
-            if not unit.count:
-                break
-            upcoming = asyncio.create_task(next_unit())  # ask for the next while this one is read
-            unit_started = time.perf_counter()
-            async for index, data in blob.read_tracts(range(unit.first, unit.first + unit.count)):
-                if len(data) % RECORD:
-                    raise ValueError(f"input tract {index} holds {len(data)} bytes, not whole {RECORD}-byte "
-                                     "records: sort inputs written by `fds-minutesort gen` (each tract holds whole "
-                                     "records)")
-                await shuffler.deal(data)
-                tracts_read += 1
-            if throttle > 1.0:  # a deliberately slow worker, for the straggler experiment
-                await asyncio.sleep((throttle - 1.0) * (time.perf_counter() - unit_started))
-        await shuffler.finish()
-        for peer, peer_url in enumerate(job.workers):
-            if peer == me:
-                receiver.sender_done(me)
+            if task.kind == "read":
+                stitcher = Stitcher(task.skip)
+                tracts = range(task.first, task.first + task.count)
+                last = time.perf_counter()
+                async for index, data in input_blob.read_tracts(tracts, window=self.job.read_in_flight):
+                    self.layout.check_tract(index, data)
+                    for records in stitcher.feed(data):
+                        await dealer.deal(records)
+                    self.tracts_read += 1
+                    last = await self._pace(last)
+                    if self.epoch > task.epoch:
+                        raise _Cancelled
+                head, tail = stitcher.head, stitcher.tail
             else:
-                resp = await http.post(f"{peer_url}/v1/senders/{me}/done", params={"job": job.job_id})
-                if resp.status_code != 200:
-                    raise RuntimeError(f"worker {peer} did not take the end-of-bins notice: {resp.text[:200]}")
-        await _post(http, f"{head}/v1/workers/{me}/done")
-        times["read_shuffle"] = time.perf_counter() - started
-        await receiver.complete.wait()
-        times["barrier_wait"] = time.perf_counter() - started - times["read_shuffle"]
+                await dealer.deal(bytes.fromhex(task.records))
+            parts = await dealer.finish()
+            if self.epoch > task.epoch:
+                raise _Cancelled
+            report = Commit(worker=self.me, attempt=task.attempt, head=head.hex(), tail=tail.hex(), parts=parts)
+        except _Cancelled:
+            await dealer.cancel()
+            return
+        except LayoutError as exc:  # the input is not what its layout says: no retry can help
+            await dealer.cancel()
+            await self._abort(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the head gives the unit to someone, this worker included
+            await dealer.cancel()
+            log.info("worker %d: unit %d failed: %s", self.me, task.unit, exc)  # the head gives it to another
+            report = Commit(worker=self.me, attempt=task.attempt, failed=f"worker {self.me}: {exc}")
+        self.times["read_deal"] += time.perf_counter() - started
+        await _post(self.http, f"{self.head}/v1/commits", report)
 
-        outputs: dict[int, str] = {}
-        records: dict[int, int] = {}
-        sort_seconds = write_seconds = 0.0
-        per_tract = job.tract_size // RECORD
-        loop = asyncio.get_running_loop()
-        for bucket_index, bucket in sorted(receiver.buckets.items()):
-            t0 = time.perf_counter()
-            received = bucket.all_records()
-            order = await loop.run_in_executor(None, argsort_records, received)
-            t1 = time.perf_counter()
-            sort_seconds += t1 - t0
-            name = f"{job.output_prefix}{bucket_index:08x}" if job.output_prefix else None
-            output = await fds.create_blob(name)
-            tracts = -(-len(received) // per_tract)
+    async def _abort(self, reason: str) -> None:
+        try:
+            await self.http.post(f"{self.head}/v1/abort", json={"reason": reason})
+        except httpx.HTTPError:
+            pass
 
-            async def gathered(rows: Records = received, order: Any = order,
-                               tracts: int = tracts) -> AsyncIterator[tuple[int, bytearray]]:
-                # Move the rows into sorted order one output tract at a time, while earlier tracts are
-                # written: no second bucket-sized buffer, and the gather overlaps the writes.
-                for t in range(tracts):
-                    piece = order[t * per_tract:(t + 1) * per_tract]
-                    yield t, await loop.run_in_executor(None, gather_rows, rows, piece)
+    async def _pace(self, since: float) -> float:
+        """A deliberately slow worker (straggler experiments) sleeps as long again as it worked since ``since``,
+        (throttle - 1) times; returns now."""
+        if self.throttle > 1.0:
+            await asyncio.sleep((self.throttle - 1.0) * (time.perf_counter() - since))
+        return time.perf_counter()
 
-            if tracts:
-                await output.extend(tracts)
-                await output.write_tracts(gathered())
-            write_seconds += time.perf_counter() - t1
-            outputs[bucket_index] = output.guid
-            records[bucket_index] = len(received)
-            del received, order
-        times["sort"] = sort_seconds  # the argsort; the row moves are part of "write"
-        times["gather_write"] = write_seconds
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    await _post(http, f"{head}/v1/workers/{me}/finished", Finished(
-        worker=me, buckets=outputs, records=records, tracts_read=tracts_read,
-        bytes_received=receiver.bytes_received, peak_rss_bytes=peak, seconds=times))
+    # -- sort ------------------------------------------------------------------------------------------
+    async def _sort(self, task: Task) -> None:
+        started = time.perf_counter()
+        guid = output_guid(self.job.output_prefix, task.bucket, task.attempt)
+        report = Sorted(worker=self.me, attempt=task.attempt, bucket=task.bucket)
+        written = False
+        try:
+            records = await self._gather(task)
+            if len(records) != task.expected:
+                raise RuntimeError(f"bucket {task.bucket}: {len(records)} records here, but {task.expected} were "
+                                   "delivered")
+            self.times["fetch"] += time.perf_counter() - started
+            written = True
+            await write_sorted(self.fds, records, guid, self.job.tract_size, self.times, pace=self.throttle)
+            report.output, report.records = guid, len(records)
+            del records
+            self.receiver.release(task.bucket)
+        except _Lost as exc:
+            report.failed, report.lost = str(exc), True
+        except Exception as exc:  # noqa: BLE001 - the head gives the bucket to someone
+            log.info("worker %d: bucket %d failed: %s", self.me, task.bucket, exc)  # the head gives it to another
+            report.failed, report.lost = f"worker {self.me}: {exc}", task.source not in (-1, self.me)
+            if written:
+                await self._delete(guid)
+        answer = await _post(self.http, f"{self.head}/v1/sorted", report)
+        if not answer.get("accepted", True) and report.output:
+            await self._delete(guid)  # the head gave the bucket to another worker meanwhile
+
+    async def _delete(self, guid: str) -> None:
+        try:
+            await self.fds.delete_blob(guid)
+        except Exception:  # noqa: BLE001 - the head deletes leftovers at the end too
+            pass
+
+    async def _gather(self, task: Task) -> Records:
+        """The bucket's records in one array: from memory here or at a peer, and from fds where they spilled."""
+        if task.source == self.me:
+            resident = self.receiver.take(task.bucket, set(task.accept))
+        elif task.source >= 0:
+            resident = await self._fetch(task)
+        else:
+            resident = np.empty((0, RECORD_SIZE), dtype=np.uint8)
+        if not task.pieces:
+            return resident
+        records = as_records(anonymous(task.expected * RECORD_SIZE))
+        flat = records.reshape(-1)
+        at = resident.nbytes
+        flat[:at] = resident.reshape(-1)
+        del resident
+        self.receiver.release(task.bucket)
+        blob = await self.spills.blob(task.bucket)
+        async for _, data in blob.read_tracts(task.pieces, window=self.job.read_in_flight):
+            if at + len(data) > len(flat):
+                raise RuntimeError(f"bucket {task.bucket}: its spilled pieces hold more than {task.expected} records")
+            flat[at:at + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            at += len(data)
+        return records[:at // RECORD_SIZE]
+
+    async def _fetch(self, task: Task) -> Records:
+        """The bucket's records from the worker holding them (it forgets them once sent)."""
+        url = (f"{self.job.workers[task.source]}/v1/buckets/{task.bucket}?job={self.job.job_id}"
+               f"&accept={','.join(map(str, task.accept))}")
+        try:
+            resp = await self.pool.request("GET", url, headers=auth_headers())
+        except OSError as exc:
+            raise _Lost(f"cannot fetch bucket {task.bucket} from worker {task.source}: {exc}") from None
+        if resp.status == 410:
+            raise _Lost(f"worker {task.source} no longer holds bucket {task.bucket}")
+        if resp.status != 200:
+            raise RuntimeError(f"worker {task.source} did not hand over bucket {task.bucket}: {resp.status} "
+                               f"{bytes(resp.body)[:200]!r}")
+        return as_records(resp.body)
+
+    async def _finished(self) -> None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        await _post(self.http, f"{self.head}/v1/workers/{self.me}/finished", Finished(
+            worker=self.me, tracts_read=self.tracts_read, bytes_received=self.receiver.bytes_received,
+            peak_rss_bytes=peak, peak_records_bytes=self.receiver.peak_held,
+            seconds={k: round(v, 3) for k, v in self.times.items()}))

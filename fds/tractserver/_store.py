@@ -9,6 +9,9 @@ Layout under the server's data directory::
                                                                      every holder (metadata primaries)
     tracts/<gg>/<guid hex>.<incarnation>.<tract>.<generation hex>    the tract's bytes, nothing else
 
+The 256 shard directories ``tracts/<gg>`` are made, durably, when the store
+opens; a write never creates a directory.
+
 The blob's *incarnation* (see :class:`fds.models.MetaRecord`) is part of
 every tract's name, so a GUID deleted and created again starts with no
 tracts, and the old incarnation's tracts are the collector's to remove.
@@ -48,7 +51,7 @@ import rocksdict
 import xxhash
 
 from fds.buffers import is_aligned
-from fds.durable import create_durably, ensure_dir, read_direct, remove_temporaries
+from fds.durable import create_durably, ensure_dir, fsync_dir, read_direct, remove_temporaries
 from fds.errors import ChecksumMismatch, Conflict, DiskFull, Superseded, TractNotFound
 from fds.guid import format_guid, parse_guid
 from fds.models import MetaRecord
@@ -104,6 +107,7 @@ class TractStore:
                  direct_io: bool = True) -> None:
         self.root = ensure_dir(root)
         self.tract_dir = ensure_dir(self.root / "tracts")
+        self._make_shards()
         self._db = rocksdict.Rdict(str(self.root / "index.rocksdb"), rocksdict.Options(raw_mode=True))
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
@@ -123,6 +127,18 @@ class TractStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _make_shards(self) -> None:
+        """Create every shard directory now, and make their entries durable with one fsync.
+
+        A write must never create one: a concurrent writer that finds the
+        directory already there would commit a tract before its creator's
+        fsync of ``tracts/`` made the directory durable, and a power loss
+        would take the acknowledged tract with it (tests/fault/powerloss).
+        """
+        for shard in range(256):
+            (self.tract_dir / f"{shard:02x}").mkdir(exist_ok=True)
+        fsync_dir(self.tract_dir)  # also covers shards an older version made and never synced
 
     # -- paths and generations -------------------------------------------
     def _path(self, guid: bytes, tract: int, generation: int, incarnation: int) -> Path:
@@ -186,7 +202,6 @@ class TractStore:
         generation = self._next_generation()
         path = self._path(guid, tract, generation, incarnation)
         try:
-            ensure_dir(path.parent)
             create_durably(path, data, direct=self.direct_io and is_aligned(data))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

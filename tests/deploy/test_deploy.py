@@ -511,7 +511,7 @@ def test_units_command_lines_start_a_cluster(deployed: Deployment, started: list
         result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
         return result
 
-    records = minutesort("gen", "--records", "20000")["input_blob"]
+    records = minutesort("gen", "--records", "20000", "--json")["input_blob"]
     manifest = deployed.root / "minutesort.json"
     minutesort("sort", records, "--worker-urls", worker, "--quiet", "--manifest", str(manifest))
     assert minutesort("validate", "--manifest", str(manifest), "--input", records)["valid"] is True

@@ -176,60 +176,69 @@ def test_scrub_refuses_a_rate_that_would_hold_it_for_days(fuzz_cluster: LocalClu
 
 
 # -- apps/minutesort/_head.py ----------------------------------------------------------------------------
-def _finished(worker: int, buckets: dict[int, str]) -> dict[str, Any]:
-    return {"worker": worker, "buckets": buckets, "records": dict.fromkeys(buckets, 0), "tracts_read": 0,
-            "bytes_received": 0, "peak_rss_bytes": 0, "seconds": {}}
-
-
 def test_head_refuses_unknown_workers_forged_reports_and_bad_aborts(
         head_process: tuple[subprocess.Popen[bytes], str, Path], fuzz_cluster: LocalCluster) -> None:
-    """work before the job hit an assert (500); unknown indices were a 500 (IndexError) or counted towards
-    the barrier and 'all finished', and two forged reports made the head crash collecting outputs
-    (KeyError); an abort body that was not a JSON object was a 500."""
+    """A task asked before the job hit an assert (500); unknown indices were a 500 (IndexError) or counted
+    towards the barrier; forged reports made the head crash collecting outputs (KeyError); an abort body
+    that was not a JSON object was a 500."""
     proc, head, log = head_process
     headers = fuzz_cluster.headers()
-    _error(httpx.post(f"{head}/v1/work", json={"worker": 0}, headers=headers), 409, "not_ready")
-    for route in ("beat", "done"):
-        _error(httpx.post(f"{head}/v1/workers/0/{route}", headers=headers), 404, "unknown_worker")
+    for route in ("beat", "finished"):
+        _error(httpx.post(f"{head}/v1/workers/0/{route}", headers=headers, json=_finished(0)), 404, "unknown_worker")
     for i in range(2):
         resp = httpx.post(f"{head}/v1/workers", json={"url": f"http://127.0.0.1:{9 + i}"}, headers=headers)
         assert resp.status_code == 200 and resp.json()["index"] == i, resp.text
     for worker in (2, -1, 2**40):
-        _error(httpx.post(f"{head}/v1/work", json={"worker": worker}, headers=headers), 404, "unknown_worker")
+        _error(httpx.post(f"{head}/v1/tasks", json={"worker": worker, "wait": 0}, headers=headers), 404,
+               "unknown_worker")
         _error(httpx.post(f"{head}/v1/workers/{worker}/beat", headers=headers), 404, "unknown_worker")
-        _error(httpx.post(f"{head}/v1/workers/{worker}/finished", json=_finished(worker, {}), headers=headers),
+        _error(httpx.post(f"{head}/v1/commits", json={"worker": worker, "attempt": 1}, headers=headers), 404,
+               "unknown_worker")
+        _error(httpx.post(f"{head}/v1/sorted", json={"worker": worker, "attempt": 1, "bucket": 0}, headers=headers),
                404, "unknown_worker")
-    good_guid = format_guid(uuid.uuid4().bytes)
-    for index, report in ((0, _finished(0, {})), (0, _finished(0, {1: good_guid})), (0, _finished(1, {0: good_guid})),
-                          (1, _finished(1, {1: "not-a-guid"}))):
-        _error(httpx.post(f"{head}/v1/workers/{index}/finished", json=report, headers=headers), 400,
-               "bad_guid" if "not-a-guid" in str(report) else "bad_request")
+    _error(httpx.post(f"{head}/v1/workers/0/finished", json=_finished(1), headers=headers), 400, "bad_request")
+    task = httpx.post(f"{head}/v1/tasks", json={"worker": 0, "wait": 0}, headers=headers).json()
+    assert task["kind"] == "read", task
+    # A report of buckets the task did not have, or of a GUID that is none, is refused; one for an attempt
+    # that is not running (forged, or late) is taken but does not count.
+    _error(httpx.post(f"{head}/v1/commits", json={"worker": 0, "attempt": task["attempt"], "parts": {"99": {}}},
+                      headers=headers), 400, "bad_request")
+    _error(httpx.post(f"{head}/v1/sorted", json={"worker": 0, "attempt": 5, "bucket": 0, "output": "not-a-guid"},
+                      headers=headers), 400, "bad_guid")
+    forged = httpx.post(f"{head}/v1/commits", json={"worker": 1, "attempt": task["attempt"]}, headers=headers)
+    assert forged.status_code == 200 and forged.json() == {"accepted": False}, forged.text
     for body in (b"{nope", b"[1, 2]", b'"reason"', b"\xff\xfe", b""):
         resp = httpx.post(f"{head}/v1/abort", content=body, headers={**headers, "content-type": "application/json"})
         assert "JSON object" in _error(resp, 400, "bad_request"), body
-    time.sleep(0.3)  # the head's loop runs every 0.1 s: it must not have crashed or finished
+    _error(httpx.post(f"{head}/v1/lost", json={"url": "http://nowhere:1"}, headers=headers), 404, "unknown_worker")
+    time.sleep(0.3)  # the head's loop must not have crashed or finished
     assert proc.poll() is None, log.read_text()[-3000:]
     assert httpx.get(f"{head}/v1/job", headers=headers).status_code == 200
 
 
+def _finished(worker: int) -> dict[str, Any]:
+    return {"worker": worker, "tracts_read": 0, "bytes_received": 0, "peak_rss_bytes": 0, "seconds": {}}
+
+
 # -- apps/minutesort/_worker.py --------------------------------------------------------------------------
-def test_worker_refuses_unknown_senders_and_oversized_bins(
+def test_worker_refuses_bad_bins_and_hand_overs(
         waiting_worker: tuple[StandInHead, subprocess.Popen[bytes], Path], fuzz_cluster: LocalCluster) -> None:
-    """Any sender index counted towards the barrier (a stray one ended it early); a bin's Content-Length
-    was allocated before any of it was read (a terabyte); error bodies pasted text into JSON."""
+    """A bin's Content-Length was allocated before any of it was read (a terabyte); error bodies pasted text
+    into JSON; a bin without an attempt, or of a bucket that is none, must be refused, not kept."""
     head, proc, log = waiting_worker
     worker, headers = head.worker_url, fuzz_cluster.headers()
-    for sender in (64, 99, -1, 2**40):
-        resp = httpx.post(f"{worker}/v1/senders/{sender}/done", params={"job": JOB}, headers=headers)
-        assert "no sender" in _error(resp, 400, "bad_request")
     for job in ('"', "\\", "a\x05b", "\u00e9"):
-        resp = httpx.put(f"{worker}/v1/bins/0", params={"job": job}, content=b"", headers=headers)
+        resp = httpx.put(f"{worker}/v1/bins/0", params={"job": job, "attempt": 1}, content=b"", headers=headers)
         assert "runs sort" in _error(resp, 409, "bad_bin")
-    for bucket in ("'\"'", "%5C"):
-        resp = httpx.put(f"{worker}/v1/bins/{bucket}", params={"job": JOB}, content=b"", headers=headers)
+    for bucket, attempt in (("'\"'", "1"), ("%5C", "1"), ("0", ""), ("0", "0"), ("-1", "1")):
+        resp = httpx.put(f"{worker}/v1/bins/{bucket}", params={"job": JOB, "attempt": attempt}, content=b"",
+                         headers=headers)
         _error(resp, 400, "bad_bin")
-    raw = (f"PUT /v1/bins/0?job={JOB} HTTP/1.1\r\nhost: x\r\nauthorization: {headers['authorization']}\r\n"
-           f"content-length: {10**12}\r\n\r\n")
+    raw = (f"PUT /v1/bins/0?job={JOB}&attempt=1 HTTP/1.1\r\nhost: x\r\nauthorization: {headers['authorization']}"
+           f"\r\ncontent-length: {10**12}\r\n\r\n")
     assert _raw_error(_port(worker), raw.encode(), 413)["code"] == "bad_bin"
+    _error(httpx.get(f"{worker}/v1/buckets/7", params={"job": JOB}, headers=headers), 410, "gone")
+    _error(httpx.get(f"{worker}/v1/buckets/x", params={"job": JOB}, headers=headers), 400, "bad_request")
+    _error(httpx.get(f"{worker}/v1/buckets/0", params={"job": "ff"}, headers=headers), 409, "wrong_job")
     time.sleep(0.5)
-    assert proc.poll() is None and head.finished is None, log.read_text()[-3000:]  # still at the barrier
+    assert proc.poll() is None and head.finished is None, log.read_text()[-3000:]  # still waiting for a task

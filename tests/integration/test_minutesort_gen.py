@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,22 @@ def _blob_bytes(metaserver: str, guid: str) -> bytes:
 @pytest.mark.parametrize("flags", [[], ["--skew"], ["--ascii"]])
 def test_gen_matches_gensort(cluster_k1: LocalCluster, flags: list[str]) -> None:
     # 1 MiB tracts hold 10,485 records: 25,000 records span three tracts, the last one short.
-    result = _gen(cluster_k1.metaserver_url, "--records", "25000", "--start", "123456789", *flags)
+    result = _gen(cluster_k1.metaserver_url, "--records", "25000", "--start", "123456789", "--json", *flags)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout)
     assert report["records"] == 25000 and report["bytes"] == 2_500_000
     expected = generate(123456789, 25000, ascii="--ascii" in flags, skew="--skew" in flags).tobytes()
     assert _blob_bytes(cluster_k1.metaserver_url, report["input_blob"]) == expected
+
+
+def test_gen_prints_the_guid(cluster_k1: LocalCluster) -> None:
+    """As the README says, and as `fds put` does: the GUID alone on stdout, so GUID=$(... gen ...) works."""
+    result = _gen(cluster_k1.metaserver_url, "--records", "100")
+    assert result.returncode == 0, result.stderr
+    guid = result.stdout.strip()
+    assert str(uuid.UUID(guid)) == guid, result.stdout
+    assert _blob_bytes(cluster_k1.metaserver_url, guid) == generate(0, 100).tobytes()
+    assert "generated 100 records" in result.stderr
 
 
 @pytest.mark.slow

@@ -68,6 +68,9 @@ MAX_PAGE = 10_000
 
 _Key = tuple[bytes, str]
 
+_REPLICATE_BATCH = 500
+"""In-doubt records a listing replicates in one prepare (NameRecords takes up to 512)."""
+
 
 class _NameRecords:
     """Name records as :class:`TwoPhase` stores and prepares them, keyed ``(namespace GUID, key)``."""
@@ -337,8 +340,13 @@ class NameService:
                                                                      delimiter=delimiter, limit=limit, raw=raw))
             if not page.in_doubt:
                 return page
-            for record in page.in_doubt:  # replicate before showing them (rare: after a failed prepare or restart)
-                await self.records.committed(ns, (ns, record.key), table)
+            # Replicate before showing them: after a failed prepare, a restart, or on a new primary (which has
+            # every record as a holder stored it, unmarked). In batches, not one request per record: holders keep
+            # only newer records, and a record changed meanwhile is not marked, so no lock is needed.
+            for at in range(0, len(page.in_doubt), _REPLICATE_BATCH):
+                batch = page.in_doubt[at:at + _REPLICATE_BATCH]
+                await self.records.replicate(ns, table, batch)
+                await self.node.run_io(self.store.mark_committed, batch)
         raise StaleVersion("names in this bucket keep changing under a failing replica; retry",
                            server_version=table.version)
 

@@ -19,6 +19,7 @@ __all__ = [
     "MetaserverConfig",
     "TractServerConfig",
     "GatewayConfig",
+    "S3Config",
     "SecurityConfig",
     "load_config",
     "ConfigError",
@@ -127,6 +128,26 @@ class GatewayConfig(SecurityConfig):
     port: int = 7080
     max_in_flight: int = 16
     """Tract requests in flight per gateway request."""
+
+
+@dataclass
+class S3Config(SecurityConfig):
+    metaserver: str = "http://127.0.0.1:7000"
+    host: str = "127.0.0.1"
+    port: int = 7090
+    max_in_flight: int = 16
+    """Tract requests in flight per S3 request."""
+    region: str = "us-east-1"
+    """The region GetBucketLocation names; requests signed for any region are accepted."""
+    min_part_size: int = 5 * 1024 * 1024
+    """The smallest a multipart upload's parts but the last may be (S3's 5 MiB; EntityTooSmall below)."""
+    upload_expiry: float = 86400.0
+    """Seconds after which a multipart upload neither completed nor aborted is aborted, its parts deleted."""
+    sweep_interval: float = 600.0
+    """Seconds between passes over abandoned multipart uploads; 0 disables them."""
+    key_cache_seconds: float = 10.0
+    """How long an access key, once looked up, is trusted without looking again (a deleted key stops
+    working within this time)."""
 
 
 C = TypeVar("C")

@@ -35,17 +35,19 @@ server that exits while starting (with the end of its log),
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -62,6 +64,7 @@ __all__ = [
     "ClusterFile",
     "ChildRecord",
     "CLUSTER_FILE",
+    "S3_CREDENTIALS",
     "DEFAULT_DIR",
     "cluster_healthy",
     "start_server",
@@ -73,6 +76,9 @@ CLUSTER_FILE = "cluster.json"
 DEFAULT_DIR = Path(".fds")
 """Where ``fds local up`` keeps a cluster unless told otherwise (relative to the working directory)."""
 _SETTINGS = ("tractservers", "replicas", "tract_size")
+S3_CREDENTIALS = "s3-credentials"
+"""The S3 credentials file's name inside a cluster's directory."""
+T = TypeVar("T")
 
 
 # -- the cluster file ----------------------------------------------------------------------------------------------
@@ -99,6 +105,8 @@ class ClusterFile:
 
     metaserver: str = ""
     gateway: str = ""
+    s3: str = ""
+    """The S3 endpoint's URL; empty for a cluster without one."""
     secret_file: str = ""
     """The cluster secret's path; empty for a cluster started with ``insecure=True``."""
     tractservers: int | None = None
@@ -131,6 +139,7 @@ class ClusterFile:
             raise ValueError(f"{path}: 'children' must be a list of objects")
         try:
             return cls(metaserver=_typed(raw, "metaserver", str, ""), gateway=_typed(raw, "gateway", str, ""),
+                       s3=_typed(raw, "s3", str, ""),
                        secret_file=_typed(raw, "secret_file", str, ""),
                        tractservers=_typed(settings, "tractservers", int, None),
                        replicas=_typed(settings, "replicas", int, None),
@@ -152,7 +161,7 @@ class ClusterFile:
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object."""
         settings = {"tractservers": self.tractservers, "replicas": self.replicas, "tract_size": self.tract_size}
-        return {"metaserver": self.metaserver, "gateway": self.gateway, "settings": settings,
+        return {"metaserver": self.metaserver, "gateway": self.gateway, "s3": self.s3, "settings": settings,
                 "secret_file": self.secret_file,
                 "children": [{"role": c.role, "name": c.name, "url": c.url, "dir": c.dir, "pid": c.pid, "log": c.log}
                              for c in self.children]}
@@ -283,6 +292,10 @@ class LocalCluster:
     port: int = 0
     """The metaserver's port (the gateway takes the next one); 0 picks free ports."""
     gateway: bool = True
+    s3: bool = False
+    """Start an S3 endpoint too (``fds local up`` does), with a first access key in ``DIR/s3-credentials``."""
+    s3_args: list[str] = field(default_factory=list)
+    """Extra flags for ``fds s3`` (``--min-part-size N``...)."""
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float | None = None
     """Seconds before a silent tract server is declared dead; default max(3, 6 x heartbeat_interval)."""
@@ -324,7 +337,7 @@ class LocalCluster:
         stored = ClusterFile.read(dir)
         if not stored.metaserver:
             raise ValueError(f"{ClusterFile.path(dir)} names no metaserver: the cluster has not started")
-        cluster = cls(Path(dir), gateway=bool(stored.gateway), insecure=not stored.secret_file,
+        cluster = cls(Path(dir), gateway=bool(stored.gateway), s3=bool(stored.s3), insecure=not stored.secret_file,
                       secret_file=Path(stored.secret_file) if stored.secret_file else None, attached=True)
         cluster.children = [Child(c.role, c.name, c.dir, [], url=c.url, log=c.log, recorded_pid=c.pid)
                             for c in stored.children]
@@ -415,6 +428,34 @@ class LocalCluster:
         """The gateway's URL; empty for a cluster without one."""
         return self.child("gateway").url if self.gateway else ""
 
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint's URL (path-style: ``URL/BUCKET/KEY``); empty for a cluster without one."""
+        return self.child("s3").url if self.s3 else ""
+
+    @property
+    def s3_credentials_file(self) -> Path:
+        """``DIR/s3-credentials``: an aws cli credentials file (profile ``fds``, owner-only) holding the first
+        access key, written when the S3 endpoint first starts."""
+        return self.dir / S3_CREDENTIALS
+
+    def s3_credentials(self) -> tuple[str, str]:
+        """``(access key id, secret access key)`` of the first access key (from :attr:`s3_credentials_file`)."""
+        from fds.s3keys import read_credentials_file
+
+        return read_credentials_file(self.s3_credentials_file)
+
+    def s3_key(self, *, read_only: bool = False) -> tuple[str, str]:
+        """Make another access key; ``(access key id, secret access key)``."""
+        from fds.s3keys import create_key
+
+        async def make() -> tuple[str, str]:
+            async with self.client() as client:
+                key = await create_key(client, load_secret(self._ensure_secret()), read_only=read_only)
+            return key.access_key, key.secret
+
+        return _run_async(make())
+
     def child(self, name: str) -> Child:
         """The child called ``name`` (``metaserver``, ``gateway``, ``ts0``, ``ts1``...); KeyError if none is."""
         for child in self.children:
@@ -459,10 +500,30 @@ class LocalCluster:
                 self.children.append(gw)
                 self._spawn(gw)
                 wait_ready([gw], timeout)
+            if self.s3:
+                s3 = Child("s3", "s3", "", ["s3", "--metaserver", self.metaserver_url,
+                                            "--port", str(self.port + 2 if self.port else 0), *self.s3_args])
+                self.children.append(s3)
+                self._spawn(s3)
+                wait_ready([s3], timeout)
+                self._ensure_s3_credentials()
         except BaseException:
             self.stop()
             raise
         self.write_file()
+
+    def _ensure_s3_credentials(self) -> None:
+        """Write ``DIR/s3-credentials`` with a new access key, unless it is there already."""
+        if self.s3_credentials_file.exists() or self.insecure:
+            return
+        from fds.s3keys import create_key, write_credentials_file
+
+        async def make() -> None:
+            async with self.client() as client:
+                key = await create_key(client, load_secret(self._ensure_secret()))
+            write_credentials_file(self.s3_credentials_file, key)
+
+        _run_async(make())
 
     def _tract_child(self, name: str) -> Child:
         data = self.dir / name
@@ -571,7 +632,7 @@ class LocalCluster:
 
     def write_file(self) -> None:
         """Write ``DIR/cluster.json`` (:class:`ClusterFile`): done by start, restart and add_tractserver."""
-        ClusterFile(metaserver=self.metaserver_url, gateway=self.gateway_url,
+        ClusterFile(metaserver=self.metaserver_url, gateway=self.gateway_url, s3=self.s3_url,
                     secret_file="" if self.insecure else str(self._ensure_secret()),
                     tractservers=self.tractservers, replicas=self.replicas, tract_size=self.tract_size,
                     children=tuple(c.record() for c in self.children)).write(self.dir)
@@ -582,6 +643,25 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh event loop in a thread of its own (the caller may be in a loop)."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=main, name="fds-local")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _tail(path: str | os.PathLike[str], lines: int = 15) -> str:

@@ -10,6 +10,10 @@ CLI report the same message.
   none of S3's reserved prefixes and suffixes.
 - **Keys** are 1 to 1024 bytes of UTF-8 (S3's limit), without NUL. Keys sort
   by their UTF-8 bytes, as S3 lists them.
+- **User metadata in HTTP headers** (the gateway's ``X-FDS-Meta-*``, S3's
+  ``x-amz-meta-*``): :func:`meta_header_value` and :func:`meta_header_text`
+  carry any UTF-8 value the way S3 does (RFC 2047 base64 when it is not
+  printable ASCII).
 
 **Where names live.** A bucket's names are records in the RocksDB of the
 tract servers holding one row of the table: the row of the bucket's
@@ -39,6 +43,8 @@ __all__ = [
     "check_prefix",
     "encode_token",
     "decode_token",
+    "meta_header_value",
+    "meta_header_text",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -120,3 +126,25 @@ def decode_token(token: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest(f"page token {token[:60]!r} is not one a listing handed out; start the listing again",
                          code="bad_page_token") from None
+
+
+def meta_header_value(value: str) -> str:
+    """A metadata value as a header value: itself if printable ASCII, else RFC 2047 base64 UTF-8, as S3 sends
+    user metadata."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def meta_header_text(value: str) -> str:
+    """A metadata header's text (as a server decoded it, Latin-1): RFC 2047 base64 UTF-8 (as
+    :func:`meta_header_value` sends), raw UTF-8, or else the value as it came."""
+    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[10:-2], validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return value
+    try:
+        return value.encode("latin-1").decode()
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value

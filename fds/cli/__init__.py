@@ -20,12 +20,13 @@ EXIT_UNREACHABLE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fds.cli import _auth, _blobs, _local, _servers
+    from fds.cli import _auth, _blobs, _local, _s3, _servers
 
     parser = argparse.ArgumentParser(prog="fds", description="Flat Datacenter Storage.")
     parser.add_argument("--version", action="version", version=f"fds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _servers.add_parsers(sub)
+    _s3.add_parsers(sub)
     _local.add_parsers(sub)
     _blobs.add_parsers(sub)
     _auth.add_parsers(sub)

@@ -127,10 +127,15 @@ class Client:
         await self.tables.aclose()
 
     # -- blobs ---------------------------------------------------------------
-    async def create_blob(self, guid: str | bytes | None = None) -> Blob:
-        """Create an empty blob (0 tracts), with a random GUID unless one is given."""
+    async def create_blob(self, guid: str | bytes | None = None, *, tracts: int = 0,
+                          length: int | None = None) -> Blob:
+        """Create a blob, with a random GUID unless one is given: empty, or already ``tracts`` long (no
+        :meth:`Blob.extend` needed before writing them) with its byte ``length`` recorded."""
         raw = new_guid() if guid is None else parse_guid(guid)
-        info = BlobInfo.model_validate(await self._meta("POST", raw, "", None))
+        query = f"tracts={tracts}" if tracts else ""
+        if length is not None:
+            query += f"{'&' if query else ''}length={length}"
+        info = BlobInfo.model_validate(await self._meta("POST", raw, "", None, query=query))
         return Blob(self, raw, info.incarnation)
 
     async def open_blob(self, guid: str | bytes) -> Blob:

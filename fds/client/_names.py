@@ -235,6 +235,15 @@ class Bucket:
         return ObjectInfo.model_validate(await self._call("PUT", "/object", query, body.model_dump_json().encode(),
                                                           what=f"put fds://{self.name}/{key}"))
 
+    async def link(self, key: str, blob: Blob, size: int, *, content_type: str = "", meta: dict[str, str] | None = None,
+                   etag: str = "", if_match: str | None = None, if_none_match: bool = False) -> ObjectInfo:
+        """Point ``key`` at ``blob``, already written whole (its first ``size`` bytes are the object), in one
+        committed step, as :meth:`put` does after writing. For writers that place tracts themselves (the S3
+        endpoint's multipart uploads, whose parts land as tracts of one blob); the blob is the object's from
+        then on, deleted once no name refers to it."""
+        check_key(key)
+        return await self._switch(key, blob, size, _options(content_type, meta, if_match, if_none_match, etag))
+
     async def writer(self, key: str, *, size: int | None = None, content_type: str = "",
                      meta: dict[str, str] | None = None, if_match: str | None = None, if_none_match: bool = False,
                      etag: str = "", window: int | None = None) -> ObjectWriter:
@@ -267,21 +276,27 @@ class Bucket:
                                                           what=f"rename fds://{self.name}/{source}"))
 
     async def copy(self, source: str, target: str, *, source_bucket: str | None = None,
-                   if_none_match: bool = False, progress: Progress | None = None) -> ObjectInfo:
+                   if_none_match: bool = False, progress: Progress | None = None,
+                   content_type: str | None = None, meta: dict[str, str] | None = None,
+                   source_info: ObjectInfo | None = None) -> ObjectInfo:
         """Copy an object (from this bucket, or ``source_bucket``) to ``target`` in this bucket.
 
         The bytes go tract to tract between tract servers: each server of a new tract's row copies it from
-        a holder of the source tract, never through this client. Content type, metadata and ETag come along.
+        a holder of the source tract, never through this client. Content type, metadata and ETag come along,
+        unless ``content_type`` or ``meta`` replace them. ``source_info`` (from :meth:`head`) saves a lookup.
         """
         src = Bucket(self._client, source_bucket) if source_bucket else self
-        info = await src.head(source)
+        info = source_info or await src.head(source)
         check_key(target)
+        if content_type is not None or meta is not None:
+            _options(content_type or "", meta, None, False, info.etag)
         blob, _ = await self._sized_blob(info.size)
         try:
             await self._client._copy_tracts(Blob(self._client, parse_guid(info.blob), info.incarnation), blob,
                                             info.size, progress)
             return await self._switch(target, blob, info.size, {
-                "content_type": info.content_type, "meta": info.meta, "if_match": None,
+                "content_type": info.content_type if content_type is None else content_type,
+                "meta": info.meta if meta is None else meta, "if_match": None,
                 "if_none_match": if_none_match, "etag": info.etag})
         except BaseException:
             await _discard(self._client, blob)

@@ -33,10 +33,10 @@ from fds.client import DEFAULT_IN_FLIGHT, Blob, BlobExists, BlobInfo, BlobNotFou
 from fds.config import GatewayConfig
 from fds.errors import BadRequest, Conflict, PastEnd
 from fds.gateway._objects import add_object_routes
-from fds.gateway._range import parse_range, resolve_range
 from fds.gateway._transfer import download, upload
 from fds.guid import parse_guid
 from fds.models import CreatedBlob
+from fds.ranges import parse_range, resolve_range
 from fds.web import create_app as create_base_app
 from fds.web import error_response, json_response
 

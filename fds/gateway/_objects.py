@@ -15,7 +15,6 @@ Bodies stream through in tracts; nothing holds a whole object.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from urllib.parse import unquote
@@ -26,8 +25,9 @@ from starlette.requests import ClientDisconnect
 
 from fds.client import Bucket, BucketInfo, Client, ObjectInfo, ObjectReader
 from fds.errors import BadRequest, PastEnd, PreconditionFailed
-from fds.gateway._range import parse_range, resolve_range
 from fds.models import NameListing, RenameRequest
+from fds.names import meta_header_text, meta_header_value
+from fds.ranges import parse_range, resolve_range
 from fds.web import error_response, json_response
 
 __all__ = ["add_object_routes"]
@@ -65,13 +65,8 @@ def _headers(info: ObjectInfo) -> dict[str, str]:
     headers = {"etag": _etag(info), "last-modified": formatdate(info.mtime, usegmt=True), "accept-ranges": "bytes",
                "content-type": info.content_type or _OCTETS, "content-length": str(info.size)}
     for name, value in info.meta.items():
-        headers[_META + name] = value if value.isascii() and value.isprintable() else _rfc2047(value)
+        headers[_META + name] = meta_header_value(value)
     return headers
-
-
-def _rfc2047(value: str) -> str:
-    """A header value that is not printable ASCII, as S3 sends user metadata: RFC 2047 base64 UTF-8."""
-    return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
 
 
 def _matches(header: str, info: ObjectInfo) -> bool:
@@ -80,21 +75,8 @@ def _matches(header: str, info: ObjectInfo) -> bool:
 
 
 def _meta_headers(request: Request) -> dict[str, str]:
-    return {name[len(_META):].lower(): _header_text(value) for name, value in request.headers.items()
+    return {name[len(_META):].lower(): meta_header_text(value) for name, value in request.headers.items()
             if name.lower().startswith(_META)}
-
-
-def _header_text(value: str) -> str:
-    """A metadata header's text: RFC 2047 base64 UTF-8 (as :func:`_rfc2047` sends), raw UTF-8, or Latin-1."""
-    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
-        try:
-            return base64.b64decode(value[10:-2], validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return value
-    try:
-        return value.encode("latin-1").decode()
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return value
 
 
 def _conditions(request: Request) -> tuple[str | None, bool]:

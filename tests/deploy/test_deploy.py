@@ -51,7 +51,7 @@ ANSIBLE = DEPLOY / "ansible"
 UNITS = DEPLOY / "systemd"
 VENV_BIN = Path(sys.executable).parent
 DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
-UNIT_FILES = ["fds-metaserver.service", "fds-tractserver@.service", "fds-gateway.service",
+UNIT_FILES = ["fds-metaserver.service", "fds-tractserver@.service", "fds-gateway.service", "fds-s3.service",
               "fds-minutesort-worker.service"]
 
 
@@ -264,7 +264,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     _tool("ansible-playbook")
     root = tmp_path_factory.mktemp("deployroot")
     taken: set[int] = set()
-    ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken),
+    ports = {"metaserver": _free_ports(1, taken), "gateway": _free_ports(1, taken), "s3": _free_ports(1, taken),
              "tractserver": _free_ports(2, taken), "d1": _free_ports(2, taken), "worker": _free_ports(2, taken)}
     for disk in ("d0", "d1"):
         (root / "disks" / disk).mkdir(parents=True)
@@ -288,6 +288,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
             "fds_source_dir": str(source),
             "fds_listen_host": "127.0.0.1", "fds_replicas": 1,
             "fds_metaserver_port": ports["metaserver"], "fds_gateway_port": ports["gateway"],
+            "fds_s3_port": ports["s3"],
             "fds_tractserver_port": ports["tractserver"],
             "fds_tractserver_settings": {"scrub_interval": 0, "heartbeat_interval": 0.2},
             "fds_minutesort_worker_port": ports["worker"], "fds_minutesort_worker_data_port": ports["worker"] + 1,
@@ -295,6 +296,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
         "children": {
             "metaservers": {"hosts": {"localhost": {}}},
             "gateways": {"hosts": {"localhost": {}}},
+            "s3_servers": {"hosts": {"localhost": {}}},
             "minutesort_workers": {"hosts": {"localhost": {}}},
             "tractservers": {"hosts": {"localhost": {
                 "fds_domain": "host0",
@@ -566,7 +568,7 @@ def test_services_start_what_is_stopped_and_restart_only_what_changed(deployed: 
     (fake / "systemctl").write_text(FAKE_SYSTEMCTL.format(python=sys.executable))
     (fake / "systemctl").chmod(0o755)
     running = {"active": True, "enabled": True}
-    units = {"fds-metaserver.service": running, "fds-gateway.service": running,
+    units = {"fds-metaserver.service": running, "fds-gateway.service": running, "fds-s3.service": running,
              "fds-tractserver@d0.service": {"active": False, "enabled": False},
              "fds-tractserver@d1.service": running,
              "fds-minutesort-worker.service": {"active": False, "enabled": False}}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_STACK = ("fastapi", "starlette", "uvicorn", "prometheus_client")
-ROLES = ("fds.metaserver", "fds.tractserver", "fds.gateway", "fds.client", "fds.cli")
+ROLES = ("fds.metaserver", "fds.tractserver", "fds.gateway", "fds.s3", "fds.client", "fds.cli")
 
 # What a client may import (fds.local too: a library for clients and tests; its servers are child processes).
 CLIENT_MODULES = ["fds.client", "fds.auth", "fds.logs", "fds.tls", "fds.httpclient", "fds.http1", "fds.errors",

@@ -16,7 +16,7 @@ from fds.config import DEFAULT_TRACT_SIZE
 from fds.local import ChildRecord, ClusterFile, LocalCluster, cluster_healthy
 
 WRITTEN_BY_FDS_LOCAL_UP: dict[str, Any] = {
-    "metaserver": "http://127.0.0.1:7000", "gateway": "http://127.0.0.1:7001",
+    "metaserver": "http://127.0.0.1:7000", "gateway": "http://127.0.0.1:7001", "s3": "http://127.0.0.1:7002",
     "settings": {"tractservers": 2, "replicas": 1, "tract_size": 1048576},
     "secret_file": "/somewhere/secret",
     "children": [
@@ -28,9 +28,10 @@ WRITTEN_BY_FDS_LOCAL_UP: dict[str, Any] = {
          "log": "/d/logs/ts1.log"},
         {"role": "gateway", "name": "gateway", "url": "http://127.0.0.1:7001", "dir": "", "pid": 14,
          "log": "/d/logs/gateway.log"},
+        {"role": "s3", "name": "s3", "url": "http://127.0.0.1:7002", "dir": "", "pid": 15, "log": "/d/logs/s3.log"},
     ],
 }
-"""A cluster file in the format ``fds local up`` has always written."""
+"""A cluster file in the format ``fds local up`` writes (``s3`` since issue 13; older files lack it)."""
 
 
 def _write(directory: Path, payload: Any) -> Path:

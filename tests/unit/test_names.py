@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from fds.errors import BadRequest
-from fds.names import CATALOGUE, bucket_guid, check_bucket, check_key, check_prefix, decode_token, encode_token
+from fds.names import (
+    CATALOGUE,
+    bucket_guid,
+    check_bucket,
+    check_key,
+    check_prefix,
+    decode_token,
+    encode_token,
+    meta_header_text,
+    meta_header_value,
+)
 
 
 @pytest.mark.parametrize("name", ["abc", "my-bucket", "a.b.c", "0-9", "x" * 63, "logs.2024"])
@@ -46,3 +56,17 @@ def test_page_tokens_round_trip_and_refuse_garbage() -> None:
         decode_token("!!!")
     with pytest.raises(BadRequest, match="page token"):
         decode_token("__8")  # not UTF-8
+
+
+@pytest.mark.parametrize("value", ["plain ascii", "café", "日本語", "tab\there", ""])
+def test_metadata_header_values_round_trip(value: str) -> None:
+    sent = meta_header_value(value)
+    assert sent.isascii() and sent.isprintable()
+    assert (sent == value) == (value.isascii() and value.isprintable())
+    assert meta_header_text(sent) == value
+
+
+def test_metadata_header_text_takes_raw_utf8_and_keeps_what_it_cannot_read() -> None:
+    assert meta_header_text("café".encode().decode("latin-1")) == "café"  # raw UTF-8 bytes, as a server decoded them
+    assert meta_header_text("=?UTF-8?B?not base64!?=") == "=?UTF-8?B?not base64!?="
+    assert meta_header_text("\xe9t\xe9") == "\xe9t\xe9"  # Latin-1 that is not UTF-8 stays as it came

@@ -1,4 +1,4 @@
-"""HTTP ``Range`` requests (RFC 9110 §14) for the gateway: parse, then resolve against a length.
+"""HTTP ``Range`` requests (RFC 9110 §14), shared by the gateway and the S3 endpoint: parse, then resolve.
 
 Parsing and resolving are two steps because a blob's byte length is not
 always known (see :class:`fds.models.BlobInfo`): a well-formed range on a

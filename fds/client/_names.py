@@ -314,24 +314,32 @@ class Bucket:
             after = start_after
         query = (f"prefix={_q(prefix)}&start_after={_q(after)}&delimiter={_q(delimiter)}&limit={limit}")
         page = await self._call("GET", "/objects", query, what=f"list fds://{self.name}/{prefix}")
-        return ListPage(objects=[ObjectInfo.model_construct(**o) for o in page["objects"]],
+        return ListPage(objects=[_listed(o) for o in page["objects"]],
                         prefixes=page["prefixes"], next_token=encode_token(page["next"]) if page["next"] else None)
 
     async def iter(self, prefix: str = "", *, delimiter: str = "", start_after: str = "",
                    page_size: int = 10_000) -> AsyncIterator[ObjectInfo | str]:
-        """Every key (as ObjectInfo) and common prefix (as str) in order, page after page."""
-        token: str | None = None
+        """Every key (as ObjectInfo) and common prefix (as str) in order, page after page (the next page is
+        asked for while this one is handed out)."""
+        page = await self.list(prefix, delimiter=delimiter, start_after=start_after, limit=page_size)
         while True:
-            page = await self.list(prefix, delimiter=delimiter, start_after=start_after, page_token=token,
-                                   limit=page_size)
-            items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
-            if page.prefixes and page.objects:
-                items.sort(key=lambda item: item if isinstance(item, str) else item.key)
-            for item in items:
-                yield item
-            if page.next_token is None:
+            ahead = (asyncio.ensure_future(self.list(prefix, delimiter=delimiter, start_after=start_after,
+                                                     page_token=page.next_token, limit=page_size))
+                     if page.next_token is not None else None)
+            try:
+                items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
+                if page.prefixes and page.objects:
+                    items.sort(key=lambda item: item if isinstance(item, str) else item.key)
+                for item in items:
+                    yield item
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
+                raise
+            if ahead is None:
                 return
-            token = page.next_token
+            page = await ahead
 
 
 class ObjectReader:
@@ -479,6 +487,22 @@ class ObjectWriter:
             await self.abort()
             raise
         return await self.close()
+
+
+_LISTED_FIELDS = frozenset(ObjectInfo.model_fields)
+
+
+def _listed(fields: dict[str, Any]) -> ObjectInfo:
+    """An ObjectInfo from a listing's entry, built without validation (the primary made it from a validated record):
+    a page holds up to ten thousand, and ``model_construct`` would cost more than the rest of the listing."""
+    if fields.keys() != _LISTED_FIELDS:  # a server of another version: take the slow, careful way
+        return ObjectInfo.model_construct(**fields)
+    obj = ObjectInfo.__new__(ObjectInfo)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(_LISTED_FIELDS))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 def _options(content_type: str, meta: dict[str, str] | None, if_match: str | None, if_none_match: bool,

@@ -3,12 +3,16 @@ object as it was when opened, and writes streamed into a fresh blob tract by tra
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
 from fds.client import ObjectInfo, ObjectWriter
+from fds.fs._readahead import ReadAhead
 
 if TYPE_CHECKING:
     from fds.fs._filesystem import FdsFileSystem
@@ -18,7 +22,9 @@ __all__ = ["FdsFile"]
 
 class FdsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec is untyped
     """Reads fetch only the tracts a range needs, many in flight, from the object looked up at open (a
-    later write to the key does not change what an open file reads). Writes go to a fresh blob as
+    later write to the key does not change what an open file reads); a reader that reads on has the
+    next tracts fetched ahead (:mod:`fds.fs._readahead`), so pyarrow's one-read-at-a-time scans of
+    a big file keep many tracts in flight. Writes go to a fresh blob as
     each tract fills, a few tracts in flight; the key switches to the new object on ``close``, and
     leaving a ``with`` block by an exception drops it: the key keeps its old object."""
 
@@ -32,15 +38,36 @@ class FdsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec is untyped
         if info is not None:
             self._details = info
         self._writer: ObjectWriter | None = None
+        self._reader: ReadAhead | None = None
+        self._reader_pid = 0
+        if mode == "rb" and kwargs.get("cache_type") is None:
+            kwargs["cache_type"] = "none"  # the read-ahead below is the cache: tracts, fetched ahead, concurrently
         self._content_type = kwargs.pop("content_type", "")
         self._meta: dict[str, str] = kwargs.pop("metadata", None) or {}
         super().__init__(fs, path, mode, **kwargs)
         self._object = _object_of(self._details) if mode == "rb" else None
 
     # -- reading ----------------------------------------------------------------------------------
-    def _fetch_range(self, start: int, end: int) -> bytes:
+    def _fetch_range(self, start: int, end: int) -> bytes | bytearray:
+        return sync(self.fs.loop, self._read, start, end)  # type: ignore[no-any-return]
+
+    async def _read(self, start: int, end: int) -> bytes | bytearray:
         assert self._object is not None
-        return sync(self.fs.loop, self.fs._read_object, self._object, start, end)  # type: ignore[no-any-return]
+        end = min(end, self._object.size)
+        if self._reader is None or self._reader_pid != os.getpid():  # forked: the parent's reads are not ours
+            client = await self.fs._get_client()
+            self._reader = ReadAhead(client, self._object, (await client.table()).tract_size)
+            self._reader_pid = os.getpid()
+        return await self._reader.read(start, end)
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        loop = self.fs.loop
+        if reader is not None and self._reader_pid == os.getpid() and loop is not None:
+            # Never wait here: close may run from __del__ at interpreter exit, when the loop's thread is gone.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to cancel
+                loop.call_soon_threadsafe(lambda: asyncio.ensure_future(reader.close()))
+        super().close()
 
     # -- writing ----------------------------------------------------------------------------------
     def _initiate_upload(self) -> None:

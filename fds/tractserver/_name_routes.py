@@ -57,8 +57,8 @@ def add_name_routes(app: FastAPI, node: Node, names: NameService) -> None:
                            limit: int = Query(default=1000, ge=1, le=MAX_PAGE)) -> Response:
         ns = bucket_guid(check_bucket(bucket))
         table = await node.check(ns, METADATA_TRACT, version)
-        return json_response(await names.list_names(bucket, table, prefix=prefix, after=start_after,
-                                                    delimiter=delimiter, limit=limit))
+        return Response(await names.list_names(bucket, table, prefix=prefix, after=start_after,
+                                               delimiter=delimiter, limit=limit), media_type="application/json")
 
     @app.put("/v1/buckets/{bucket}/object", response_model=ObjectInfo, tags=["names"],
              summary="Point a key at a blob written whole: one atomic switch, create-only or on the current ETag.")

@@ -33,9 +33,9 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
+import orjson
 
 from fds.errors import (
     BadRequest,
@@ -67,6 +67,9 @@ MAX_PAGE = 10_000
 """The most names one listing page holds."""
 
 _Key = tuple[bytes, str]
+
+_REPLICATE_BATCH = 500
+"""In-doubt records a listing replicates in one prepare (NameRecords takes up to 512)."""
 
 
 class _NameRecords:
@@ -316,9 +319,9 @@ class NameService:
         return _object(moved)
 
     async def list_names(self, bucket: str, table: Table, *, prefix: str = "", after: str = "", delimiter: str = "",
-                   limit: int = 1000) -> dict[str, Any]:
-        """One page of the bucket's names, as :class:`fds.models.NameListing`'s JSON (built without models: a
-        page may hold ten thousand)."""
+                         limit: int = 1000) -> bytes:
+        """One page of the bucket's names, as :class:`fds.models.NameListing`'s JSON (built without models or
+        parsing: a page may hold ten thousand)."""
         ns = bucket_guid(check_bucket(bucket))
         check_prefix(prefix)
         check_prefix(after)
@@ -326,18 +329,24 @@ class NameService:
         if not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"a page holds 1 to {MAX_PAGE} names, not {limit}", code="bad_limit")
         await self._bucket(bucket, ns, table)
-        page = await self._listing(ns, table, prefix=prefix, after=after, delimiter=delimiter, limit=limit)
-        return {"objects": page.objects, "prefixes": page.prefixes, "next": page.next}
+        page = await self._listing(ns, table, prefix=prefix, after=after, delimiter=delimiter, limit=limit, raw=True)
+        return (b'{"objects":[' + b",".join(page.raw) + b'],"prefixes":' + orjson.dumps(page.prefixes)
+                + b',"next":' + orjson.dumps(page.next) + b"}")
 
     async def _listing(self, ns: bytes, table: Table, *, prefix: str = "", after: str = "", delimiter: str = "",
-                       limit: int = 1000) -> Page:
+                       limit: int = 1000, raw: bool = False) -> Page:
         for _attempt in range(3):
             page = await self.node.run_io(lambda: self.store.listing(ns, prefix=prefix, after=after,
-                                                                     delimiter=delimiter, limit=limit))
+                                                                     delimiter=delimiter, limit=limit, raw=raw))
             if not page.in_doubt:
                 return page
-            for record in page.in_doubt:  # replicate before showing them (rare: after a failed prepare or restart)
-                await self.records.committed(ns, (ns, record.key), table)
+            # Replicate before showing them: after a failed prepare, a restart, or on a new primary (which has
+            # every record as a holder stored it, unmarked). In batches, not one request per record: holders keep
+            # only newer records, and a record changed meanwhile is not marked, so no lock is needed.
+            for at in range(0, len(page.in_doubt), _REPLICATE_BATCH):
+                batch = page.in_doubt[at:at + _REPLICATE_BATCH]
+                await self.records.replicate(ns, table, batch)
+                await self.node.run_io(self.store.mark_committed, batch)
         raise StaleVersion("names in this bucket keep changing under a failing replica; retry",
                            server_version=table.version)
 

@@ -53,6 +53,22 @@ def _encode(record: NameRecord, committed: bool = False) -> bytes:
     return _HEAD.pack(record.epoch, record.seq, flags) + record.model_dump_json().encode()
 
 
+_KEY_FIELD = b'"key":'
+_NO_META = b'"meta":{}'
+_NO_META_END = _NO_META + b',"seq":'
+
+
+def _listed_json(value: bytes, head: int) -> bytes | None:
+    """The listed fields of a stored record as JSON, cut from its bytes: NameRecord's JSON has ``ns`` first,
+    then the listed fields in order (``key`` .. ``meta``), then ``seq``. Only for records without user
+    metadata (an unescaped ``"meta":{},"seq":`` cannot occur inside a JSON string); None otherwise."""
+    start = value.find(_KEY_FIELD, head)
+    end = value.find(_NO_META_END, start)
+    if start < 0 or end < 0:
+        return None
+    return b"{" + value[start:end + len(_NO_META)] + b"}"
+
+
 def _next_prefix(prefix: bytes) -> bytes:
     """The first byte string after every string that starts with ``prefix`` (``prefix`` + 0xff won't do
     for GUIDs, whose bytes may be 0xff)."""
@@ -66,6 +82,8 @@ class Page:
     starts after, and the in-doubt records met (the caller replicates them, then lists again)."""
 
     objects: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    """With ``raw=True``: the objects as JSON, not dicts."""
     prefixes: list[str] = field(default_factory=list)
     next: str | None = None
     in_doubt: list[NameRecord] = field(default_factory=list)
@@ -182,9 +200,10 @@ class NameStore:
 
     # -- listing -------------------------------------------------------------------
     def listing(self, ns: bytes, *, prefix: str = "", after: str = "", delimiter: str = "", limit: int = 1000,
-             with_deleted: bool = False) -> Page:
+                with_deleted: bool = False, raw: bool = False) -> Page:
         """Up to ``limit`` live names (objects and common prefixes) of ``ns`` that start with ``prefix`` and
-        sort after ``after``, in order; never key ``""`` (the bucket's own record)."""
+        sort after ``after``, in order; never key ``""`` (the bucket's own record). With ``raw``, objects come
+        as JSON (``Page.raw``) cut from the stored records without parsing them where that is safe."""
         page = Page()
         base = _NAME + ns
         start = base + prefix.encode()
@@ -194,37 +213,48 @@ class NameStore:
         it.seek(max(start, after_key + b"\x00") if after_key else start)
         last = ""
         count = 0
+        objects, skip, head = page.objects, _DELETED if not with_deleted else 0, _HEAD.size
         while it.valid():
-            raw_key = bytes(it.key())
+            raw_key = it.key()
             if not raw_key.startswith(start):
                 break
-            key_bytes = raw_key[len(base):]
-            value = bytes(it.value())
-            flags = _HEAD.unpack_from(value)[2]
-            if not key_bytes or (flags & _DELETED and not with_deleted):  # the bucket's own record; tombstones
+            value = it.value()
+            flags = value[head - 1]
+            if flags & skip or len(raw_key) == len(base):  # tombstones; the bucket's own record
                 it.next()
                 continue
-            cut = key_bytes.find(delim, len(start) - len(base)) if delim else -1
-            if cut >= 0:  # rolls up into a common prefix
-                common = base + key_bytes[:cut + len(delim)]
-                it.seek(common + b"\xff")  # past every key under it (UTF-8 has no 0xff byte)
-                if after_key and common <= after_key and not (after_key.startswith(common) and after_key != common):
-                    continue  # listed on an earlier page
-                if count == limit:
-                    page.next = last
-                    break
-                last = common[len(base):].decode()
-                page.prefixes.append(last)
-                count += 1
-                continue
+            if delim:
+                key_bytes = raw_key[len(base):]
+                cut = key_bytes.find(delim, len(start) - len(base))
+                if cut >= 0:  # rolls up into a common prefix
+                    common = base + key_bytes[:cut + len(delim)]
+                    it.seek(common + b"\xff")  # past every key under it (UTF-8 has no 0xff byte)
+                    if after_key and common <= after_key and not (after_key.startswith(common)
+                                                                  and after_key != common):
+                        continue  # listed on an earlier page
+                    if count == limit:
+                        page.next = last
+                        break
+                    last = common[len(base):].decode()
+                    page.prefixes.append(last)
+                    count += 1
+                    continue
             if count == limit:
                 page.next = last
                 break
-            record = orjson.loads(value[_HEAD.size:])
-            if not flags & _COMMITTED:
-                page.in_doubt.append(NameRecord.model_validate(record))
-            page.objects.append({name: record[name] for name in _LISTED})
-            last = record["key"]
+            if raw and flags & _COMMITTED and (fragment := _listed_json(value, head)) is not None:
+                page.raw.append(fragment)
+                last = raw_key[len(base):].decode()
+            else:
+                record = orjson.loads(memoryview(value)[head:])
+                if not flags & _COMMITTED:
+                    page.in_doubt.append(NameRecord.model_validate(record))
+                listed = {name: record[name] for name in _LISTED}
+                if raw:
+                    page.raw.append(orjson.dumps(listed))
+                else:
+                    objects.append(listed)
+                last = record["key"]
             count += 1
             it.next()
         return page

@@ -157,8 +157,10 @@ def test_three_of_four_return_then_the_fourth_rejoins_copying_nothing(make_clust
         cluster.wait_healthy(timeout=60)  # the replacements have filled; it is still absent
         assert _table(cluster)["absent"]
     copied_before = _copied(cluster)[last.name]
-    status = cluster.wait_healthy(timeout=60)
-    assert {s["id"]: s["state"] for s in status["servers"]}[last_id] == "active"
+    # Healthy already without it: wait for its heartbeats to bring it back, rather than read the state at once.
+    _wait_for("the fourth server active again", lambda: {s["id"]: s["state"] for s in _status(cluster)["servers"]}
+              [last_id] == "active")
+    cluster.wait_healthy(timeout=60)
     _wait_for("the server to rejoin and the surplus holders to go", lambda: (t := _table(cluster)) and all(
         len(row) == 3 for row in t["rows"]) and not t["absent"] and not t["filling"])
     table = _table(cluster)

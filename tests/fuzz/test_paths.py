@@ -48,7 +48,11 @@ TRAVERSALS = [
 
 _TRACT_NAME = re.compile(r"tracts/[0-9a-f]{2}/[0-9a-f]{32}\.\d+\.\d+\.[0-9a-f]+")
 _FINE_CODES = {"bad_guid", "bad_tract", "bad_request", "no_such_route", "unknown_server", "method_not_allowed",
-               "blob_not_found", "unknown_worker"}
+               "blob_not_found", "unknown_worker", "bad_bucket_name", "bad_key", "no_such_bucket", "no_such_key",
+               "bucket_exists", "bucket_not_empty", "stale_version"}
+_NAMES = {"bucket", "key"}
+"""Parameters that are names, not paths: a traversal-looking value may be a valid name ('1e3', '0x1' and
+'..a' are S3-valid buckets or keys) and succeed; names are RocksDB keys, never file names."""
 
 
 def _request(method: str, target: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -59,11 +63,14 @@ def _request(method: str, target: str, headers: dict[str, str], body: bytes) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
 
-def _check(port: int, method: str, target: str, headers: dict[str, str], body: bytes) -> str | None:
+def _check(port: int, method: str, target: str, headers: dict[str, str], body: bytes,
+           name: bool = False) -> str | None:
     answer = raw_exchange(port, _request(method, target, headers, body))
     if isinstance(answer, str):
         return f"{method} {target[:120]}: {answer}"
     status, _, content = answer
+    if name and 200 <= status < 300:
+        return None
     if not 400 <= status < 500:
         return f"{method} {target[:120]}: {status} {content[:200]!r}, want a 4xx"
     if method == "HEAD" or content == UVICORN_REJECT:
@@ -91,8 +98,9 @@ def _fine_tract(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) < 100 and int(text) < 2**40
 
 
-def _attempts(template: str, good: dict[str, str]) -> list[str]:
-    """The template with one parameter at a time replaced by each traversal, the others good."""
+def _attempts(template: str, good: dict[str, str]) -> list[tuple[str, bool]]:
+    """The template with one parameter at a time replaced by each traversal, the others good; and whether
+    the replaced parameter is a name."""
     names = re.findall(r"\{(\w+)\}", template)
     paths = []
     for name in names:
@@ -102,7 +110,7 @@ def _attempts(template: str, good: dict[str, str]) -> list[str]:
             path = template
             for other in names:
                 path = path.replace("{" + other + "}", bad if other == name else good[other])
-            paths.append(path)
+            paths.append((path, name in _NAMES))
     return paths
 
 
@@ -134,27 +142,29 @@ def test_traversal_attempts_are_refused(fuzz_cluster: LocalCluster, paths_env: t
     data_dirs = [Path(c.dir) for c in fuzz_cluster.children if c.dir] + [fuzz_cluster.dir / "logs"]
     outside_before = {p for p in tree_listing(root) if not any((root / p).is_relative_to(d) for d in data_dirs)}
     query = f"?version={table.version}&incarnation={incarnation}"
-    values = {"guid": guid, "tract": "0", "server_id": table.servers[0].id, "index": "0", "sender": "0"}
-    targets: list[tuple[int, str, str, bytes]] = []  # (port, method, target, body)
+    values = {"guid": guid, "tract": "0", "server_id": table.servers[0].id, "index": "0", "sender": "0",
+              "bucket": "fuzz-bucket", "key": "k", "ns": guid}
+    targets: list[tuple[int, str, str, bytes, bool]] = []  # (port, method, target, body, a name?)
     servers = [(fuzz_cluster.metaserver_url, ""), (table.servers[0].url, query), (fuzz_cluster.gateway_url, "")]
     for url, suffix in servers:
         port = urlsplit(url).port
         assert port is not None
         for method, template in _routes(url, good):
             body = _BODIES.get(template, b"") if method in ("PUT", "POST", "PATCH") else b""
-            targets += [(port, method, path + suffix, body) for path in _attempts(template, values)]
+            targets += [(port, method, path + suffix, body, name) for path, name in _attempts(template, values)]
     data_port = urlsplit(table.servers[0].data_url).port
     assert data_port is not None
     for method in ("GET", "HEAD", "PUT"):
-        targets += [(data_port, method, path + query, b"tract" if method == "PUT" else b"")
-                    for path in _attempts("/v1/tracts/{guid}/{tract}", values)]
+        targets += [(data_port, method, path + query, b"tract" if method == "PUT" else b"", False)
+                    for path, _ in _attempts("/v1/tracts/{guid}/{tract}", values)]
     # Query parameters are not paths either, but they are user input too.
     for bad in ("../x", "%2e%2e%2f", "-1", "1e3", str(2**70), "%00"):
-        targets.append((data_port, "GET", f"/v1/tracts/{guid}/0?version={bad}&incarnation={incarnation}", b""))
+        targets.append((data_port, "GET", f"/v1/tracts/{guid}/0?version={bad}&incarnation={incarnation}", b"", False))
         targets.append((urlsplit(table.servers[0].url).port or 0, "GET",
-                        f"/v1/tracts/{guid}/0?version={table.version}&incarnation={bad}", b""))
+                        f"/v1/tracts/{guid}/0?version={table.version}&incarnation={bad}", b"", False))
 
-    problems = [p for port, method, target, body in targets if (p := _check(port, method, target, good, body))]
+    problems = [p for port, method, target, body, name in targets
+                if (p := _check(port, method, target, good, body, name))]
     assert not problems, f"{len(problems)} of {len(targets)} attempts:\n" + "\n".join(problems[:30])
     assert len(targets) > 500  # every route, every parameter, every payload
 

@@ -92,10 +92,29 @@ def test_ranged_reads_fetch_only_their_tracts_many_in_flight(fs: FdsFileSystem) 
         assert f.read(100) == data[10 * SMALL_TRACT + 1:10 * SMALL_TRACT + 101]
         f.seek(0)
         assert f.read() == data
-    assert spy.tracts[0] == 10 and sorted(spy.tracts[1:]) == list(range(13))
+    assert spy.tracts[0] == 10 and sorted(spy.tracts) == list(range(13))  # tract 10 was kept, not fetched again
     assert spy.most > 4, spy.most  # the whole read had many tracts in flight
     assert fs.cat_file(f"{BUCKET}/big.bin", -10) == data[-10:]
     assert fs.cat_file(f"{BUCKET}/big.bin", len(data) + 5) == b""
+
+
+def test_a_reader_that_reads_on_has_tracts_fetched_ahead(fs: FdsFileSystem) -> None:
+    """pyarrow reads a file one ``read`` at a time: reads that follow each other open a window of tracts in
+    flight ahead of them; reads that skip about fetch only their own tracts."""
+    data = random.Random(3).randbytes(24 * SMALL_TRACT + 5)
+    fs.pipe(f"{BUCKET}/scan.bin", data)
+    with Spy(fs, "_read_tract") as spy, fs.open(f"{BUCKET}/scan.bin", "rb") as f:
+        pieces = []
+        while piece := f.read(SMALL_TRACT // 2):  # half a tract per read
+            pieces.append(piece)
+    assert b"".join(pieces) == data
+    assert sorted(spy.tracts) == list(range(25)), "every tract once"
+    assert spy.most > 2, spy.most  # tracts ahead of the reader were in flight
+    with Spy(fs, "_read_tract") as spy, fs.open(f"{BUCKET}/scan.bin", "rb") as f:
+        for tract in (2, 9, 15, 20):  # a column here and there: no read-ahead past what is asked
+            f.seek(tract * SMALL_TRACT + 3)
+            assert f.read(10) == data[tract * SMALL_TRACT + 3:tract * SMALL_TRACT + 13]
+    assert sorted(spy.tracts) == [2, 9, 15, 20]
 
 
 def test_cat_ranges_runs_ranges_at_once(fs: FdsFileSystem) -> None:

@@ -43,3 +43,31 @@ def test_group_of_changes_is_stored_change_by_change(tmp_path: Path) -> None:
         assert [o["key"] for o in page.objects] == ["a", "c"] and not page.in_doubt
     finally:
         store.close()
+
+
+def test_raw_listing_is_the_parsed_listing(tmp_path: Path) -> None:
+    """Listing pages are cut from the stored JSON where that is safe; they must say exactly what parsing says,
+    for records with and without user metadata, and keys and values that look like the cut's markers."""
+    import orjson
+
+    store = TractStore(tmp_path, direct_io=False)
+    try:
+        names = NameStore(store)
+        records = [
+            _rec("plain", 1, new_guid()),
+            _rec('quote"s "meta":{},"seq": and \\ slashes', 1, new_guid()),
+            _rec("with-meta", 1, new_guid()).model_copy(update={"meta": {"a": '"meta":{},"seq":', "seq": "}"}}),
+            _rec("typed", 1, new_guid()).model_copy(update={"content_type": 'text/plain; x="meta":{}', "etag": "e"}),
+            _rec("üñí/ключ", 1, new_guid()),
+        ]
+        assert names.apply_changes([[r] for r in records], grace=1.0) == [True] * len(records)
+        names.mark_committed(records)
+        parsed = names.listing(NS)
+        raw = names.listing(NS, raw=True)
+        assert not raw.objects and len(raw.raw) == len(records) == len(parsed.objects)
+        assert [orjson.loads(r) for r in raw.raw] == parsed.objects
+        assert raw.next == parsed.next
+        first = names.listing(NS, raw=True, limit=2)
+        assert first.next == parsed.objects[1]["key"] and len(first.raw) == 2
+    finally:
+        store.close()

@@ -104,7 +104,7 @@ def test_fds_local_up_command(tmp_path: Path) -> None:
         assert "k=1" in out  # fewer than 3 servers: k=1 by default
         info = json.loads((tmp_path / "d" / "cluster.json").read_text())
         roles = sorted(c["role"] for c in info["children"])
-        assert roles == ["gateway", "metaserver", "tractserver", "tractserver"]
+        assert roles == ["gateway", "metaserver", "s3", "tractserver", "tractserver"]
         children = [c["pid"] for c in info["children"]]
         for pid in children:
             os.kill(pid, 0)  # alive

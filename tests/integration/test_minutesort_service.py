@@ -165,9 +165,10 @@ async def _gen_in_process(metaserver: str, records: int, skew: bool) -> tuple[st
 
 
 def _slow_sort(cluster: LocalCluster, guid: str, urls: str, port: int = 0) -> subprocess.Popen[str]:
-    """A sort that takes a while: worker 0 reads its fixed share 30 times slower, a tract at a time."""
+    """A sort that takes a while: worker 0 reads its fixed share 300 times slower, a tract at a time (a
+    second or more per tract even on a quiet machine, so it is surely still reading when the tests kill it)."""
     return subprocess.Popen([sys.executable, "-X", "faulthandler", *MS[1:], "sort", guid, "--worker-urls", urls,
-                             "--static", "--unit-tracts", "1", "--slow-worker", "0:30", "--quiet", "--port", str(port),
+                             "--static", "--unit-tracts", "1", "--slow-worker", "0:300", "--quiet", "--port", str(port),
                              "--manifest", os.devnull,
                              "--metaserver", cluster.metaserver_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _META = "x-amz-meta-"
+_META_BYTES = 2048
+"""S3's limit on an object's user metadata: names and values together, in UTF-8."""
 _OWNER = "<Owner><ID>fds</ID><DisplayName>fds</DisplayName></Owner>"
 _STORED_HEADERS = ("content-type",)
 
@@ -198,6 +200,10 @@ def user_meta(req: Request) -> dict[str, str]:
     for name, value in req.headers.items():
         if name.startswith(_META) and len(name) > len(_META):
             out[name[len(_META):]] = meta_header_text(value)
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in out.items())
+    if size > _META_BYTES:
+        raise S3Error("MetadataTooLarge", f"the user metadata is {size} bytes (names and values, UTF-8); the "
+                      f"limit is {_META_BYTES}", 400)
     return out
 
 

@@ -8,6 +8,7 @@ costs a few microseconds where a tree costs tens.
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -77,9 +78,13 @@ def from_fds(exc: FDSError) -> S3Error:
     return S3Error(code, exc.message, status, headers=headers)
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def esc(text: str) -> str:
-    """``text`` escaped for an XML element's content."""
-    return escape(text)
+    """``text`` escaped for an XML element's content; characters XML 1.0 cannot hold at all (control
+    characters other than tab and newlines, which S3 keys may contain) become U+FFFD."""
+    return escape(_NOT_XML.sub("\ufffd", text))
 
 
 def iso_time(t: float) -> str:

@@ -578,7 +578,6 @@ def test_content_md5(target: S3Target, s3: Any, bucket: str) -> None:
 def test_metadata_too_large(request: pytest.FixtureRequest, target: S3Target, s3: Any, bucket: str) -> None:
     """User metadata is limited to 2 KB (names and values together)."""
     fds_only(target, "it takes any amount of metadata")
-    known_fds_failure(request, target, "400 InvalidRequest, not MetadataTooLarge (s3-failures 4)")
     assert outcome(s3.put_object, Bucket=bucket, Key="meta", Body=b"x", Metadata={"big": "v" * 2100}) == (
         400, "MetadataTooLarge")
     assert outcome(s3.put_object, Bucket=bucket, Key="meta", Body=b"x", Metadata={"ok": "v" * 1000}) == (200, "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -134,9 +135,19 @@ def test_fds_local_up_command(tmp_path: Path) -> None:
             else:
                 raise AssertionError(f"child {pid} still running after fds local up stopped")
     finally:
+        # A failed assertion may come before `children` was read: take them from the cluster file, and let
+        # the command stop them itself first (SIGKILL of the command alone would orphan them).
+        cluster_file = tmp_path / "d" / "cluster.json"
+        if not children and cluster_file.exists():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                children = [c["pid"] for c in json.loads(cluster_file.read_text())["children"]]
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -516,7 +516,10 @@ class MetaState:
         if member is None or self.table is None or not self._in_table(server_id):
             raise NotFound(f"server {server_id!r} is not in the table", code="unknown_server")
         now = self._clock()
-        if self._alive(server_id, now):
+        # During an outage a server counts as silent after half the timeout (servers stopped together fall
+        # silent within a heartbeat of each other), so the operator may release exactly those it names.
+        held = self.outage is not None and server_id in self.outage.silent
+        if self._alive(server_id, now) and not held:
             age = now - (self.live[server_id].last_seen or now)
             raise Conflict(f"server {server_id} is alive (last heartbeat {age:.1f}s ago) and cannot be declared "
                            f"dead; to take it out of service, decommission it", code="server_alive")

@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 from fastapi import FastAPI
 
+from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
 from apps.minutesort._bucketsort import write_sorted
 from apps.minutesort._budget import mem_available
@@ -95,8 +96,6 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     for bins (``sock``, bound once by the service), its own pid and URL;
     the worker stops if that process dies.
     """
-    import uvicorn
-
     receiver_ready: asyncio.Future[Receiver] = asyncio.get_running_loop().create_future()
     app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it holds, and "
                               "hands buckets over.", role="minutesort-worker")
@@ -117,9 +116,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     app.mount("/v1/buckets", cast(Any, waiting_for_job("buckets")))
     sock = sock if sock is not None else bind_socket(host, 0)
     url = advertise or url_of(sock, host)
-    server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                           log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    server, serving = start_server(app, sock, keep_alive=120)
     http = http_client(60.0)
     pool = bins_pool(300.0)
     registration = Register(url=url, pid=os.getpid(), job=job, service=service_url, budget=budget,
@@ -140,8 +137,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
                              max(throttle, head_throttle), service_pid)
             return await worker.run()
     finally:
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await stop_server(server, serving)
         await http.aclose()
         await pool.aclose()
 

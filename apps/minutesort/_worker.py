@@ -37,7 +37,7 @@ from fastapi import FastAPI
 
 from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
-from apps.minutesort._bucketsort import write_sorted
+from apps.minutesort._bucketsort import discard_output, write_sorted
 from apps.minutesort._budget import mem_available
 from apps.minutesort._deal import Dealer, SpillBlobs
 from apps.minutesort._gensort import RECORD_SIZE
@@ -363,16 +363,10 @@ class _Worker:
             log.info("worker %d: bucket %d failed: %s", self.me, task.bucket, exc)  # the head gives it to another
             report.failed, report.lost = f"worker {self.me}: {exc}", task.source not in (-1, self.me)
             if written:
-                await self._delete(guid)
+                await discard_output(self.fds, guid)
         answer = await _post(self.http, f"{self.head}/v1/sorted", report)
         if not answer.get("accepted", True) and report.output:
-            await self._delete(guid)  # the head gave the bucket to another worker meanwhile
-
-    async def _delete(self, guid: str) -> None:
-        try:
-            await self.fds.delete_blob(guid)
-        except Exception:  # noqa: BLE001 - the head deletes leftovers at the end too
-            pass
+            await discard_output(self.fds, guid)  # the head gave the bucket to another worker meanwhile
 
     async def _gather(self, task: Task) -> Records:
         """The bucket's records in one array: from memory here or at a peer, and from fds where they spilled."""

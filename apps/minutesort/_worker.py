@@ -39,7 +39,7 @@ from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
 from apps.minutesort._bucketsort import discard_output, write_sorted
 from apps.minutesort._budget import mem_available
-from apps.minutesort._deal import Dealer, SpillBlobs
+from apps.minutesort._deal import Dealer, Shuffle
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._layout import Layout, LayoutError, Stitcher
 from apps.minutesort._protocol import (
@@ -190,9 +190,7 @@ class _Worker:
         self.service_pid = service_pid
         self.layout = Layout(guid=job.input_blob, tracts=job.tracts, stride=job.stride, last=job.last,
                              tract_size=job.tract_size)
-        self.spills = SpillBlobs(fds, job.spill_prefix, job.write_in_flight)
-        self.full: set[int] = set()
-        self.slots = {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))}
+        self.shuffle = Shuffle.start(job, me, receiver, pool, fds)
         self.epoch = 0
         self.aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.times: dict[str, float] = {"read_deal": 0.0, "sort": 0.0, "gather_write": 0.0, "fetch": 0.0}
@@ -258,7 +256,7 @@ class _Worker:
     def _see_epoch(self, epoch: int) -> None:
         if epoch > self.epoch:
             self.epoch = epoch
-            self.full.clear()  # buckets have new homes
+            self.shuffle.full.clear()  # buckets have new homes
 
     async def _beat(self) -> None:
         while not self.aborted.done():
@@ -291,7 +289,7 @@ class _Worker:
     # -- read and deal ---------------------------------------------------------------------------------
     async def _unit(self, input_blob: Any, task: Task) -> None:
         started = time.perf_counter()
-        dealer = Dealer(self.job, self.me, task, self.receiver, self.pool, self.spills, self.full, self.slots)
+        dealer = Dealer(self.shuffle, task)
         head = tail = b""
         try:
             if task.kind == "read":
@@ -384,7 +382,7 @@ class _Worker:
         flat[:at] = resident.reshape(-1)
         del resident
         self.receiver.release(task.bucket)
-        blob = await self.spills.blob(task.bucket)
+        blob = await self.shuffle.spills.blob(task.bucket)
         async for _, data in blob.read_tracts(task.pieces, window=self.job.read_in_flight):
             if at + len(data) > len(flat):
                 raise RuntimeError(f"bucket {task.bucket}: its spilled pieces hold more than {task.expected} records")

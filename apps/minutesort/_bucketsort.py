@@ -30,7 +30,7 @@ from apps.minutesort._records import Records, argsort_records
 from fds.buffers import uninitialized
 from fds.client import Blob, Client
 
-__all__ = ["gather_rows", "write_sorted"]
+__all__ = ["gather_rows", "write_sorted", "discard_output"]
 
 Buffer = bytearray | memoryview
 
@@ -139,3 +139,15 @@ async def _write_in_order(output: Blob, records: Records, order: Any, per_tract:
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+async def discard_output(fds: Client, guid: str) -> None:
+    """Delete an output blob that will not be used (a failed or superseded sort of a bucket), if it can.
+
+    Best effort: the caller's own error (or the head's answer) is what to report, and the head deletes
+    leftover outputs at the end of the sort too.
+    """
+    try:
+        await fds.delete_blob(guid)
+    except Exception:  # noqa: BLE001 - best effort, as said
+        pass

@@ -23,12 +23,12 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from apps.minutesort._arena import Memory, anonymous
+from apps.minutesort._arena import Memory
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._records import Records, as_records
 from fds.errors import FDSError
 
-__all__ = ["Receiver", "anonymous", "answer"]
+__all__ = ["Receiver", "answer"]
 
 _CHUNK = 8 << 20
 """A handed-over bucket is sent in pieces of this size (so the transport never copies all of it)."""

@@ -60,6 +60,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._arena import Arena
 from apps.minutesort._auth import http_client, secure_service
 from apps.minutesort._config import WorkerConfig, arena_bytes, memory_bytes
@@ -306,13 +307,11 @@ async def _serve(config: WorkerConfig, child_flags: list[str], arena: Arena | No
                             solo=SoloServer(config.metaserver, max_bytes=config.solo_bytes), arena=arena)
     if arena is not None:
         arena.warm()  # in a thread: the service serves meanwhile (a sort may start on a partly warm arena)
-    server = _Server(uvicorn.Config(service_app(service), loop="none", http="httptools", lifespan="off",
-                                    access_log=False, log_level="warning", timeout_graceful_shutdown=2))
+    server, serving = start_server(service_app(service), control, server_class=_Server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(sockets=[control]))
     watching = asyncio.create_task(service.watch())
     try:
         while not server.started:
@@ -334,8 +333,7 @@ async def _serve(config: WorkerConfig, child_flags: list[str], arena: Arena | No
         await service.solo.aclose()
         return 0
     finally:
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await stop_server(server, serving)
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         data.close()

@@ -25,10 +25,10 @@ run's sort time.
 - ``--kill``: the same input with no failure, with worker 0 SIGKILLed halfway
   through reading and halfway through sorting; buckets in memory (rebuilt
   by lineage) and all materialised in fds (``--spill-all``).
-- ``--standing``: through two standing workers (``worker --serve``, a sort
-  process each per sort) without an arena (fresh memory every sort) and
-  two with a warm ``--arena``, alternately; with each worker's minor page
-  faults per phase and where its buffers went.
+- ``--standing``: workers the sort starts itself, two standing workers
+  (``worker --serve``, a sort process each per sort) without an arena
+  (fresh memory every sort), and two with a warm ``--arena``, in turn; with
+  each worker's minor page faults per phase and where its buffers went.
 """
 
 from __future__ import annotations
@@ -240,11 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                       "per worker: minor faults start/read+shuffle/sort+write, GB in arena/fresh |")
                 print("|---|---|---|---|---|---|")
                 for size in args.sizes:
-                    pairs = {"fresh": fresh, f"arena {args.arena}": warm}
+                    pairs = {"spawned (sort starts them)": [], "standing, fresh memory": fresh,
+                             f"standing, arena {args.arena}": warm}
                     by_case: dict[str, list[dict[str, Any]]] = {name: [] for name in pairs}
-                    for i in range(args.repeat):  # alternately, each case first in turn
-                        for name in (list(pairs) if i % 2 == 0 else list(reversed(pairs))):
-                            by_case[name].append(run(ms, size, {**base, "worker_urls": pairs[name], "spawn": False}))
+                    for i in range(args.repeat):  # in turn, each case first in turn
+                        for name in list(pairs)[i % 3:] + list(pairs)[:i % 3]:
+                            urls = {"worker_urls": pairs[name], "spawn": False} if pairs[name] else {}
+                            by_case[name].append(run(ms, size, {**base, **urls}))
                     for name, reports in by_case.items():
                         r = summarise(reports)
                         results.append({"size": size, "case": name, **r})

@@ -79,6 +79,19 @@ def resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory (VmHWM: its own, unlike ``ru_maxrss``, which a process started by a
+    standing worker inherits from the service across fork and exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far (each a page of memory touched for the first time here)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -440,7 +453,7 @@ class _Worker:
         return as_records(resp.body)
 
     async def _finished(self) -> None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_resident_bytes()
         marks = [self.faults.get(k, 0) for k in ("faults_read_deal", "faults_sort_write")] + [minor_faults()]
         marks[1] = marks[1] or marks[2]  # no bucket sorted here
         memory = {"faults_start": self.faults["faults_start"], "faults_read_deal": marks[1] - marks[0],

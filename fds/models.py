@@ -14,7 +14,15 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from fds.names import INLINE_MAX
 
@@ -354,7 +362,8 @@ def _from_base64(value: Any) -> Any:
 
 
 InlineBytes = Annotated[bytes, BeforeValidator(_from_base64),
-                        PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str, when_used="json")]
+                        PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str, when_used="json"),
+                        WithJsonSchema({"type": "string", "contentEncoding": "base64"})]
 """An inline object's bytes: ``bytes`` in Python, base64 text in JSON (in both directions, whichever way a
 body is parsed: FastAPI validates parsed JSON in Python mode)."""
 
@@ -371,9 +380,9 @@ class ObjectPut(BaseModel):
                       description="The object's ETag (printable ASCII, no '\"'); empty: the blob's GUID as hex.")
     content_type: str = Field(default="", max_length=256)
     meta: dict[str, str] = Field(default_factory=dict, description="User metadata, at most 2 KiB.")
-    data: InlineBytes | None = Field(default=None, max_length=INLINE_MAX,
-                                     description="The object's bytes (base64 in JSON), for an object of at most "
-                                                 "fds.names.INLINE_MAX bytes stored inline; then no blob.")
+    data: InlineBytes | None = Field(default=None, description="The object's bytes (base64 in JSON), for an "
+                                                               "object of at most fds.names.INLINE_MAX (16 KiB) "
+                                                               "bytes stored inline; then no blob.")
 
     @field_validator("meta")
     @classmethod
@@ -384,6 +393,9 @@ class ObjectPut(BaseModel):
     def _blob_or_data(self) -> ObjectPut:
         if (self.data is None) == (not self.blob):
             raise ValueError("give either a blob or the object's bytes inline (data), not both or neither")
+        if self.data is not None and len(self.data) > INLINE_MAX:
+            raise ValueError(f"inline data is {len(self.data)} bytes; at most {INLINE_MAX} are kept inline (write "
+                             "a larger object to a blob)")
         if self.data is not None and len(self.data) != self.size:
             raise ValueError(f"size is {self.size} but the inline data is {len(self.data)} bytes")
         return self

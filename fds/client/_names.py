@@ -374,6 +374,10 @@ class Bucket:
             ahead = (asyncio.ensure_future(self.list(prefix, delimiter=delimiter, start_after=start_after,
                                                      page_token=page.next_token, limit=page_size))
                      if page.next_token is not None else None)
+            if ahead is not None:
+                # Let the request go out now: a caller that consumes the page without awaiting anything would
+                # otherwise start it only after the page, and the primary's work would not overlap ours.
+                await asyncio.sleep(0)
             try:
                 items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
                 if page.prefixes and page.objects:

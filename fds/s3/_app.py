@@ -31,7 +31,7 @@ from fds.client import DEFAULT_IN_FLIGHT, Client, FDSError
 from fds.config import S3Config
 from fds.logs import HEADER, request_id, valid_request_id
 from fds.names import check_bucket
-from fds.s3._body import Body, BodyReader
+from fds.s3._body import Body
 from fds.s3._sigv2 import V2Request, parse_v2, verify_v2
 from fds.s3._sigv4 import SignedRequest, parse_auth, signing_key, verify
 from fds.s3._xml import S3Error, error_body, from_fds
@@ -68,12 +68,10 @@ class Request:
     scope: str = "write"
     body_done: bool = False
     """Whether the whole body has been received (so a refusal need not read the rest)."""
-    reader: BodyReader | None = None
-    """The body straight from the socket, when the S3 port's own server (:mod:`fds.s3._http`) runs the app."""
 
     def body(self) -> Body:
         """The request body (its length, its payload as it arrives, its digests)."""
-        return Body(self.receive, self.headers, self.signed, self.signing_key, self.reader)
+        return Body(self.receive, self.headers, self.signed, self.signing_key)
 
 
 @dataclass
@@ -338,15 +336,12 @@ class S3Middleware:
                 counts.bytes_out += len(message.get("body", b""))
             await send(message)
 
-        reader = scope.get("extensions", {}).get("fds.body")
         req = Request(method=scope["method"], path=path, raw_path=raw_path.partition("?")[0],
                       query_string=query_string, query=_parse_query(query_string), headers=headers, receive=tracked,
-                      bucket=bucket, key=key, reader=reader)
+                      bucket=bucket, key=key)
         try:
             counts.operation = await self._serve(req, counted, rid)
         finally:
-            if reader is not None:
-                counts.bytes_in = reader.consumed
             seconds = time.perf_counter() - start
             self.metrics.observe(f"{req.method} S3 {counts.operation}", counts.status, seconds, counts.bytes_in,
                                  counts.bytes_out)
@@ -436,10 +431,9 @@ async def _send_error(send: Send, req: Request, error: S3Error, rid: str) -> Non
 
 async def _drain(req: Request, limit: int = 1 << 20) -> None:
     """Read what is left of a refused request's body (up to ``limit``), so the connection stays usable."""
-    # uvicorn closes a keep-alive connection whose body was not read; a small body is cheaper to read. The S3 port's
-    # own server does this itself, after the answer (and closes rather than ask for a body the client holds back).
+    # uvicorn closes a keep-alive connection whose body was not read; a small body is cheaper to read.
     length = req.headers.get("content-length", "")
-    if req.reader is not None or req.body_done or not length.isdigit() or int(length) > limit:
+    if req.body_done or not length.isdigit() or int(length) > limit:
         return
     with contextlib.suppress(Exception):
         while True:

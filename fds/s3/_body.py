@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from isal.isal_zlib import crc32  # zlib's CRC32, ~14x faster (PCLMULQDQ): botocore sends CRC32 by default
 
@@ -25,7 +25,7 @@ from fds.s3._sigv4 import UNSIGNED, SignedRequest
 from fds.s3._xml import S3Error
 from fds.web._types import Receive
 
-__all__ = ["Digests", "Body", "BodyReader", "HashChain", "Window", "cut_tracts", "HASH_STEP"]
+__all__ = ["Digests", "Body", "HashChain", "Window", "cut_tracts", "HASH_STEP"]
 
 _CHECKSUMS = ("crc32", "sha1", "sha256")
 _INLINE = 256 << 10
@@ -176,53 +176,12 @@ class Window:
         self._running.clear()
 
 
-class BodyReader(Protocol):
-    """What the S3 port's server (:class:`fds.s3._http.BodySource`) offers a request: its body read straight from
-    the socket, into the caller's buffer (a ``Content-Length`` body) or in pieces of up to ``limit`` bytes."""
-
-    direct: bool
-    done: bool
-    consumed: int
-
-    async def readinto(self, view: memoryview) -> int: ...
-
-    async def read(self, limit: int = ...) -> bytes | bytearray: ...
-
-
-class _Direct:
-    """A ``Content-Length`` body's payload: pieces as they arrive, or (:meth:`readinto`, which :func:`cut_tracts`
-    uses) read from the socket straight into the tract buffer, with no copy on the way."""
-
-    def __init__(self, body: Body, reader: BodyReader) -> None:
-        self._body = body
-        self._reader = reader
-
-    def __aiter__(self) -> _Direct:
-        return self
-
-    async def __anext__(self) -> bytes | memoryview:
-        piece = await self._reader.read()
-        if not piece:
-            self._body.check_length()
-            raise StopAsyncIteration
-        self._body.received += len(piece)
-        return piece if isinstance(piece, bytes) else memoryview(piece)
-
-    async def readinto(self, view: memoryview) -> int:
-        got = await self._reader.readinto(view)
-        self._body.received += got
-        if got < len(view):
-            self._body.check_length()
-        return got
-
-
 class Body:
     """One request's body: its length (decoded, for aws-chunked) and its payload as it arrives."""
 
     def __init__(self, receive: Receive, headers: dict[str, str], signed: SignedRequest | None,
-                 key: bytes | None, reader: BodyReader | None = None) -> None:
+                 key: bytes | None) -> None:
         self._receive = receive
-        self._reader = reader
         payload = signed.payload_hash if signed is not None else headers.get("x-amz-content-sha256", UNSIGNED)
         self.decoder: ChunkedDecoder | None = None
         encoding = headers.get("content-encoding", "")
@@ -245,38 +204,17 @@ class Body:
         self.digests = Digests(headers, payload)
         self.received = 0
 
-    def pieces(self) -> AsyncIterator[bytes | memoryview]:
-        """The payload as it arrives; IncompleteBody if it ends short of its declared length. From the S3 port's
-        own server, a plain body's pieces also offer ``readinto`` (:func:`cut_tracts` reads tracts with it)."""
-        if self._reader is not None and self._reader.direct and self.decoder is None:
-            return _Direct(self, self._reader)
-        return self._decoded()
-
-    def check_length(self) -> None:
-        if self.size is not None and self.received != self.size:
-            raise S3Error("IncompleteBody", f"the body ended after {self.received} of its declared {self.size} bytes")
-
-    async def _raw(self) -> AsyncIterator[tuple[bytes | bytearray, bool]]:
-        """``(bytes, more)`` as they arrive, from the server's reader or from ASGI messages."""
-        if self._reader is not None:
-            while not self._reader.done:
-                piece = await self._reader.read()
-                yield piece, not self._reader.done
-            return
+    async def pieces(self) -> AsyncIterator[bytes | memoryview]:
+        """The payload as it arrives; IncompleteBody if it ends short of its declared length."""
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise S3Error("IncompleteBody", "the client disconnected before sending the whole body")
-            yield message.get("body", b""), message.get("more_body", False)
-            if not message.get("more_body", False):
-                return
-
-    async def _decoded(self) -> AsyncIterator[bytes | memoryview]:
-        async for chunk, more in self._raw():
+            chunk: bytes = message.get("body", b"")
             if chunk:
                 if self.decoder is None:
                     self.received += len(chunk)
-                    yield chunk if isinstance(chunk, bytes) else memoryview(chunk)
+                    yield chunk
                 else:
                     if self._raw_sha is not None:
                         self._raw_sha.update(chunk)
@@ -285,14 +223,15 @@ class Body:
                         yield piece
             if self.size is not None and self.received > self.size:
                 raise S3Error("IncompleteBody", f"the body is longer than its declared {self.size} bytes")
-            if not more:
+            if not message.get("more_body", False):
                 break
         if self.decoder is not None:
             self.decoder.finish()
             if self._raw_sha is not None and self._raw_sha.hexdigest() != self._raw_expected:
                 raise S3Error("XAmzContentSHA256Mismatch", "the provided x-amz-content-sha256 does not match what was "
                               "computed over the body")
-        self.check_length()
+        if self.size is not None and self.received != self.size:
+            raise S3Error("IncompleteBody", f"the body ended after {self.received} of its declared {self.size} bytes")
 
     def trailers(self) -> dict[str, str]:
         return self.decoder.trailers if self.decoder is not None else {}
@@ -319,19 +258,6 @@ async def cut_tracts(pieces: AsyncIterator[bytes | memoryview], size: int, tract
     """``size`` bytes of ``pieces`` in tract-sized buffers (the last one shorter), hashed by ``chain`` as they
     fill, a :data:`HASH_STEP` at a time: the digests of a one-tract body are mostly done when its last byte
     arrives, rather than starting then."""
-    readinto = getattr(pieces, "readinto", None)
-    if readinto is not None:  # straight from the socket into the tract buffer, hashed a step at a time
-        remaining = size
-        while remaining:
-            buf = uninitialized(min(tract_size, remaining))
-            view = memoryview(buf)
-            for at in range(0, len(buf), HASH_STEP):
-                step = view[at:at + HASH_STEP]
-                await readinto(step)
-                chain.add(step)
-            yield buf
-            remaining -= len(buf)
-        return
     remaining = size
     buf = uninitialized(min(tract_size, remaining))
     filled = hashed = 0

@@ -1,5 +1,5 @@
-"""The S3 port's own HTTP/1.1 (fds/s3/_http.py) on raw sockets: 100-continue both ways, pipelining, chunked
-request bodies, malformed heads, a client that leaves mid-body; and ``fds s3 --workers``."""
+"""The S3 port's HTTP/1.1 on raw sockets, as clients use it: 100-continue both ways, pipelining, chunked request
+bodies, a client that leaves mid-body; and ``fds s3 --workers``."""
 
 from __future__ import annotations
 
@@ -71,13 +71,6 @@ class _Reader:
         body, self.buf = self.buf[:length], self.buf[length:]
         return status, headers, body
 
-    def closed(self) -> bool:
-        self.sock.settimeout(5)
-        try:
-            return not self._more()
-        except ConnectionResetError:
-            return True
-
 
 def _code(body: bytes) -> str:
     return ElementTree.fromstring(body).findtext("Code") or ""
@@ -104,14 +97,21 @@ def test_expect_continue_then_keep_alive(fds_target: S3Target, raw_bucket: str) 
         assert status == 200 and got == body
 
 
-def test_refused_expect_continue_is_answered_without_the_body(fds_target: S3Target, raw_bucket: str) -> None:
+def test_refused_expect_continue(fds_target: S3Target, raw_bucket: str) -> None:
+    body = b"x" * 5000
     with _connect(fds_target) as sock:
         reader = _Reader(sock)
-        sock.sendall(_head(fds_target, "PUT", f"/{raw_bucket}/unsigned", b"x" * 5000, {"expect": "100-continue"},
+        sock.sendall(_head(fds_target, "PUT", f"/{raw_bucket}/unsigned", body, {"expect": "100-continue"},
                            sign=False))
-        status, headers, body = reader.response()  # no 100 first: the body is never asked for
-        assert status == 403 and _code(body) == "AccessDenied"
-        assert headers.get("connection") == "close" and reader.closed()
+        status, headers, answer = reader.response()
+        if status == 100:  # the server reads a small refused body to keep the connection (uvicorn asks for it)
+            sock.sendall(body)
+            status, headers, answer = reader.response()
+        assert status == 403 and _code(answer) == "AccessDenied"
+        if headers.get("connection") != "close":  # kept open: the next request is answered
+            sock.sendall(_head(fds_target, "GET", f"/{raw_bucket}/unsigned"))
+            assert reader.response()[0] == 404
+    assert "Contents" not in fds_target.client().list_objects_v2(Bucket=raw_bucket, Prefix="unsigned")
 
 
 def test_pipelined_requests_answer_in_order(fds_target: S3Target, raw_bucket: str) -> None:
@@ -143,24 +143,14 @@ def test_chunked_transfer_encoding(fds_target: S3Target, raw_bucket: str) -> Non
         assert status == 200 and b"<Deleted><Key>c1</Key></Deleted>" in body, body
         sock.sendall(_head(fds_target, "GET", f"/{raw_bucket}/c1"))  # the same connection goes on
         assert reader.response()[0] == 404
-        # a PUT without a length is S3's 411; the body left unread is of unknown length, so the connection closes
+        # a PUT without a length is S3's 411
         sock.sendall(_head(fds_target, "PUT", f"/{raw_bucket}/nolength", b"abc", {"transfer-encoding": "chunked"})
                      + b"3\r\nabc\r\n0\r\n\r\n")
         status, headers, body = reader.response()
         assert status == 411 and _code(body) == "MissingContentLength"
-        assert headers.get("connection") == "close" and reader.closed()
-
-
-@pytest.mark.parametrize("head", [b"GARBAGE\r\n\r\n", b"GET / HTTP/2.0\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
-                                  b"PUT /a/b HTTP/1.1\r\ncontent-length: 1x\r\n\r\n",
-                                  b"GET / HTTP/1.1\r\nx: " + b"a" * 70000 + b"\r\n\r\n"])
-def test_malformed_heads_get_s3_errors(fds_target: S3Target, head: bytes) -> None:
-    with _connect(fds_target) as sock:
-        reader = _Reader(sock)
-        sock.sendall(head)
-        status, headers, body = reader.response()
-        assert 400 <= status < 506 and _code(body) and headers.get("connection") == "close"
-        assert reader.closed()
+        if headers.get("connection") != "close":
+            sock.sendall(_head(fds_target, "GET", f"/{raw_bucket}/nolength"))
+            assert reader.response()[0] == 404
 
 
 def test_client_leaving_mid_body_leaves_nothing(fds_target: S3Target, raw_bucket: str) -> None:

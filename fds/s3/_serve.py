@@ -50,6 +50,18 @@ def serve_s3(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None
     _Supervisor(app, sock, workers).run(announce)
 
 
+def _die_with_parent() -> None:
+    """Have the kernel send this worker SIGTERM if the parent dies (a killed parent leaves no worker serving)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: a parent killed with SIGKILL leaves its workers to the service manager
+    if os.getppid() == 1:  # the parent died before prctl took hold
+        os._exit(1)
+
+
 class _Supervisor:
     """The parent of ``workers`` forked worker processes serving one socket."""
 
@@ -71,6 +83,7 @@ class _Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _die_with_parent()
 
                 def ready() -> None:
                     os.write(w, b"1")

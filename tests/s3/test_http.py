@@ -3,6 +3,7 @@ bodies, a client that leaves mid-body; and ``fds s3 --workers``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -21,6 +22,7 @@ from botocore.credentials import Credentials
 
 from fds.local import LocalCluster
 from tests.s3._targets import REGION, S3Target, new_bucket_name
+from tests.support.processes import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +193,45 @@ def test_workers_share_one_port(fds_s3: tuple[S3Target, LocalCluster], tmp_path:
         assert all(s3.get_object(Bucket=name, Key=f"k{i}")["Body"].read() == data for i in range(8))
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        assert code == 0, proc.stderr.read()[-3000:] if proc.stderr else code
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_process(proc, 0)  # its workers die with it (PR_SET_PDEATHSIG)
+            raise
+    assert code == 0, proc.stderr.read()[-3000:] if proc.stderr else code
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_workers_die_with_their_parent(fds_s3: tuple[S3Target, LocalCluster], tmp_path: Path) -> None:
+    _, cluster = fds_s3
+    ready = tmp_path / "s3.ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fds", "s3", "--metaserver", cluster.metaserver_url, "--port", "0", "--workers", "2",
+         "--secret-file", str(cluster.secret_file or cluster.dir / "secret"), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+    finally:
+        proc.kill()  # SIGKILL: the parent cannot pass anything on
+        proc.wait()
+
+    def serving(pid: str) -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 15
+        while any(serving(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(serving(pid) for pid in children)
+    finally:  # workers that outlived their parent (the failure this test finds) are stopped by their PIDs
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)

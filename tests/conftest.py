@@ -85,8 +85,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--thrash-seconds", type=float, default=60.0,
-                     help="how long the thrash test kills, restarts, adds and removes servers (default 60)")
+    parser.addoption("--thrash-seconds", type=float, default=30.0,
+                     help="how long the thrash test kills, restarts, adds and removes servers (default 30: about "
+                          "ten actions; the Jepsen harness covers one fault of each kind besides)")
     parser.addoption("--fuzz-examples", type=int, default=None,
                      help="cases per API operation and generation mode in tests/fuzz (default: a small, fixed "
                           "number that keeps the suite quick); raise it for a longer hunt")

@@ -25,7 +25,7 @@ from apps.minutesort._records import Records, argsort_records
 from fds.buffers import uninitialized
 from fds.client import Blob, Client
 
-__all__ = ["gather_rows", "write_sorted"]
+__all__ = ["gather_rows", "write_sorted", "discard_output"]
 
 
 def gather_rows(records: Records, order: Any) -> bytearray:
@@ -90,3 +90,15 @@ async def write_sorted(fds: Client, records: Records, guid: str | None, tract_si
         times["sort"] = times.get("sort", 0.0) + sorted_at - started
         times["gather_write"] = times.get("gather_write", 0.0) + time.perf_counter() - sorted_at
     return output
+
+
+async def discard_output(fds: Client, guid: str) -> None:
+    """Delete an output blob that will not be used (a failed or superseded sort of a bucket), if it can.
+
+    Best effort: the caller's own error (or the head's answer) is what to report, and the head deletes
+    leftover outputs at the end of the sort too.
+    """
+    try:
+        await fds.delete_blob(guid)
+    except Exception:  # noqa: BLE001 - best effort, as said
+        pass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from apps.minutesort._records import Records, as_records, partition
 from fds.client import Blob, BlobExists, BlobNotFound, Client
 from fds.httpclient import HTTPPool
 
-__all__ = ["Dealer", "SpillBlobs"]
+__all__ = ["Dealer", "Shuffle", "SpillBlobs"]
 
 Bytes = bytes | bytearray | memoryview
 
@@ -72,21 +73,35 @@ class SpillBlobs:
         return index
 
 
+@dataclass
+class Shuffle:
+    """What the dealers of one worker's tasks share, for the whole sort: made once, by :meth:`start`."""
+
+    job: Job
+    me: int
+    """This worker's index."""
+    receiver: Receiver
+    """This worker's own receiver: buckets homed here go straight into it."""
+    pool: HTTPPool
+    spills: SpillBlobs
+    slots: dict[int, asyncio.Semaphore]
+    """Bins in flight to each worker: ``bins_in_flight`` at most."""
+    full: set[int] = field(default_factory=set)
+    """Buckets whose home answered 507 (the worker clears it when the epoch goes up: buckets have new homes)."""
+
+    @classmethod
+    def start(cls, job: Job, me: int, receiver: Receiver, pool: HTTPPool, fds: Client) -> Shuffle:
+        return cls(job, me, receiver, pool, SpillBlobs(fds, job.spill_prefix, job.write_in_flight),
+                   {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))})
+
+
 class Dealer:
     """Deals one task's records; :meth:`finish` flushes them and says where each bucket's records went."""
 
-    def __init__(self, job: Job, me: int, task: Task, receiver: Receiver, pool: HTTPPool, spills: SpillBlobs,
-                 full: set[int], slots: dict[int, asyncio.Semaphore]) -> None:
-        self.job = job
-        self.me = me
+    def __init__(self, shuffle: Shuffle, task: Task) -> None:
+        self.shuffle = shuffle
         self.task = task
-        self.receiver = receiver
-        self.pool = pool
-        self.spills = spills
-        self.full = full
-        """Buckets whose home answered 507 (shared by the worker's tasks of one epoch)."""
-        self.slots = slots
-        self.boundaries = [bytes.fromhex(b) for b in job.boundaries]
+        self.boundaries = [bytes.fromhex(b) for b in shuffle.job.boundaries]
         self.only = set(task.only) if task.only is not None else None
         self.pending: dict[int, list[Records]] = defaultdict(list)
         self.pending_bytes: dict[int, int] = defaultdict(int)
@@ -110,7 +125,7 @@ class Dealer:
                 continue
             self.pending[bucket].append(group)
             self.pending_bytes[bucket] += group.nbytes
-            if self.pending_bytes[bucket] >= self.job.bin_bytes:
+            if self.pending_bytes[bucket] >= self.shuffle.job.bin_bytes:
                 await self._flush(bucket)
 
     async def _flush(self, bucket: int) -> None:
@@ -119,22 +134,22 @@ class Dealer:
         if not pieces:
             return
         home = self.task.homes[bucket]
-        if home == self.me and bucket not in self.full:
+        if home == self.shuffle.me and bucket not in self.shuffle.full:
             left: list[Records] = []
             for piece in pieces:
-                if not left and self.receiver.add(bucket, self.task.attempt, piece.reshape(-1).data):
+                if not left and self.shuffle.receiver.add(bucket, self.task.attempt, piece.reshape(-1).data):
                     self._part(bucket).home_records += len(piece)
                 else:
                     left.append(piece)
             if not left:
                 return
-            self.full.add(bucket)
+            self.shuffle.full.add(bucket)
             pieces = left
         body = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        if home < 0 or bucket in self.full:
+        if home < 0 or bucket in self.shuffle.full:
             self._start(self._spill(bucket, body))
             return
-        await self.slots[home].acquire()  # blocks dealing while this receiver has enough in flight
+        await self.shuffle.slots[home].acquire()  # blocks dealing while this receiver has enough in flight
         self._start(self._send(home, bucket, body))
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -144,27 +159,28 @@ class Dealer:
 
     async def _send(self, home: int, bucket: int, body: Records) -> None:
         try:
-            url = (f"{self.job.workers[home]}/v1/bins/{bucket}?job={self.job.job_id}&attempt={self.task.attempt}"
-                   f"&sender={self.me}")
-            resp = await self.pool.request("PUT", url, body=body.reshape(-1).data, headers=auth_headers())
+            job = self.shuffle.job
+            url = (f"{job.workers[home]}/v1/bins/{bucket}?job={job.job_id}&attempt={self.task.attempt}"
+                   f"&sender={self.shuffle.me}")
+            resp = await self.shuffle.pool.request("PUT", url, body=body.reshape(-1).data, headers=auth_headers())
             if resp.status == 200:
                 self._part(bucket).home_records += len(body)
                 self.sent_bytes += body.nbytes
             elif resp.status == 507:  # its memory for records is full: this bucket spills from now on
-                self.full.add(bucket)
+                self.shuffle.full.add(bucket)
                 await self._spill(bucket, body)
             else:
                 raise RuntimeError(f"worker {home} refused a bin: {resp.status} {bytes(resp.body)[:200]!r}")
         except BaseException as exc:  # noqa: BLE001 - kept and raised by the dealing loop
             if self.failure is None:
-                self.failure = RuntimeError(f"cannot send a bin to worker {home} at {self.job.workers[home]}: "
+                self.failure = RuntimeError(f"cannot send a bin to worker {home} at {self.shuffle.job.workers[home]}: "
                                             f"{exc}")
         finally:
-            self.slots[home].release()
+            self.shuffle.slots[home].release()
 
     async def _spill(self, bucket: int, body: Records) -> None:
         try:
-            tract = await self.spills.append(bucket, body.reshape(-1).data)
+            tract = await self.shuffle.spills.append(bucket, body.reshape(-1).data)
             self._part(bucket).pieces.append((tract, len(body)))
         except BaseException as exc:  # noqa: BLE001 - kept and raised by the dealing loop
             if self.failure is None:

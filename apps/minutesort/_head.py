@@ -35,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._budget import (
     NotEnoughMemory,
     Plan,
@@ -336,8 +337,6 @@ async def _sample(blob: Blob, layout: Layout, options: SortOptions) -> np.ndarra
 async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
                    progress: Callable[[str, int, int], None] | None = None) -> SortResult:
     """Sort ``input_blob`` with ``options.workers`` workers; returns the output blobs in key order."""
-    import uvicorn
-
     if options.worker_urls:
         options = replace(options, workers=len(options.worker_urls), spawn=False)
     if options.workers < 1:
@@ -359,10 +358,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
     throttles = {options.slow_worker: options.slow_factor} if options.slow_worker is not None else {}
     sock = bind_socket(options.host, options.port)
     head_url = options.advertise_url.rstrip("/") or url_of(sock, options.host)
-    server = uvicorn.Server(uvicorn.Config(_app(head, throttles), loop="none", http="httptools", lifespan="off",
-                                           access_log=False, log_level="warning", timeout_keep_alive=120,
-                                           timeout_graceful_shutdown=2))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    server, serving = start_server(_app(head, throttles), sock, keep_alive=120)
     spawned: Spawned | None = None
     standing = StandingWorkers(options.worker_urls, head_url, job_id) if options.worker_urls else None
     succeeded = False
@@ -394,8 +390,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
             await asyncio.to_thread(spawned.stop)
         if standing is not None:
             await (standing.wait_idle() if succeeded else standing.cancel())
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await stop_server(server, serving)
         await _clean_up(metaserver, head, succeeded)
     schedule = head.the_schedule()
     assert head.plan is not None

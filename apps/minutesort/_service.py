@@ -56,6 +56,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._auth import http_client, secure_service
 from apps.minutesort._config import WorkerConfig
 from apps.minutesort._protocol import JOB_PATTERN, Invite, ServiceStatus, SoloRequest, SoloResult, SortState
@@ -273,13 +274,11 @@ async def run_service(config: WorkerConfig, *, ready_file: str | None = None) ->
     data_url = config.advertise_data_url.rstrip("/") or url_of(data, config.host)
     service = WorkerService(url, data_url, data, child_flags=child_flags,
                             solo=SoloServer(config.metaserver, max_bytes=config.solo_bytes))
-    server = _Server(uvicorn.Config(service_app(service), loop="none", http="httptools", lifespan="off",
-                                    access_log=False, log_level="warning", timeout_graceful_shutdown=2))
+    server, serving = start_server(service_app(service), control, server_class=_Server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(sockets=[control]))
     watching = asyncio.create_task(service.watch())
     try:
         while not server.started:
@@ -300,8 +299,7 @@ async def run_service(config: WorkerConfig, *, ready_file: str | None = None) ->
         await service.solo.aclose()
         return 0
     finally:
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await stop_server(server, serving)
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         data.close()

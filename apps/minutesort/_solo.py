@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from apps.minutesort._bucketsort import write_sorted
+from apps.minutesort._bucketsort import discard_output, write_sorted
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._layout import Layout
 from apps.minutesort._receive import anonymous
@@ -92,7 +92,7 @@ async def sort_blob(fds: Client, input_blob: str, output: str | None = None, *,
             extend.set_result(0)
         created.cancel()
         if created.done() and not created.cancelled() and created.exception() is None:
-            await _delete(fds, created.result().guid)
+            await discard_output(fds, created.result().guid)
         raise
     times["total"] = time.perf_counter() - started
     return blob, len(records), times
@@ -109,13 +109,6 @@ async def solo_sort(metaserver: str, layout: Layout, started: float) -> SortResu
                                             peak_rss_bytes=0, seconds=times, tracts_given=layout.tracts,
                                             buckets_sorted=1)],
                       bucket_records=[records], mode="solo")
-
-
-async def _delete(fds: Client, guid: str) -> None:
-    try:
-        await fds.delete_blob(guid)
-    except Exception:  # noqa: BLE001 - best effort: the sort's own error is the one to report
-        pass
 
 
 class SoloServer:

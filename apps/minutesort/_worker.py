@@ -35,10 +35,11 @@ import httpx
 import numpy as np
 from fastapi import FastAPI
 
+from apps.minutesort._aio import start_server, stop_server
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
-from apps.minutesort._bucketsort import write_sorted
+from apps.minutesort._bucketsort import discard_output, write_sorted
 from apps.minutesort._budget import mem_available
-from apps.minutesort._deal import Dealer, SpillBlobs
+from apps.minutesort._deal import Dealer, Shuffle
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._layout import Layout, LayoutError, Stitcher
 from apps.minutesort._protocol import (
@@ -95,8 +96,6 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     for bins (``sock``, bound once by the service), its own pid and URL;
     the worker stops if that process dies.
     """
-    import uvicorn
-
     receiver_ready: asyncio.Future[Receiver] = asyncio.get_running_loop().create_future()
     app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it holds, and "
                               "hands buckets over.", role="minutesort-worker")
@@ -117,9 +116,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     app.mount("/v1/buckets", cast(Any, waiting_for_job("buckets")))
     sock = sock if sock is not None else bind_socket(host, 0)
     url = advertise or url_of(sock, host)
-    server = uvicorn.Server(uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                           log_level="warning", timeout_keep_alive=120, timeout_graceful_shutdown=2))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    server, serving = start_server(app, sock, keep_alive=120)
     http = http_client(60.0)
     pool = bins_pool(300.0)
     registration = Register(url=url, pid=os.getpid(), job=job, service=service_url, budget=budget,
@@ -140,8 +137,7 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
                              max(throttle, head_throttle), service_pid)
             return await worker.run()
     finally:
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await stop_server(server, serving)
         await http.aclose()
         await pool.aclose()
 
@@ -194,9 +190,7 @@ class _Worker:
         self.service_pid = service_pid
         self.layout = Layout(guid=job.input_blob, tracts=job.tracts, stride=job.stride, last=job.last,
                              tract_size=job.tract_size)
-        self.spills = SpillBlobs(fds, job.spill_prefix, job.write_in_flight)
-        self.full: set[int] = set()
-        self.slots = {w: asyncio.Semaphore(job.bins_in_flight) for w in range(len(job.workers))}
+        self.shuffle = Shuffle.start(job, me, receiver, pool, fds)
         self.epoch = 0
         self.aborted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.times: dict[str, float] = {"read_deal": 0.0, "sort": 0.0, "gather_write": 0.0, "fetch": 0.0}
@@ -262,7 +256,7 @@ class _Worker:
     def _see_epoch(self, epoch: int) -> None:
         if epoch > self.epoch:
             self.epoch = epoch
-            self.full.clear()  # buckets have new homes
+            self.shuffle.full.clear()  # buckets have new homes
 
     async def _beat(self) -> None:
         while not self.aborted.done():
@@ -295,7 +289,7 @@ class _Worker:
     # -- read and deal ---------------------------------------------------------------------------------
     async def _unit(self, input_blob: Any, task: Task) -> None:
         started = time.perf_counter()
-        dealer = Dealer(self.job, self.me, task, self.receiver, self.pool, self.spills, self.full, self.slots)
+        dealer = Dealer(self.shuffle, task)
         head = tail = b""
         try:
             if task.kind == "read":
@@ -367,16 +361,10 @@ class _Worker:
             log.info("worker %d: bucket %d failed: %s", self.me, task.bucket, exc)  # the head gives it to another
             report.failed, report.lost = f"worker {self.me}: {exc}", task.source not in (-1, self.me)
             if written:
-                await self._delete(guid)
+                await discard_output(self.fds, guid)
         answer = await _post(self.http, f"{self.head}/v1/sorted", report)
         if not answer.get("accepted", True) and report.output:
-            await self._delete(guid)  # the head gave the bucket to another worker meanwhile
-
-    async def _delete(self, guid: str) -> None:
-        try:
-            await self.fds.delete_blob(guid)
-        except Exception:  # noqa: BLE001 - the head deletes leftovers at the end too
-            pass
+            await discard_output(self.fds, guid)  # the head gave the bucket to another worker meanwhile
 
     async def _gather(self, task: Task) -> Records:
         """The bucket's records in one array: from memory here or at a peer, and from fds where they spilled."""
@@ -394,7 +382,7 @@ class _Worker:
         flat[:at] = resident.reshape(-1)
         del resident
         self.receiver.release(task.bucket)
-        blob = await self.spills.blob(task.bucket)
+        blob = await self.shuffle.spills.blob(task.bucket)
         async for _, data in blob.read_tracts(task.pieces, window=self.job.read_in_flight):
             if at + len(data) > len(flat):
                 raise RuntimeError(f"bucket {task.bucket}: its spilled pieces hold more than {task.expected} records")

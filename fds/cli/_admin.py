@@ -11,7 +11,7 @@ import httpx
 from fds import tls
 from fds.auth import Credentials, HttpxAuth
 from fds.cli import EXIT_OK
-from fds.cli._blobs import _command, _run
+from fds.cli._run import command, run
 from fds.client import Client
 from fds.errors import Unavailable, error_from_response
 
@@ -32,7 +32,7 @@ async def _post_admin(client: Client, path: str, what: str) -> Any:
     return resp.json()
 
 
-@_command
+@command
 def _decommission(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         result = await _post_admin(client, f"/v1/servers/{args.server}/decommission", f"decommission {args.server}")
@@ -45,10 +45,10 @@ def _decommission(args: argparse.Namespace) -> int:
                   + ". `fds status` shows it as 'decommissioned' once it holds no rows; then stop it.")
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _declare_dead(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         result = await _post_admin(client, f"/v1/servers/{args.server}/declare-dead", f"declare {args.server} dead")
@@ -61,7 +61,7 @@ def _declare_dead(args: argparse.Namespace) -> int:
                     "has as a filling holder.")
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, epilog: str) -> None:

@@ -14,88 +14,26 @@ and messages go to stderr, so ``fds get GUID - | ...`` is safe.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
-from fds.auth import AuthError
-from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_UNREACHABLE
-from fds.cli._output import OutputError, download, open_output
+from fds.cli import EXIT_OK
+from fds.cli._output import Output, download
+from fds.cli._run import command, reading, run, writing
 from fds.cli.discover import NoCluster, find_metaserver
-from fds.client import Blob, BlobExists, BlobNotFound, ChecksumMismatch, Client, FDSError, Unavailable
+from fds.client import Blob, BlobExists, BlobNotFound, Client, FDSError
 from fds.guid import parse_guid
 from fds.models import BlobInfo, ClusterStatus, MemberState
 from fds.progress import byte_bar
 
 __all__ = ["add_parsers", "find_metaserver", "NoCluster"]
 
-T = TypeVar("T")
-
 _DISCOVERY = ("Which cluster: --metaserver URL, else $FDS_METASERVER, else the \"metaserver\" of ./.fds/cluster.json "
               "(written by `fds local up`).")
 _EXIT_CODES = "Exit codes: 0 ok, 1 fds or file error, 2 bad usage, 3 no cluster found or cluster unreachable."
-
-
-# -- running a command ---------------------------------------------------------------
-def _fail(message: object, code: int = EXIT_ERROR) -> int:
-    print("fds: " + " ".join(str(message).split()), file=sys.stderr)
-    return code
-
-
-def _arun(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-def _run(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
-    """Find the cluster, run ``work`` with a client, and turn failures into exit codes."""
-    try:
-        metaserver = find_metaserver(args.metaserver)
-    except NoCluster as exc:
-        return _fail(exc, EXIT_UNREACHABLE)
-
-    async def main() -> int:
-        async with Client(metaserver) as client:
-            return await work(client)
-
-    try:
-        return _arun(main())
-    except AuthError as exc:  # the secret file named by FDS_SECRET_FILE or ./.fds is unusable
-        return _fail(exc)
-    except ChecksumMismatch as exc:  # an Unavailable, but about the data, not the cluster
-        return _fail(exc)
-    except Unavailable as exc:
-        return _fail(exc, EXIT_UNREACHABLE)
-    except FDSError as exc:
-        return _fail(exc)
-    except BrokenPipeError:  # e.g. `fds get GUID - | head`: stop quietly
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}")
-
-
-def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report an fds error raised before the cluster is contacted (a malformed GUID) as exit 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except FDSError as exc:
-            return _fail(exc)
-
-    run.__doc__ = fn.__doc__
-    return run
 
 
 async def _fresh_blob(client: Client, guid: bytes | None) -> Blob:
@@ -112,19 +50,14 @@ async def _fresh_blob(client: Client, guid: bytes | None) -> Blob:
 
 
 # -- commands ----------------------------------------------------------------------------
-@_command
+@command
 def _put(args: argparse.Namespace) -> int:
     guid = parse_guid(args.blob) if args.blob else None
-    try:
-        source: BinaryIO = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
-    except OSError as exc:
-        return _fail(f"cannot read {args.file}: {exc.strerror}")
 
-    async def work(client: Client) -> int:
+    async def work(client: Client, source: BinaryIO, size: int | None) -> int:
         tract_size = (await client.table()).tract_size
         blob = await _fresh_blob(client, guid)
         try:
-            size = os.fstat(source.fileno()).st_size if source is not sys.stdin.buffer else None
             with byte_bar("put", size, quiet=size is not None and size <= tract_size) as bar:
                 await blob.write_from(source, progress=bar)
         except BaseException:
@@ -134,22 +67,14 @@ def _put(args: argparse.Namespace) -> int:
         print(blob.guid, flush=True)
         return EXIT_OK
 
-    try:
-        return _run(args, work)
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+    return reading(args, args.file, work)
 
 
-@_command
+@command
 def _get(args: argparse.Namespace) -> int:
     guid = parse_guid(args.guid)
-    try:
-        output = open_output(args.out)
-    except OutputError as exc:
-        return _fail(exc)
 
-    async def work(client: Client) -> int:
+    async def work(client: Client, output: Output) -> int:
         info = await client.stat(guid)
         tract_size = (await client.table()).tract_size
         blob = Blob(client, guid, info.incarnation)
@@ -159,14 +84,10 @@ def _get(args: argparse.Namespace) -> int:
         output.commit(length)
         return EXIT_OK
 
-    try:
-        code = _run(args, work)
-    finally:
-        output.abort()  # after a commit, a no-op
-    return code
+    return writing(args, args.out, work)
 
 
-@_command
+@command
 def _stat(args: argparse.Namespace) -> int:
     guid = parse_guid(args.guid)
 
@@ -178,7 +99,7 @@ def _stat(args: argparse.Namespace) -> int:
             _print_info(info)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _print_info(info: BlobInfo) -> None:
@@ -189,7 +110,7 @@ def _print_info(info: BlobInfo) -> None:
     print(f"guid     {info.guid}\ntracts   {info.tracts}\nlength   {length}\ncreated  {created}")
 
 
-@_command
+@command
 def _rm(args: argparse.Namespace) -> int:
     guid = parse_guid(args.guid)
 
@@ -197,10 +118,10 @@ def _rm(args: argparse.Namespace) -> int:
         await client.delete_blob(guid)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _status(args: argparse.Namespace) -> int:
     async def work(client: Client) -> int:
         status = await client.cluster_status()
@@ -212,7 +133,7 @@ def _status(args: argparse.Namespace) -> int:
             _print_status(status, client.metaserver)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _print_status(status: ClusterStatus, metaserver: str) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
-from fds.cli._blobs import _command, _fail, _run
-from fds.cli._output import OutputError, download, open_output
+from fds.cli._output import Output, download, open_output
+from fds.cli._run import command, fail, reading, run, writing
 from fds.client import Bucket, Client, FDSError, KeyNotFound, ObjectInfo, ObjectReader
 from fds.names import check_bucket
 from fds.progress import byte_bar, count_bar
@@ -55,7 +55,7 @@ def _bucket_only(text: str) -> str:
 
 
 # -- buckets --------------------------------------------------------------------------------
-@_command
+@command
 def _mb(args: argparse.Namespace) -> int:
     name = _bucket_only(args.bucket)
 
@@ -64,10 +64,10 @@ def _mb(args: argparse.Namespace) -> int:
         print(f"made fds://{name}", file=sys.stderr)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _rb(args: argparse.Namespace) -> int:
     name = _bucket_only(args.bucket)
 
@@ -79,7 +79,7 @@ def _rb(args: argparse.Namespace) -> int:
         print(f"removed fds://{name}", file=sys.stderr)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 # -- listing ----------------------------------------------------------------------------------
@@ -87,11 +87,11 @@ def _when(mtime: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))
 
 
-@_command
+@command
 def _ls(args: argparse.Namespace) -> int:
     parsed = parse_url(args.path) if args.path else None
     if args.path and parsed is None:
-        return _fail(f"{args.path!r} is not an fds name: write fds://BUCKET/PREFIX (or nothing, for the buckets)",
+        return fail(f"{args.path!r} is not an fds name: write fds://BUCKET/PREFIX (or nothing, for the buckets)",
                      EXIT_USAGE)
 
     async def work(client: Client) -> int:
@@ -114,7 +114,7 @@ def _ls(args: argparse.Namespace) -> int:
             print(f"fds: nothing under fds://{bucket}/{prefix}", file=sys.stderr)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _json(text: str) -> str:
@@ -124,18 +124,18 @@ def _json(text: str) -> str:
 
 
 # -- copying ------------------------------------------------------------------------------------
-@_command
+@command
 def _cp(args: argparse.Namespace) -> int:
     src, dst = parse_url(args.source), parse_url(args.target)
     if src is None and dst is None:
-        return _fail("one of SOURCE and TARGET must be an fds:// name (use cp for local copies)", EXIT_USAGE)
+        return fail("one of SOURCE and TARGET must be an fds:// name (use cp for local copies)", EXIT_USAGE)
     if args.recursive:
         return _cp_recursive(args, src, dst)
     if src is None:
         assert dst is not None
         return _upload(args, args.source, dst)
     if not src[1]:
-        return _fail(f"{args.source!r} names a bucket, not an object; add -r to copy everything in it", EXIT_USAGE)
+        return fail(f"{args.source!r} names a bucket, not an object; add -r to copy everything in it", EXIT_USAGE)
     if dst is None:
         return _download(args, src, args.target)
 
@@ -147,34 +147,23 @@ def _cp(args: argparse.Namespace) -> int:
             await client.bucket(bucket).copy(src[1], key, source_bucket=src[0], progress=bar)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _upload(args: argparse.Namespace, path: str, dst: tuple[str, str]) -> int:
     bucket, key = dst
     if not key or key.endswith("/"):
         if path == "-":
-            return _fail("name the key to upload stdin to: fds://BUCKET/KEY", EXIT_USAGE)
+            return fail("name the key to upload stdin to: fds://BUCKET/KEY", EXIT_USAGE)
         key += os.path.basename(path)
-    try:
-        source: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")
-    except IsADirectoryError:
-        return _fail(f"{path} is a directory; add -r to copy what is in it", EXIT_USAGE)
-    except OSError as exc:
-        return _fail(f"cannot read {path}: {exc.strerror}")
 
-    async def work(client: Client) -> int:
-        size = os.fstat(source.fileno()).st_size if source is not sys.stdin.buffer else None
+    async def work(client: Client, source: BinaryIO, size: int | None) -> int:
         with byte_bar("put", size, quiet=size is not None and size <= 64 << 20) as bar:
             await client.bucket(bucket).put(key, source, content_type=args.content_type or _guess_type(key),
                                             if_none_match=args.no_clobber, progress=bar)
         return EXIT_OK
 
-    try:
-        return _run(args, work)
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+    return reading(args, path, work, if_directory=f"{path} is a directory; add -r to copy what is in it")
 
 
 def _guess_type(key: str) -> str:
@@ -187,22 +176,15 @@ def _download(args: argparse.Namespace, src: tuple[str, str], target: str) -> in
     bucket, key = src
     if target != "-" and (target.endswith("/") or Path(target).is_dir()):
         target = os.path.join(target, key.rsplit("/", 1)[-1])
-    try:
-        output = open_output(target)
-    except OutputError as exc:
-        return _fail(exc)
 
-    async def work(client: Client) -> int:
+    async def work(client: Client, output: Output) -> int:
         await _fetch(client, await client.bucket(bucket).reader(key), output)
         return EXIT_OK
 
-    try:
-        return _run(args, work)
-    finally:
-        output.abort()  # after a commit, a no-op
+    return writing(args, target, work)
 
 
-async def _fetch(client: Client, reader: ObjectReader, output: Any, *, quiet: bool = False) -> None:
+async def _fetch(client: Client, reader: ObjectReader, output: Output, *, quiet: bool = False) -> None:
     info = reader.info
     if reader.blob is None:  # a small object kept inline in its name record
         data = await reader.read_range()
@@ -224,7 +206,7 @@ def _cp_recursive(args: argparse.Namespace, src: tuple[str, str] | None, dst: tu
             assert dst is not None
             root = Path(args.source)
             if not root.is_dir():
-                return _fail(f"{root} is not a directory")
+                return fail(f"{root} is not a directory")
             files = sorted(p for p in root.rglob("*") if p.is_file())
             prefix = dst[1] if not dst[1] or dst[1].endswith("/") else dst[1] + "/"
             bucket = client.bucket(dst[0])
@@ -254,14 +236,14 @@ def _cp_recursive(args: argparse.Namespace, src: tuple[str, str] | None, dst: tu
                 bar.advance()
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _mv(args: argparse.Namespace) -> int:
     src, dst = _need_key(args.source), parse_url(args.target)
     if dst is None:
-        return _fail("fds mv moves between fds:// names; use fds cp to download", EXIT_USAGE)
+        return fail("fds mv moves between fds:// names; use fds cp to download", EXIT_USAGE)
 
     async def work(client: Client) -> int:
         key = dst[1] + src[1].rsplit("/", 1)[-1] if not dst[1] or dst[1].endswith("/") else dst[1]
@@ -272,10 +254,10 @@ def _mv(args: argparse.Namespace) -> int:
             await client.bucket(src[0]).delete(src[1])
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _cat(args: argparse.Namespace) -> int:
     names = [_need_key(p) for p in args.paths]
 
@@ -289,15 +271,15 @@ def _cat(args: argparse.Namespace) -> int:
         out.flush()
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
-@_command
+@command
 def _rm(args: argparse.Namespace) -> int:
     names = [parse_url(p) for p in args.paths]
     for path, parsed in zip(args.paths, names, strict=True):
         if parsed is None or (not parsed[1] and not args.recursive):
-            return _fail(f"{path!r} is not an object: write fds://BUCKET/KEY (with -r, fds://BUCKET/PREFIX)",
+            return fail(f"{path!r} is not an object: write fds://BUCKET/KEY (with -r, fds://BUCKET/PREFIX)",
                          EXIT_USAGE)
 
     async def work(client: Client) -> int:
@@ -316,7 +298,7 @@ def _rm(args: argparse.Namespace) -> int:
                 code = EXIT_ERROR
         return code
 
-    return _run(args, work)
+    return run(args, work)
 
 
 async def _remove_all(bucket: Bucket, prefix: str) -> int:

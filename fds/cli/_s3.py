@@ -15,7 +15,7 @@ from typing import Any
 
 from fds.auth import AuthError, Credentials
 from fds.cli import EXIT_OK
-from fds.cli._blobs import _fail, _run
+from fds.cli._run import fail, run
 from fds.client import Client
 from fds.config import S3Config
 
@@ -46,9 +46,9 @@ def _key_create(args: argparse.Namespace) -> int:
     try:
         secret = _secret(args)
     except AuthError as exc:
-        return _fail(exc)
+        return fail(exc)
     if secret is None:
-        return _fail("an access key's secret is derived from the cluster secret: pass --secret-file FILE, set "
+        return fail("an access key's secret is derived from the cluster secret: pass --secret-file FILE, set "
                      "FDS_SECRET_FILE, or run in the directory of an `fds local up` cluster")
 
     async def work(client: Client) -> int:
@@ -62,7 +62,7 @@ def _key_create(args: argparse.Namespace) -> int:
             print(f"access key  {key.access_key}\nsecret key  {key.secret}\nscope       {key.scope}")
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _key_list(args: argparse.Namespace) -> int:
@@ -77,7 +77,7 @@ def _key_list(args: argparse.Namespace) -> int:
                 print(f"{k.access_key}  {k.scope:<5}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(k.created))}")
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def _key_delete(args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def _key_delete(args: argparse.Namespace) -> int:
               "default)", file=sys.stderr)
         return EXIT_OK
 
-    return _run(args, work)
+    return run(args, work)
 
 
 def add_parsers(sub: Any) -> None:

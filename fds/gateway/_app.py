@@ -26,29 +26,34 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from fds.auth import process_credentials
 from fds.client import DEFAULT_IN_FLIGHT, Blob, BlobExists, BlobInfo, BlobNotFound, Client, FDSError
 from fds.config import GatewayConfig
-from fds.errors import BadRequest, Conflict, PastEnd
+from fds.errors import BadRequest, Conflict
+from fds.gateway._http import (
+    BYTES,
+    ERROR,
+    OCTETS,
+    client_of,
+    content_length,
+    range_not_satisfiable,
+    raw_body,
+    request_body,
+)
 from fds.gateway._objects import add_object_routes
 from fds.gateway._transfer import download, upload
 from fds.guid import parse_guid
 from fds.models import CreatedBlob
 from fds.ranges import parse_range, resolve_range
 from fds.web import create_app as create_base_app
-from fds.web import error_response, json_response
+from fds.web import json_response
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("fds.gateway")
 
-_OCTETS = "application/octet-stream"
-_RAW_BODY = {"requestBody": {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
-                             "required": True}}
-_ERROR = {"description": "fds error body: `{\"error\": {\"code\": ..., \"message\": ...}}`"}
-_BYTES = {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}}}
+_RAW_BODY = raw_body(required=True)
 
 _PUT_DOC = """Upload a whole blob from the request body, creating it if missing.
 
@@ -96,24 +101,6 @@ def _blob_headers(info: BlobInfo) -> dict[str, str]:
     if length is not None:
         headers["content-length"] = str(length)
     return headers
-
-
-def _content_length(request: Request) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return None
-    if not declared.isdigit() or not declared.isascii():
-        raise BadRequest(f"Content-Length {declared[:40]!r} is not a byte count", code="bad_content_length")
-    return int(declared)
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client that hangs up mid-body gets a clear error logged."""
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect:
-        raise BadRequest("the client disconnected before sending the whole body", code="incomplete_body") from None
 
 
 async def _fresh_blob(client: Client, guid: bytes) -> Blob:
@@ -164,47 +151,43 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
     app.router.lifespan_context = lifespan
     window = config.max_in_flight
 
-    def fds(request: Request) -> Client:
-        found: Client = request.app.state.client
-        return found
-
     @app.post("/v1/blobs", status_code=201, response_model=CreatedBlob, tags=["blobs"],
-              responses={503: _ERROR}, summary="Create an empty blob with a random GUID.")
+              responses={503: ERROR}, summary="Create an empty blob with a random GUID.")
     async def create_blob(request: Request) -> Response:
-        blob = await fds(request).create_blob()
+        blob = await client_of(request).create_blob()
         return json_response(CreatedBlob(guid=blob.guid), status=201)
 
     @app.put("/v1/blobs/{guid}", status_code=201, response_model=BlobInfo, tags=["blobs"],
-             openapi_extra=_RAW_BODY, responses={400: _ERROR, 409: _ERROR, 503: _ERROR},
+             openapi_extra=_RAW_BODY, responses={400: ERROR, 409: ERROR, 503: ERROR},
              summary="Upload a whole blob (replaces one that exists; not atomic).", description=_PUT_DOC)
     async def put_blob(guid: str, request: Request) -> Response:
         raw = parse_guid(guid)
-        length = _content_length(request)
-        client = fds(request)
+        length = content_length(request)
+        client = client_of(request)
         tract_size = (await client.table()).tract_size
         blob = await _fresh_blob(client, raw)
         try:
-            await upload(blob, _body(request), tract_size=tract_size, window=window, length=length)
+            await upload(blob, request_body(request), tract_size=tract_size, window=window, length=length)
         except BaseException:
             await _discard(client, raw)
             raise
         return json_response(await blob.stat(), status=201)
 
-    @app.head("/v1/blobs/{guid}", tags=["blobs"], responses={404: _ERROR},
+    @app.head("/v1/blobs/{guid}", tags=["blobs"], responses={404: ERROR},
               summary="A blob's length (Content-Length, when recorded) and tracts (X-FDS-Tracts).")
     async def head_blob(guid: str, request: Request) -> Response:
-        info = await fds(request).stat(parse_guid(guid))
-        response = Response(status_code=200, headers=_blob_headers(info), media_type=_OCTETS)
+        info = await client_of(request).stat(parse_guid(guid))
+        response = Response(status_code=200, headers=_blob_headers(info), media_type=OCTETS)
         if _known_length(info) is None:
             del response.headers["content-length"]  # unknown, not zero
         return response
 
     @app.get("/v1/blobs/{guid}", tags=["blobs"], response_class=StreamingResponse,
-             responses={200: _BYTES, 206: _BYTES, 400: _ERROR, 404: _ERROR, 416: _ERROR},
+             responses={200: BYTES, 206: BYTES, 400: ERROR, 404: ERROR, 416: ERROR},
              summary="Download a blob, whole or one byte range.", description=_GET_DOC)
     async def get_blob(guid: str, request: Request) -> Response:
         raw = parse_guid(guid)
-        client = fds(request)
+        client = client_of(request)
         info = await client.stat(raw)
         tract_size = (await client.table()).tract_size
         blob = Blob(client, raw, info.incarnation)
@@ -213,27 +196,23 @@ def create_app(config: GatewayConfig, *, client: Client | None = None) -> FastAP
         spec = None if "if-range" in request.headers else parse_range(request.headers.get("range"))
         if spec is None:
             body = download(blob, start=0, end=length, tracts=info.tracts, tract_size=tract_size, window=window)
-            return StreamingResponse(body, headers=headers, media_type=_OCTETS)
+            return StreamingResponse(body, headers=headers, media_type=OCTETS)
         if length is None:
             raise BadRequest(f"blob {blob.guid} has no recorded byte length (it was written through the tract "
                              "API), so byte ranges are undefined; GET it without Range", code="range_needs_length")
         selected = resolve_range(spec, length)
         if selected is None:
-            response = error_response(PastEnd(f"range {request.headers['range']!r} selects no byte of blob "
-                                              f"{blob.guid}, which is {length} bytes long",
-                                              code="range_not_satisfiable"))
-            response.headers["content-range"] = f"bytes */{length}"
-            return response
+            return range_not_satisfiable(request, f"blob {blob.guid}", length)
         headers["content-length"] = str(selected.end - selected.start)
         headers["content-range"] = selected.content_range(length)
         body = download(blob, start=selected.start, end=selected.end, tracts=info.tracts, tract_size=tract_size,
                         window=window)
-        return StreamingResponse(body, status_code=206, headers=headers, media_type=_OCTETS)
+        return StreamingResponse(body, status_code=206, headers=headers, media_type=OCTETS)
 
-    @app.delete("/v1/blobs/{guid}", status_code=204, tags=["blobs"], responses={404: _ERROR},
+    @app.delete("/v1/blobs/{guid}", status_code=204, tags=["blobs"], responses={404: ERROR},
                 summary="Delete a blob; its tracts are collected later.")
     async def delete_blob(guid: str, request: Request) -> Response:
-        await fds(request).delete_blob(parse_guid(guid))
+        await client_of(request).delete_blob(parse_guid(guid))
         return Response(status_code=204)
 
     add_object_routes(app, window)

@@ -21,23 +21,28 @@ from urllib.parse import unquote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.requests import ClientDisconnect
 
-from fds.client import Bucket, BucketInfo, Client, ObjectInfo, ObjectReader
-from fds.errors import BadRequest, PastEnd, PreconditionFailed
+from fds.client import Bucket, BucketInfo, ObjectInfo, ObjectReader
+from fds.errors import BadRequest, PreconditionFailed
+from fds.gateway._http import (
+    BYTES,
+    ERROR,
+    OCTETS,
+    client_of,
+    content_length,
+    range_not_satisfiable,
+    raw_body,
+    request_body,
+)
 from fds.models import NameListing, RenameRequest
 from fds.names import meta_header_text, meta_header_value
 from fds.ranges import parse_range, resolve_range
-from fds.web import error_response, json_response
+from fds.web import json_response
 
 __all__ = ["add_object_routes"]
 
-_OCTETS = "application/octet-stream"
 _META = "x-fds-meta-"
-_ERROR = {"description": "fds error body: `{\"error\": {\"code\": ..., \"message\": ...}}`"}
-_BYTES = {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}}}
-_RAW_BODY = {"requestBody": {"content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
-                             "required": False}}
+_RAW_BODY = raw_body(required=False)  # a copy (X-FDS-Copy-Source) has none
 
 _PUT_DOC = """Upload an object from the request body, or copy one (`X-FDS-Copy-Source: bucket/key`, no body).
 
@@ -63,7 +68,7 @@ def _etag(info: ObjectInfo) -> str:
 
 def _headers(info: ObjectInfo) -> dict[str, str]:
     headers = {"etag": _etag(info), "last-modified": formatdate(info.mtime, usegmt=True), "accept-ranges": "bytes",
-               "content-type": info.content_type or _OCTETS, "content-length": str(info.size)}
+               "content-type": info.content_type or OCTETS, "content-length": str(info.size)}
     for name, value in info.meta.items():
         headers[_META + name] = meta_header_value(value)
     return headers
@@ -92,68 +97,47 @@ def _conditions(request: Request) -> tuple[str | None, bool]:
     return if_match, if_none is not None
 
 
-def _content_length(request: Request) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return None
-    if not declared.isdigit() or not declared.isascii():
-        raise BadRequest(f"Content-Length {declared[:40]!r} is not a byte count", code="bad_content_length")
-    return int(declared)
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect:
-        raise BadRequest("the client disconnected before sending the whole body", code="incomplete_body") from None
-
-
 def add_object_routes(app: FastAPI, window: int) -> None:
     """Add the bucket and object routes; each request moves at most ``window`` tracts at once."""
 
-    def fds(request: Request) -> Client:
-        found: Client = request.app.state.client
-        return found
-
     @app.get("/v1/buckets", response_model=list[BucketInfo], tags=["objects"], summary="Every bucket, by name.")
     async def list_buckets(request: Request) -> Response:
-        return json_response([b.model_dump() for b in await fds(request).list_buckets()])
+        return json_response([b.model_dump() for b in await client_of(request).list_buckets()])
 
     @app.put("/v1/buckets/{bucket}", status_code=201, response_model=BucketInfo, tags=["objects"],
-             responses={400: _ERROR, 409: _ERROR}, summary="Create a bucket (S3's naming rules).")
+             responses={400: ERROR, 409: ERROR}, summary="Create a bucket (S3's naming rules).")
     async def create_bucket(bucket: str, request: Request) -> Response:
-        made = await fds(request).create_bucket(bucket)
+        made = await client_of(request).create_bucket(bucket)
         return json_response(await made.info(), status=201)
 
-    @app.head("/v1/buckets/{bucket}", tags=["objects"], responses={404: _ERROR}, summary="Whether a bucket exists.")
+    @app.head("/v1/buckets/{bucket}", tags=["objects"], responses={404: ERROR}, summary="Whether a bucket exists.")
     async def head_bucket(bucket: str, request: Request) -> Response:
-        info = await fds(request).bucket(bucket).info()
+        info = await client_of(request).bucket(bucket).info()
         return Response(status_code=200, headers={"x-fds-created": f"{info.created:.6f}"})
 
-    @app.delete("/v1/buckets/{bucket}", status_code=204, tags=["objects"], responses={404: _ERROR, 409: _ERROR},
+    @app.delete("/v1/buckets/{bucket}", status_code=204, tags=["objects"], responses={404: ERROR, 409: ERROR},
                 summary="Delete an empty bucket (409 bucket_not_empty otherwise).")
     async def delete_bucket(bucket: str, request: Request) -> Response:
-        await fds(request).delete_bucket(bucket)
+        await client_of(request).delete_bucket(bucket)
         return Response(status_code=204)
 
-    @app.get("/v1/buckets/{bucket}/objects", tags=["objects"], responses={400: _ERROR, 404: _ERROR},
+    @app.get("/v1/buckets/{bucket}/objects", tags=["objects"], responses={400: ERROR, 404: ERROR},
              response_model=NameListing, summary="One page of keys in UTF-8 order (prefix, delimiter, pages).")
     async def list_objects(bucket: str, request: Request, prefix: str = Query(default="", max_length=1024),
                            delimiter: str = Query(default="", max_length=64),
                            start_after: str = Query(default="", max_length=1024),
                            page_token: str | None = Query(default=None, max_length=2048),
                            limit: int = Query(default=1000, ge=1, le=10_000)) -> Response:
-        page = await fds(request).bucket(bucket).list(prefix, delimiter=delimiter, start_after=start_after,
+        page = await client_of(request).bucket(bucket).list(prefix, delimiter=delimiter, start_after=start_after,
                                                       page_token=page_token, limit=limit)
         return json_response({"objects": [o.model_dump() for o in page.objects], "prefixes": page.prefixes,
                               "next_token": page.next_token})
 
     @app.put("/v1/buckets/{bucket}/objects/{key:path}", response_model=ObjectInfo, tags=["objects"],
-             openapi_extra=_RAW_BODY, responses={400: _ERROR, 404: _ERROR, 412: _ERROR},
+             openapi_extra=_RAW_BODY, responses={400: ERROR, 404: ERROR, 412: ERROR},
              summary="Upload an object atomically (or copy one inside the cluster).", description=_PUT_DOC)
     async def put_object(bucket: str, key: str, request: Request) -> Response:
-        target = fds(request).bucket(bucket)
+        target = client_of(request).bucket(bucket)
         if_match, if_none_match = _conditions(request)
         source = request.headers.get("x-fds-copy-source")
         if source is not None:
@@ -164,11 +148,11 @@ def add_object_routes(app: FastAPI, window: int) -> None:
                 raise BadRequest("a copy takes If-None-Match: * only", code="bad_condition")
             info = await target.copy(src_key, key, source_bucket=src_bucket, if_none_match=if_none_match)
         else:
-            length = _content_length(request)
+            length = content_length(request)
             writer = await target.writer(key, size=length, content_type=request.headers.get("content-type", ""),
                                          meta=_meta_headers(request), if_match=if_match,
                                          if_none_match=if_none_match, window=window)
-            info = await writer.write_all(_body(request))
+            info = await writer.write_all(request_body(request))
         response = json_response(info)
         response.headers["etag"] = _etag(info)
         return response
@@ -183,17 +167,17 @@ def add_object_routes(app: FastAPI, window: int) -> None:
             return info, None, Response(status_code=304, headers={"etag": _etag(info)})
         return info, reader, None
 
-    @app.head("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], responses={404: _ERROR},
+    @app.head("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], responses={404: ERROR},
               summary="An object's size, ETag, time, type and metadata, as headers.")
     async def head_object(bucket: str, key: str, request: Request) -> Response:
-        info, _, early = await _object(fds(request).bucket(bucket), key, request)
+        info, _, early = await _object(client_of(request).bucket(bucket), key, request)
         return early or Response(status_code=200, headers=_headers(info))
 
     @app.get("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], response_class=StreamingResponse,
-             responses={200: _BYTES, 206: _BYTES, 304: {}, 404: _ERROR, 412: _ERROR, 416: _ERROR},
+             responses={200: BYTES, 206: BYTES, 304: {}, 404: ERROR, 412: ERROR, 416: ERROR},
              summary="Download an object, whole or one byte range.", description=_GET_DOC)
     async def get_object(bucket: str, key: str, request: Request) -> Response:
-        info, reader, early = await _object(fds(request).bucket(bucket), key, request, read=True)
+        info, reader, early = await _object(client_of(request).bucket(bucket), key, request, read=True)
         if early is not None:
             return early
         assert reader is not None
@@ -203,11 +187,7 @@ def add_object_routes(app: FastAPI, window: int) -> None:
         if spec is not None:
             selected = resolve_range(spec, info.size)
             if selected is None:
-                response = error_response(PastEnd(f"range {request.headers['range']!r} selects no byte of "
-                                                  f"{key!r}, which is {info.size} bytes long",
-                                                  code="range_not_satisfiable"))
-                response.headers["content-range"] = f"bytes */{info.size}"
-                return response
+                return range_not_satisfiable(request, repr(key), info.size)
             start, end, status = selected.start, selected.end, 206
             headers["content-range"] = selected.content_range(info.size)
             headers["content-length"] = str(end - start)
@@ -220,15 +200,15 @@ def add_object_routes(app: FastAPI, window: int) -> None:
         return StreamingResponse(body(), status_code=status, headers=headers, media_type=headers["content-type"])
 
     @app.delete("/v1/buckets/{bucket}/objects/{key:path}", status_code=204, tags=["objects"],
-                responses={404: _ERROR, 412: _ERROR}, summary="Delete an object (If-Match: only that version).")
+                responses={404: ERROR, 412: ERROR}, summary="Delete an object (If-Match: only that version).")
     async def delete_object(bucket: str, key: str, request: Request) -> Response:
         if_match = request.headers.get("if-match")
-        await fds(request).bucket(bucket).delete(key, if_match=if_match.strip() if if_match else None)
+        await client_of(request).bucket(bucket).delete(key, if_match=if_match.strip() if if_match else None)
         return Response(status_code=204)
 
     @app.post("/v1/buckets/{bucket}/rename", response_model=ObjectInfo, tags=["objects"],
-              responses={404: _ERROR, 412: _ERROR}, summary="Move an object to another key of the bucket, atomically.")
+              responses={404: ERROR, 412: ERROR}, summary="Move an object to another key of the bucket, atomically.")
     async def rename_object(bucket: str, req: RenameRequest, request: Request) -> Response:
-        info = await fds(request).bucket(bucket).rename(req.source, req.target, if_match=req.if_match,
+        info = await client_of(request).bucket(bucket).rename(req.source, req.target, if_match=req.if_match,
                                                         if_none_match=req.if_none_match)
         return json_response(info)

@@ -4,7 +4,6 @@ workers, and a worker waiting for a task (given its job by :class:`StandInHead`)
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request
 
 from apps.minutesort._protocol import Job, Task
 from tests.support.clusters import SMALL_TRACT
+from tests.support.processes import stop_process
 
 MS = [sys.executable, "-m", "apps.minutesort.cli"]
 JOB = "fa" * 12
@@ -45,13 +45,7 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float =
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 15 s; by PID, as every test process is stopped."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 15)
 
 
 def start_head(metaserver: str, input_blob: str, directory: Path) -> tuple[subprocess.Popen[bytes], str, Path]:

@@ -110,6 +110,8 @@ def test_mistakes_get_one_clear_line(root: Path) -> None:
     assert "not an object" in fails(2, "rm", "fds://errs", cwd=root)
     assert "one of SOURCE and TARGET" in fails(2, "cp", "a", "b", cwd=root)
     assert "cannot read" in fails(1, "cp", "/no/such/file", "fds://errs/k", cwd=root)
+    assert "is a directory; add -r" in fails(2, "cp", str(root), "fds://errs/k", cwd=root)
+    assert "cannot read" in fails(1, "put", str(root), cwd=root)  # fds put has no -r: a directory is unreadable
     ok("cp", "-", "fds://errs/k", cwd=root, stdin=b"1")
     proc = fds("cp", "--no-clobber", "-", "fds://errs/k", cwd=root, stdin=b"2")
     assert proc.returncode == 1 and "already exists" in proc.stderr.decode()

@@ -19,6 +19,7 @@ import pytest
 from fds.local import LocalCluster
 from tests.support.clusters import SMALL_TRACT
 from tests.support.credentials import AUTH, SECRET_FILE
+from tests.support.processes import stop_process
 
 
 def _write_two_tracts(cluster: LocalCluster, data: bytes) -> str:
@@ -141,13 +142,7 @@ def test_fds_local_up_command(tmp_path: Path) -> None:
         if not children and cluster_file.exists():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 children = [c["pid"] for c in json.loads(cluster_file.read_text())["children"]]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 30)
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -29,6 +29,7 @@ from apps.minutesort._check import validate_blobs
 from fds.client import Client
 from fds.local import LocalCluster
 from tests.support.credentials import AUTH
+from tests.support.processes import stop_process
 
 MS = [sys.executable, "-m", "apps.minutesort.cli"]
 
@@ -76,13 +77,7 @@ class Service:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait()
+        stop_process(self.proc, 20)
 
 
 @pytest.fixture

@@ -16,23 +16,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 
 from fds.local import LocalCluster
 from tests.support.clusters import SMALL_TRACT, shared_cluster
 from tests.support.credentials import AUTH, SECRET_FILE
+from tests.support.tls import write_pki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    where = Path(tmp_path_factory.mktemp("pki"))
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {"ca": where / "ca.pem", "cert": where / "cert.pem", "key": where / "key.pem"}
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-    cert.private_key_pem.write_to_path(str(paths["key"]))
-    return paths
+    return write_pki(Path(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture(scope="module")

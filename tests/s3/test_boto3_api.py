@@ -28,12 +28,6 @@ def _body(response: dict[str, Any]) -> bytes:
     return bytes(response["Body"].read())
 
 
-def known_fds_failure(request: pytest.FixtureRequest, target: S3Target, why: str) -> None:
-    """Expect this test to fail on fds, strictly (an XPASS fails: drop the call once fds is fixed)."""
-    if target.name == "fds":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"fds: {why}"))
-
-
 def fds_only(target: S3Target, why: str) -> None:
     """Skip on moto where it is not a faithful model of S3 (``why`` says how), so fds alone is checked."""
     if target.name == "moto":

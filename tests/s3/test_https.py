@@ -14,11 +14,11 @@ from typing import Any
 
 import boto3.s3.transfer
 import pytest
-import trustme
 from botocore.config import Config
 
 from tests.s3._model import md5_etag
 from tests.s3._targets import REGION, S3Target, start_fds
+from tests.support.tls import write_pki
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +27,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    where = Path(tmp_path_factory.mktemp("s3-pki"))
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {"ca": where / "ca.pem", "cert": where / "cert.pem", "key": where / "key.pem"}
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-    cert.private_key_pem.write_to_path(str(paths["key"]))
-    return paths
+    return write_pki(Path(tmp_path_factory.mktemp("s3-pki")))
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,14 @@ class Fake:
             self.outputs[bucket] = total
         return accepted
 
+    def read_all(self, order: list[int]) -> None:
+        """Give each worker in ``order`` (round robin) its read tasks, and only those, until every unit is read."""
+        while self.schedule.units_complete() < self.schedule.units:
+            for worker in order:
+                task = self.schedule.next_task(worker)
+                if task is not None and task.kind == "read":
+                    self.do(worker, task)
+
     def run(self, order: list[int], *, until: int = 10_000) -> None:
         """Give each worker in ``order`` (round robin, live ones) a task and do it, until the sort is done."""
         for step in range(until):
@@ -190,11 +198,7 @@ def test_a_dead_workers_buckets_are_rebuilt_by_reading_the_input_again() -> None
     dealing only those buckets (lineage); buckets already written are not touched."""
     schedule = _schedule(tracts=8, buckets=4)
     fake = Fake(schedule)
-    while schedule.units_complete() < schedule.units:
-        for w in (0, 1):
-            task = schedule.next_task(w)
-            if task is not None and task.kind == "read":
-                fake.do(w, task)
+    fake.read_all([0, 1])
     sort = schedule.next_task(0)
     assert sort is not None and sort.kind == "sort" and sort.bucket in (0, 1)
     fake.do(0, sort)
@@ -212,11 +216,7 @@ def test_a_dead_workers_buckets_are_rebuilt_by_reading_the_input_again() -> None
 def test_spilled_buckets_survive_a_death_without_reading_again() -> None:
     schedule = _schedule(tracts=8, buckets=4, plan=_plan(4, 2, spilled={2, 3}))
     fake = Fake(schedule)
-    while schedule.units_complete() < schedule.units:
-        for w in (0, 1):
-            task = schedule.next_task(w)
-            if task is not None and task.kind == "read":
-                fake.do(w, task)
+    fake.read_all([0, 1])
     schedule.worker_died(1, "SIGKILL")
     fake.memory[1].clear()
     fake.run([0])

@@ -6,6 +6,7 @@
     python benchmarks/minutesort.py --stragglers --size 2GB --repeat 3
     python benchmarks/minutesort.py --spill --size 8GB --memory 1GB                    # 2 GB in all, 2 workers
     python benchmarks/minutesort.py --kill --size 4GB --repeat 3
+    python benchmarks/minutesort.py --standing --sizes 1GB 4GB --repeat 3 --arena 2.6GB  # fresh vs warm memory
 
 It starts one local cluster (4 tract servers, k=1, 8 MiB tracts; processes
 tracked by PID, data under ``--dir``) and calls :func:`apps.minutesort.run`
@@ -24,6 +25,10 @@ run's sort time.
 - ``--kill``: the same input with no failure, with worker 0 SIGKILLed halfway
   through reading and halfway through sorting; buckets in memory (rebuilt
   by lineage) and all materialised in fds (``--spill-all``).
+- ``--standing``: workers the sort starts itself, two standing workers
+  (``worker --serve``, a sort process each per sort) without an arena
+  (fresh memory every sort), and two with a warm ``--arena``, in turn; with
+  each worker's minor page faults per phase and where its buffers went.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -50,6 +56,55 @@ from fds.auth import client_headers
 from fds.local import LocalCluster
 
 HERE = Path(__file__).resolve().parents[1]
+
+
+def start_services(where: Path, metaserver: str, flags: list[str], count: int = 2) -> tuple[list[Any], list[str]]:
+    """``count`` standing workers (``fds-minutesort worker --serve FLAGS``): their processes and URLs."""
+    from minutesort_latency import start_service  # benchmarks/ is this script's directory
+
+    procs, urls = [], []
+    for i in range(count):
+        directory = where / f"service-{len(list(where.glob('service-*')))}-{i}"
+        directory.mkdir(parents=True)
+        proc, url = start_service(directory, metaserver, flags)
+        procs.append(proc)
+        urls.append(url)
+    return procs, urls
+
+
+def stop_services(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_warm(urls: list[str], timeout: float = 600) -> None:
+    """Until every service's arena is touched (it warms in the background after start-up)."""
+    for url in urls:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = httpx.get(f"{url}/v1/status", headers=client_headers(), timeout=10).json()
+            if status["arena_warm_bytes"] >= status["arena_bytes"]:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url}: arena not warm after {timeout:.0f} s: {status}")
+            time.sleep(0.5)
+
+
+def memory_summary(report: dict[str, Any]) -> str:
+    """Per worker: minor faults of each phase (thousands), GB placed in the arena / fresh."""
+    parts = []
+    for m in report.get("worker_memory", []):
+        if not m:
+            continue
+        parts.append(f"{m['faults_start'] // 1000}k/{m['faults_read_deal'] // 1000}k/{m['faults_sort_write'] // 1000}k"
+                     f" faults, {m['placed_in_arena'] / 1e9:.2f}/{m['placed_fresh'] / 1e9:.2f} GB")
+    return "; ".join(parts)
 
 
 def run(metaserver: str, size: str, options: dict[str, Any], kill: str | None = None) -> dict[str, Any]:
@@ -129,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stragglers", action="store_true")
     parser.add_argument("--spill", action="store_true")
     parser.add_argument("--kill", action="store_true")
+    parser.add_argument("--standing", action="store_true", help="standing workers: fresh memory vs a warm --arena")
+    parser.add_argument("--arena", default="2.6GB", help="--arena of each warm standing worker (--standing)")
     parser.add_argument("--size", default="2GB", help="size for --stragglers, --spill, --kill")
     parser.add_argument("--slow", default="0:3", help="--slow-worker for --stragglers")
     parser.add_argument("--memory", default="1GB", help="--memory per worker for --spill")
@@ -173,6 +230,31 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['tracts_per_worker']} / {r['buckets_per_worker']} | {r['spilled_bytes'] / 1e9:.2f} | "
                       f"{r['lineage_units']} | {[round(b / 1e9, 2) for b in r['peak_rss_per_worker_bytes']]} |",
                       flush=True)
+        elif args.standing:
+            fresh_procs, fresh = start_services(where, ms, [])
+            warm_procs, warm = start_services(where, ms, ["--arena", args.arena])
+            try:
+                wait_warm(warm)
+                print(f"<!-- {_load()} with the arenas warm -->")
+                print("| size | workers | sort s (median) | all runs | read+shuffle / sort+write s | "
+                      "per worker: minor faults start/read+shuffle/sort+write, GB in arena/fresh |")
+                print("|---|---|---|---|---|---|")
+                for size in args.sizes:
+                    pairs = {"spawned (sort starts them)": [], "standing, fresh memory": fresh,
+                             f"standing, arena {args.arena}": warm}
+                    by_case: dict[str, list[dict[str, Any]]] = {name: [] for name in pairs}
+                    for i in range(args.repeat):  # in turn, each case first in turn
+                        for name in list(pairs)[i % 3:] + list(pairs)[:i % 3]:
+                            urls = {"worker_urls": pairs[name], "spawn": False} if pairs[name] else {}
+                            by_case[name].append(run(ms, size, {**base, **urls}))
+                    for name, reports in by_case.items():
+                        r = summarise(reports)
+                        results.append({"size": size, "case": name, **r})
+                        print(f"| {size} | {name} | {r['median_sort_seconds']:.2f} | {r['all_sort_seconds']} | "
+                              f"{r['phases'].get('sort: read_shuffle', 0):.1f} / "
+                              f"{r['phases'].get('sort: sort_write', 0):.1f} | {memory_summary(r)} |", flush=True)
+            finally:
+                stop_services(fresh_procs + warm_procs)
         elif args.baseline:
             print("| size | tree | sort s (median) | all runs |")
             print("|---|---|---|---|")

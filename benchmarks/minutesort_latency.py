@@ -35,11 +35,13 @@ from fds.client import Client
 from fds.local import LocalCluster
 
 
-def start_service(directory: Path, metaserver: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(directory: Path, metaserver: str,
+                  flags: list[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     ready = directory / "ready"
     log = open(directory / "service.log", "wb")  # noqa: SIM115 - the process keeps it
     proc = subprocess.Popen([sys.executable, "-m", "apps.minutesort.cli", "worker", "--serve", "--port", "0",
-                             "--data-port", "0", "--ready-file", str(ready), "--metaserver", metaserver],
+                             "--data-port", "0", "--ready-file", str(ready), "--metaserver", metaserver,
+                             *(flags or [])],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not ready.exists():

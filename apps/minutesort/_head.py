@@ -407,7 +407,7 @@ async def run_sort(metaserver: str, input_blob: str, options: SortOptions, *,
                                     peak_records_bytes=r.peak_records_bytes if r else 0,
                                     capacity=head.plan.capacity[i],
                                     tracts_given=schedule.state[i].tracts_given,
-                                    buckets_sorted=schedule.state[i].buckets_sorted))
+                                    buckets_sorted=schedule.state[i].buckets_sorted, memory=r.memory if r else {}))
     mode = ("daytona" if options.daytona else "indy") + (" static" if options.static else "") \
         + (" fixed-buckets" if options.fixed_buckets else "")
     return SortResult(input_blob=layout.guid, output_blobs=outputs, records=layout.records,

@@ -59,7 +59,8 @@ class Register(BaseModel):
     job: str = Field(default="", max_length=64, description="The sort this worker was started for (empty: any).")
     service: str = Field(default="", max_length=300, description="The standing worker that started it, if one did.")
     budget: int = Field(default=0, ge=0, le=_COUNT, description="Bytes this worker may use (0: the head decides).")
-    available: int = Field(default=0, ge=0, le=_COUNT, description="MemAvailable of the worker's host.")
+    available: int = Field(default=0, ge=0, le=_COUNT, description="MemAvailable of the worker's host, plus the "
+                           "warm arena its standing worker lends it (memory the host holds for it alone).")
     base: int = Field(default=0, ge=0, le=_COUNT, description="The worker's resident memory before any records.")
 
 
@@ -158,6 +159,8 @@ class Finished(BaseModel):
     peak_rss_bytes: int
     peak_records_bytes: int = Field(default=0, description="The most bytes of records it held in memory at once.")
     seconds: dict[str, float] = Field(description="Time of each phase on this worker.")
+    memory: dict[str, int] = Field(default_factory=dict, description="Minor page faults of each phase (fresh "
+                                   "memory), and bytes of buffers placed in its arena or in fresh memory.")
 
 
 class Lost(BaseModel):
@@ -196,6 +199,8 @@ class ServiceStatus(BaseModel):
     recent: list[SortState] = Field(default_factory=list, description="The last sorts, newest first.")
     sorts: int = Field(default=0, description="Sorts started since the service started.")
     solo_sorts: int = Field(default=0, description="Small sorts served in the service's own process.")
+    arena_bytes: int = Field(default=0, description="The warm memory it keeps and lends each sort process (0: none).")
+    arena_warm_bytes: int = Field(default=0, description="How much of it has been touched so far (warm at start-up).")
 
 
 class SoloRequest(BaseModel):

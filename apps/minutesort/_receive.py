@@ -1,7 +1,9 @@
 """A worker's inbox: the buckets it holds in memory, filled by peers' bins, within its memory for records.
 
-Every bin lands straight in its bucket's buffer (one anonymous mapping per
-bucket, sized for the expected bucket and faulted in as bins land), tagged
+Every bin lands straight in its bucket's buffer (one piece of memory per
+bucket, sized for the expected bucket: from the standing worker's warm arena
+when it lends one, else fresh memory faulted in as bins land;
+:class:`apps.minutesort._arena.Memory`), tagged
 with the attempt that sent it. The sort takes only the attempts the head
 accepted (:meth:`Receiver.take`): bins of a failed or cancelled attempt, or
 of a worker declared dead, are dropped there, wherever they landed.
@@ -14,7 +16,6 @@ whole to another worker that will sort them (``GET /v1/buckets/{b}``).
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,22 +23,15 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from apps.minutesort._arena import Memory
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._records import Records, as_records
 from fds.errors import FDSError
 
-__all__ = ["Receiver", "anonymous", "answer"]
+__all__ = ["Receiver", "answer"]
 
 _CHUNK = 8 << 20
 """A handed-over bucket is sent in pieces of this size (so the transport never copies all of it)."""
-
-
-def anonymous(size: int) -> memoryview:
-    """``size`` bytes of anonymous memory, mapped lazily: pages are faulted in as they are written."""
-    region = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        region.madvise(mmap.MADV_HUGEPAGE)  # 2 MiB pages: once memory is warm, faulting it in is 3x faster here
-    return memoryview(region)[:size]
 
 
 async def answer(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, code: str = "",
@@ -64,8 +58,10 @@ class _Bucket:
 class Receiver:
     """The buckets this worker holds for one sort."""
 
-    def __init__(self, job_id: str, capacity: int, bucket_bytes: int, max_bin: int) -> None:
+    def __init__(self, job_id: str, capacity: int, bucket_bytes: int, max_bin: int,
+                 memory: Memory | None = None) -> None:
         self.job_id = job_id
+        self.memory = memory or Memory()
         self.capacity = capacity
         self.bucket_bytes = bucket_bytes
         self.max_bin = max_bin
@@ -83,7 +79,7 @@ class Receiver:
         held = self.buckets.get(bucket)
         if held is None:
             size = max(int(self.bucket_bytes * 1.15) // RECORD_SIZE * RECORD_SIZE, nbytes)
-            held = self.buckets[bucket] = _Bucket(anonymous(min(size, max(self.capacity, nbytes))))
+            held = self.buckets[bucket] = _Bucket(self.memory.take(min(size, max(self.capacity, nbytes))))
             self.handed_over.discard(bucket)
         self.held += nbytes
         self.peak_held = max(self.peak_held, self.held)
@@ -152,10 +148,11 @@ class Receiver:
         return np.concatenate([as_records(held.buffer[:write]), *(as_records(d) for d in extra)])
 
     def release(self, bucket: int) -> None:
-        """Forget a bucket (sorted, or handed over): its memory goes back to the system."""
+        """Forget a bucket (sorted, or handed over): its memory goes back to the arena, or to the system."""
         held = self.buckets.pop(bucket, None)
-        if held is not None:  # the mapping is unmapped once the last array over it is gone
+        if held is not None:
             self.held -= held.held()
+            self.memory.give(held.buffer)  # fresh memory is unmapped once the last array over it is gone
 
     # -- HTTP ------------------------------------------------------------------------------------------
     def bins_app(self) -> Callable[..., Awaitable[None]]:

@@ -203,11 +203,13 @@ def _key_view(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.void]:
     return records.reshape(-1).view(dtype)
 
 
-def argsort_records(records: npt.NDArray[np.uint8]) -> IndexArray:
+def argsort_records(records: npt.NDArray[np.uint8], out: U64Array | None = None) -> IndexArray:
     """The permutation that sorts records (or bare keys) by their full 10-byte key.
 
     Allocates one uint64 per record (which becomes the result) plus small
     temporaries: large fresh allocations are slow to fault in on this machine.
+    ``out``, a uint64 array of at least one per record, is used instead of the
+    allocation (the result is a view of it): a buffer reused from sort to sort.
     """
     keys = _key_view(records)
     count = len(keys)
@@ -218,7 +220,9 @@ def argsort_records(records: npt.NDArray[np.uint8]) -> IndexArray:
     index_bits = (count - 1).bit_length()
     shift = np.uint64(index_bits)
     # Pass 1: sort by the top (64 - index_bits) prefix bits, with the row number as the low bits.
-    packed = np.empty(count, dtype=np.uint64)
+    if out is not None and (out.dtype != np.uint64 or len(out) < count or not out.flags.c_contiguous):
+        raise ValueError("out must be a contiguous uint64 array with room for one value per record")
+    packed = out[:count] if out is not None else np.empty(count, dtype=np.uint64)
     steps = np.arange(_CHUNK, dtype=np.uint64)
     for start in range(0, count, _CHUNK):
         stop = min(count, start + _CHUNK)

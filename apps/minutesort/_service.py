@@ -21,7 +21,11 @@ per sort rather than the sort in the service's own process, because:
 - state: every sort starts with a fresh event loop and no leftovers.
 
 The cost is starting Python and importing numpy once per sort, about a
-second, next to sorts meant to take a minute. Small sorts do not pay it:
+second, next to sorts meant to take a minute; and, on a VM whose host backs
+memory only when it is first touched, faulting in fresh memory for every
+sort. With ``--arena SIZE`` the service keeps that much memory touched (a
+memfd, warmed once at start-up) and lends it to each sort process, which
+receives its records there (:mod:`apps.minutesort._arena`). Small sorts do not pay it:
 ``POST /v1/solo`` sorts a blob of up to ``solo_bytes`` in the service's own
 process, warm (its fds client keeps the table and its connections), a few
 at a time, and answers once the output is durable
@@ -57,10 +61,12 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from apps.minutesort._aio import start_server, stop_server
+from apps.minutesort._arena import Arena
 from apps.minutesort._auth import http_client, secure_service
-from apps.minutesort._config import WorkerConfig
+from apps.minutesort._config import WorkerConfig, arena_bytes, memory_bytes
 from apps.minutesort._protocol import JOB_PATTERN, Invite, ServiceStatus, SoloRequest, SoloResult, SortState
 from apps.minutesort._solo import SoloServer
+from fds.config import ConfigError
 from fds.errors import BadRequest, Conflict, NotFound, Unavailable
 from fds.web import bind_socket, create_app, json_response, url_of
 
@@ -87,8 +93,10 @@ class WorkerService:
 
     def __init__(self, url: str, data_url: str, data_sock: socket.socket, *,
                  command: list[str] | None = None, child_flags: list[str] | None = None,
-                 solo: SoloServer | None = None) -> None:
+                 solo: SoloServer | None = None, arena: Arena | None = None) -> None:
         self.url = url
+        self.arena = arena
+        """Warm memory lent to each sort process, if any."""
         self.solo = solo or SoloServer("", max_bytes=0)
         """Small sorts, in this process."""
         self.data_url = data_url
@@ -114,11 +122,13 @@ class WorkerService:
             raise Conflict(f"busy with sort {held.job} for head {held.head} (for {time.time() - held.started:.0f} s); "
                            "a worker takes one sort at a time: invite it once that sort ends", code="busy",
                            job=held.job, head=held.head)
+        fds = [self.data_sock.fileno(), *([self.arena.fd] if self.arena else [])]
         proc = subprocess.Popen(
             [*self.command, "worker", "--head", invite.head, "--job", invite.job,
              "--listen-fd", str(self.data_sock.fileno()), "--advertise-url", self.data_url,
-             "--service-pid", str(os.getpid()), "--service-url", self.url, *self.child_flags],
-            stdin=subprocess.DEVNULL, pass_fds=(self.data_sock.fileno(),), start_new_session=True)
+             "--service-pid", str(os.getpid()), "--service-url", self.url, *self.child_flags,
+             *(["--arena-fd", str(self.arena.fd)] if self.arena else [])],
+            stdin=subprocess.DEVNULL, pass_fds=fds, start_new_session=True)
         state = SortState(job=invite.job, head=invite.head, pid=proc.pid, state="running", started=time.time())
         self.current = _Sort(state, proc)
         self.sorts += 1
@@ -144,7 +154,9 @@ class WorkerService:
         return ServiceStatus(url=self.url, data_url=self.data_url,
                              state="stopping" if self.stopping else "busy" if self.current else "idle",
                              current=self.current.state if self.current else None,
-                             recent=list(reversed(self.recent)), sorts=self.sorts, solo_sorts=self.solo.sorts)
+                             recent=list(reversed(self.recent)), sorts=self.sorts, solo_sorts=self.solo.sorts,
+                             arena_bytes=self.arena.size if self.arena else 0,
+                             arena_warm_bytes=self.arena.warm_bytes if self.arena else 0)
 
     # -- the watcher ------------------------------------------------------------------------------
     def poll_once(self) -> SortState | None:
@@ -266,14 +278,35 @@ class _Server(uvicorn.Server):
 
 
 async def run_service(config: WorkerConfig, *, ready_file: str | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; then stop the current sort, if any, and return 0."""
+    """Serve until SIGTERM or SIGINT; then stop the current sort, if any, and return 0.
+
+    :class:`fds.config.ConfigError` if the arena cannot be made (checked by
+    :func:`apps.minutesort._config.check_worker_config` first).
+    """
     child_flags = secure_service(config.secret_file, config.insecure)
+    if memory_bytes(config):
+        child_flags += ["--memory", str(memory_bytes(config))]
+    size = arena_bytes(config, available=0)  # the host's share was checked with the rest of the config
+    try:
+        arena = Arena(size) if size else None
+    except OSError as exc:
+        raise ConfigError(f"cannot keep an arena of {size / 1e9:.2f} GB: {exc}") from None
+    try:
+        return await _serve(config, child_flags, arena, ready_file)
+    finally:
+        if arena is not None:
+            arena.close()
+
+
+async def _serve(config: WorkerConfig, child_flags: list[str], arena: Arena | None, ready_file: str | None) -> int:
     control = bind_socket(config.host, config.port)
     data = bind_socket(config.host, config.data_port)
     url = config.advertise_url.rstrip("/") or url_of(control, config.host)
     data_url = config.advertise_data_url.rstrip("/") or url_of(data, config.host)
     service = WorkerService(url, data_url, data, child_flags=child_flags,
-                            solo=SoloServer(config.metaserver, max_bytes=config.solo_bytes))
+                            solo=SoloServer(config.metaserver, max_bytes=config.solo_bytes), arena=arena)
+    if arena is not None:
+        arena.warm()  # in a thread: the service serves meanwhile (a sort may start on a partly warm arena)
     server, serving = start_server(service_app(service), control, server_class=_Server)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -286,8 +319,9 @@ async def run_service(config: WorkerConfig, *, ready_file: str | None = None) ->
                 await serving
                 return 1
             await asyncio.sleep(0.01)
-        print(f"fds-minutesort worker service at {url} (bins at {data_url}), pid {os.getpid()}: waiting for "
-              "sorts", file=sys.stderr, flush=True)
+        print(f"fds-minutesort worker service at {url} (bins at {data_url}), pid {os.getpid()}"
+              + (f", warming an arena of {arena.size / 1e9:.2f} GB" if arena else "") + ": waiting for sorts",
+              file=sys.stderr, flush=True)
         if ready_file:
             from fds.durable import write_durably
 

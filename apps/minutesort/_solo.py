@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from apps.minutesort._arena import anonymous
 from apps.minutesort._bucketsort import discard_output, write_sorted
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._layout import Layout
-from apps.minutesort._receive import anonymous
 from apps.minutesort._records import as_records
 from apps.minutesort._types import SortResult, WorkerReport
 from fds.client import Blob, BlobInfo, Client

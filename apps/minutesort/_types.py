@@ -79,6 +79,9 @@ class WorkerReport:
     """Bytes of records it was allowed to hold."""
     tracts_given: int = 0
     buckets_sorted: int = 0
+    memory: dict[str, int] = field(default_factory=dict)
+    """Minor page faults of each phase (``faults_*``) and bytes of buffers placed in a warm arena or in fresh
+    memory (``placed_*``)."""
 
 
 @dataclass
@@ -114,6 +117,7 @@ class SortResult:
                 "peak_records_per_worker_bytes": [w.peak_records_bytes for w in self.workers],
                 "records_capacity_per_worker_bytes": [w.capacity for w in self.workers],
                 "buckets_per_worker": [w.buckets_sorted for w in self.workers],
+                "worker_memory": [w.memory for w in self.workers],
                 "spilled_bytes": self.spilled_bytes, "deaths": self.deaths, "lineage_units": self.lineage_units}
 
 

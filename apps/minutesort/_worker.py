@@ -36,9 +36,10 @@ import numpy as np
 from fastapi import FastAPI
 
 from apps.minutesort._aio import start_server, stop_server
+from apps.minutesort._arena import Memory
 from apps.minutesort._auth import auth_headers, bins_pool, http_client
 from apps.minutesort._bucketsort import discard_output, write_sorted
-from apps.minutesort._budget import mem_available
+from apps.minutesort._budget import SLACK, SORT_EXTRA, mem_available
 from apps.minutesort._deal import Dealer, Shuffle
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._layout import Layout, LayoutError, Stitcher
@@ -55,7 +56,7 @@ from apps.minutesort._protocol import (
     TaskRequest,
     output_guid,
 )
-from apps.minutesort._receive import Receiver, anonymous, answer
+from apps.minutesort._receive import Receiver, answer
 from apps.minutesort._records import Records, as_records
 from fds.client import Client
 from fds.httpclient import HTTPPool
@@ -78,6 +79,24 @@ def resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory (VmHWM: its own, unlike ``ru_maxrss``, which a process started by a
+    standing worker inherits from the service across fork and exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (each a page of memory touched for the first time here)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class _Cancelled(Exception):
     """The head cancelled this task (a worker died)."""
 
@@ -88,13 +107,14 @@ class _Lost(Exception):
 
 async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "", throttle: float = 1.0,
                      job: str = "", sock: socket.socket | None = None, service_pid: int = 0,
-                     service_url: str = "", budget: int = 0) -> int:
+                     service_url: str = "", budget: int = 0, arena_fd: int | None = None) -> int:
     """Serve bins, register with the head at ``head``, and do tasks until done. Returns an exit code.
 
     A worker service (:mod:`apps.minutesort._service`) runs this in a child
     process per sort: it passes the sort's ``job`` id, the listening socket
-    for bins (``sock``, bound once by the service), its own pid and URL;
-    the worker stops if that process dies.
+    for bins (``sock``, bound once by the service), its own pid and URL,
+    and its warm arena (``arena_fd``, :mod:`apps.minutesort._arena`), if it
+    keeps one; the worker stops if that process dies.
     """
     receiver_ready: asyncio.Future[Receiver] = asyncio.get_running_loop().create_future()
     app: FastAPI = create_app("fds-minutesort worker", "Receives bins of records for the buckets it holds, and "
@@ -119,8 +139,10 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
     server, serving = start_server(app, sock, keep_alive=120)
     http = http_client(60.0)
     pool = bins_pool(300.0)
+    arena = os.fstat(arena_fd).st_size if arena_fd is not None else 0
     registration = Register(url=url, pid=os.getpid(), job=job, service=service_url, budget=budget,
-                            available=mem_available(), base=resident_bytes())
+                            available=mem_available() + arena, base=resident_bytes())
+    faults = {"faults_start": minor_faults()}
     try:
         try:
             me, head_throttle, the_job = await _join(head, registration, http)
@@ -128,18 +150,32 @@ async def run_worker(head: str, *, host: str = "127.0.0.1", advertise: str = "",
             log.error("worker at %s: %s", url, exc)
             return 1
         capacity = the_job.capacity[me]
-        receiver = Receiver(the_job.job_id, capacity, the_job.bucket_bytes,
-                            max_bin=the_job.bin_bytes + the_job.tract_size)  # a bin is sent once over bin_bytes
+        memory = Memory(arena_fd)
+        memory.prefault(_expected_use(the_job, capacity))
+        max_bin = the_job.bin_bytes + the_job.tract_size  # a bin is sent once over bin_bytes
+        receiver = Receiver(the_job.job_id, capacity, the_job.bucket_bytes, max_bin=max_bin, memory=memory)
         receiver_ready.set_result(receiver)
         async with Client(the_job.metaserver, max_in_flight=max(the_job.write_in_flight, the_job.read_in_flight)) \
                 as fds:
             worker = _Worker(the_job, me, head, registration, http, pool, fds, receiver,
-                             max(throttle, head_throttle), service_pid)
-            return await worker.run()
+                             max(throttle, head_throttle), service_pid, memory, faults)
+            try:
+                return await worker.run()
+            finally:
+                memory.close()
     finally:
         await stop_server(server, serving)
         await http.aclose()
         await pool.aclose()
+
+
+def _expected_use(job: Job, capacity: int) -> int:
+    """Bytes of large buffers this worker will likely take: its share of the records (as received, with slack),
+    a bucket's order, and the output tracts in flight."""
+    buckets = len(job.boundaries) + 1
+    share = job.bucket_bytes * buckets / max(1, len(job.workers))
+    records = min(capacity, int(share * SLACK))
+    return records + int(SORT_EXTRA * job.bucket_bytes * SLACK) + (job.write_in_flight + 1) * job.tract_size
 
 
 async def _post(http: httpx.AsyncClient, url: str, model: Any = None, *, timeout: float | None = None) -> Any:
@@ -177,7 +213,8 @@ class _Worker:
     """One worker's part in one sort: the task loop and the tasks."""
 
     def __init__(self, job: Job, me: int, head: str, registration: Register, http: httpx.AsyncClient,
-                 pool: HTTPPool, fds: Client, receiver: Receiver, throttle: float, service_pid: int) -> None:
+                 pool: HTTPPool, fds: Client, receiver: Receiver, throttle: float, service_pid: int,
+                 memory: Memory, faults: dict[str, int]) -> None:
         self.job = job
         self.me = me
         self.head = head
@@ -188,6 +225,9 @@ class _Worker:
         self.receiver = receiver
         self.throttle = throttle
         self.service_pid = service_pid
+        self.memory = memory
+        self.faults = faults
+        self.faults["faults_read_deal"] = minor_faults()  # made differences in _finished
         self.layout = Layout(guid=job.input_blob, tracts=job.tracts, stride=job.stride, last=job.last,
                              tract_size=job.tract_size)
         self.shuffle = Shuffle.start(job, me, receiver, pool, fds)
@@ -230,6 +270,7 @@ class _Worker:
                 elif task.kind == "sort":
                     await asyncio.gather(*units)
                     units.clear()
+                    self.faults.setdefault("faults_sort_write", minor_faults())
                     await self._sort(task)
                 elif task.kind == "done":
                     await self._finished()
@@ -344,17 +385,21 @@ class _Worker:
         guid = output_guid(self.job.output_prefix, task.bucket, task.attempt)
         report = Sorted(worker=self.me, attempt=task.attempt, bucket=task.bucket)
         written = False
+        taken: memoryview | None = None
         try:
-            records = await self._gather(task)
+            records, taken = await self._gather(task)
             if len(records) != task.expected:
                 raise RuntimeError(f"bucket {task.bucket}: {len(records)} records here, but {task.expected} were "
                                    "delivered")
             self.times["fetch"] += time.perf_counter() - started
             written = True
-            await write_sorted(self.fds, records, guid, self.job.tract_size, self.times, pace=self.throttle)
+            await write_sorted(self.fds, records, guid, self.job.tract_size, self.times, pace=self.throttle,
+                               memory=self.memory)
             report.output, report.records = guid, len(records)
             del records
             self.receiver.release(task.bucket)
+            if taken is not None:
+                self.memory.give(taken)
         except _Lost as exc:
             report.failed, report.lost = str(exc), True
         except Exception as exc:  # noqa: BLE001 - the head gives the bucket to someone
@@ -366,8 +411,9 @@ class _Worker:
         if not answer.get("accepted", True) and report.output:
             await discard_output(self.fds, guid)  # the head gave the bucket to another worker meanwhile
 
-    async def _gather(self, task: Task) -> Records:
-        """The bucket's records in one array: from memory here or at a peer, and from fds where they spilled."""
+    async def _gather(self, task: Task) -> tuple[Records, memoryview | None]:
+        """The bucket's records in one array: from memory here or at a peer, and from fds where they spilled;
+        and the buffer taken for them, if one was (the caller gives it back once they are written)."""
         if task.source == self.me:
             resident = self.receiver.take(task.bucket, set(task.accept))
         elif task.source >= 0:
@@ -375,8 +421,9 @@ class _Worker:
         else:
             resident = np.empty((0, RECORD_SIZE), dtype=np.uint8)
         if not task.pieces:
-            return resident
-        records = as_records(anonymous(task.expected * RECORD_SIZE))
+            return resident, None
+        taken = self.memory.take(task.expected * RECORD_SIZE)
+        records = as_records(taken)
         flat = records.reshape(-1)
         at = resident.nbytes
         flat[:at] = resident.reshape(-1)
@@ -388,7 +435,7 @@ class _Worker:
                 raise RuntimeError(f"bucket {task.bucket}: its spilled pieces hold more than {task.expected} records")
             flat[at:at + len(data)] = np.frombuffer(data, dtype=np.uint8)
             at += len(data)
-        return records[:at // RECORD_SIZE]
+        return records[:at // RECORD_SIZE], taken
 
     async def _fetch(self, task: Task) -> Records:
         """The bucket's records from the worker holding them (it forgets them once sent)."""
@@ -406,8 +453,12 @@ class _Worker:
         return as_records(resp.body)
 
     async def _finished(self) -> None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_resident_bytes()
+        marks = [self.faults.get(k, 0) for k in ("faults_read_deal", "faults_sort_write")] + [minor_faults()]
+        marks[1] = marks[1] or marks[2]  # no bucket sorted here
+        memory = {"faults_start": self.faults["faults_start"], "faults_read_deal": marks[1] - marks[0],
+                  "faults_sort_write": marks[2] - marks[1], **self.memory.report()}
         await _post(self.http, f"{self.head}/v1/workers/{self.me}/finished", Finished(
             worker=self.me, tracts_read=self.tracts_read, bytes_received=self.receiver.bytes_received,
             peak_rss_bytes=peak, peak_records_bytes=self.receiver.peak_held,
-            seconds={k: round(v, 3) for k, v in self.times.items()}))
+            seconds={k: round(v, 3) for k, v in self.times.items()}, memory=memory))

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -35,6 +34,7 @@ from apps.minutesort._api import ByteProgress, PhaseProgress, read_manifest, run
 from apps.minutesort._auth import insecure_process
 from apps.minutesort._blobio import generate_blob
 from apps.minutesort._check import blob_checksum, validate_blobs
+from apps.minutesort._config import size_bytes
 from apps.minutesort._gensort import RECORD_SIZE
 from apps.minutesort._types import SortFailed, SortOptions, SortResult
 from apps.minutesort._valsort import validate_file
@@ -45,17 +45,15 @@ from fds.progress import byte_bar, count_bar
 
 __all__ = ["main", "parse_size", "build_parser"]
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _METASERVER_HELP = "metaserver URL (default: $FDS_METASERVER, then ./.fds/cluster.json)"
 
 
 def parse_size(text: str) -> int:
     """Bytes from '1GB', '500MB', '2GiB' or a plain number; the Sort Benchmark counts decimal units."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).upper() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"size {text!r}: use a number with an optional unit, e.g. 1GB, 500MB, 2GiB")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    try:
+        return size_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _err(message: object, code: int = 1) -> int:
@@ -348,7 +346,7 @@ def _worker(args: argparse.Namespace) -> int:
         return run_async(run_worker(args.head, host=args.host or "127.0.0.1", advertise=args.advertise_url or "",
                                     throttle=args.throttle, job=args.job or "", sock=sock,
                                     service_pid=args.service_pid, service_url=args.service_url or "",
-                                    budget=args.memory or 0))
+                                    budget=args.memory or 0, arena_fd=args.arena_fd))
     except KeyboardInterrupt:
         return 130
     except Exception:  # noqa: BLE001 - a crash, told apart from a failure the head knows of (status 1)
@@ -363,7 +361,8 @@ def _serve_worker(args: argparse.Namespace) -> int:
 
     overrides = {"host": args.host, "port": args.port, "data_port": args.data_port,
                  "advertise_url": args.advertise_url, "advertise_data_url": args.advertise_data_url,
-                 "secret_file": args.secret_file, "metaserver": args.metaserver}
+                 "secret_file": args.secret_file, "metaserver": args.metaserver, "arena": args.arena,
+                 "memory": str(args.memory) if args.memory else None}
     try:
         config = load_worker_config(args.config, overrides)
         check_worker_config(config)
@@ -371,6 +370,8 @@ def _serve_worker(args: argparse.Namespace) -> int:
         return _err(exc, 2)
     try:
         return run_async(run_service(config, ready_file=args.ready_file))
+    except ConfigError as exc:
+        return _err(exc, 2)
     except KeyboardInterrupt:
         return 130
 
@@ -504,10 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "default $FDS_METASERVER)")
     p.add_argument("--throttle", type=float, default=1.0, help="work this many times slower (straggler tests)")
     p.add_argument("--memory", type=parse_size, metavar="SIZE",
-                   help="with --head: memory this worker may use in all (default: the head decides)")
+                   help="memory this worker (with --serve: each of its sort processes) may use in all "
+                        "(default: the head decides)")
+    p.add_argument("--arena", metavar="SIZE|auto",
+                   help="--serve: warm memory to keep for sorts, touched once at start-up and lent to each sort "
+                        "process (faster than fresh memory on VMs); auto: the --memory budget less 256 MiB "
+                        "(default: none)")
     p.add_argument("--job", help="with --head: the sort this worker was invited to (the head checks it)")
     # Set by a standing worker for the child it starts per sort.
     p.add_argument("--listen-fd", dest="listen_fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--arena-fd", dest="arena_fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--service-pid", dest="service_pid", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--service-url", dest="service_url", help=argparse.SUPPRESS)
     p.add_argument("--insecure", action="store_true", help=argparse.SUPPRESS)

@@ -3,8 +3,9 @@
 Two worker services serve sort after sort (`fds-minutesort sort --worker-urls`, a real head
 process), each sort in a fresh child process; a busy service refuses another sort with 409; a
 service killed mid-sort fails that sort with a message, and so does a sort process killed under a
-service that lives on. Inputs are generated and outputs validated in this process, to save the
-start-up of a CLI process for each.
+service that lives on. A service with a warm arena (`--arena`) lends it to sort after sort, and a
+sort larger than the arena takes fresh memory for the rest; bad `--arena` values are refused. Inputs
+are generated and outputs validated in this process, to save the start-up of a CLI process for each.
 """
 
 from __future__ import annotations
@@ -314,3 +315,60 @@ def test_a_standing_worker_serves_many_small_sorts_without_a_leak(make_cluster: 
         assert service.status()["solo_sorts"] == 80
     finally:
         service.stop()
+
+
+def test_a_warm_arena_serves_sort_after_sort(make_cluster: Callable[..., LocalCluster], tmp_path: Path) -> None:
+    """One standing worker with a 32 MiB arena sorts a 10 MB blob three times back to back (full sorts, a
+    sort process each): every output valid, every buffer of the sort process placed in the arena, and the
+    service's memory, open files and threads the same after the third as after the first. Then a 60 MB
+    blob, larger than the arena: it fills the arena, takes fresh memory for the rest, and is valid."""
+    cluster = make_cluster()
+    ms = cluster.metaserver_url
+    service = Service(tmp_path, "--arena", "32MiB")
+    try:
+        status = service.wait_until("the arena warm", lambda st: st["arena_warm_bytes"] == st["arena_bytes"])
+        assert status["arena_bytes"] == 32 << 20, status
+
+        async def sorts(guid: str, count: int, records: int, checksum: int) -> list[dict[str, int]]:
+            used = []
+            async with Sorter(ms, [service.url], solo=False) as sorter, Client(ms) as fds:
+                for _ in range(count):
+                    result = await sorter.sort(guid)
+                    summary = await validate_blobs(ms, result.output_blobs)
+                    assert summary.valid and summary.records == records and summary.checksum == checksum, summary
+                    for blob in result.output_blobs:
+                        await fds.delete_blob(blob)
+                    used.append(result.workers[0].memory)
+            return used
+
+        small, small_sum = asyncio.run(_gen_in_process(ms, 100_000, skew=False))
+        first = asyncio.run(sorts(small, 1, 100_000, small_sum))
+        before = _footprint(service.proc.pid)
+        used = first + asyncio.run(sorts(small, 2, 100_000, small_sum))
+        after = _footprint(service.proc.pid)
+        for memory in used:  # records, order and output tracts all in the arena
+            assert memory["arena_bytes"] == 32 << 20 and memory["placed_fresh"] == 0, used
+            assert memory["placed_in_arena"] > 10_000_000, used
+        assert after[0] - before[0] < 16 << 20, (before, after)
+        assert after[1] <= before[1] + 2 and after[2] <= before[2], (before, after)
+
+        large, large_sum = asyncio.run(_gen_in_process(ms, 600_000, skew=False))
+        memory = asyncio.run(sorts(large, 1, 600_000, large_sum))[0]
+        assert memory["placed_in_arena"] > 16 << 20 and memory["placed_fresh"] > 20_000_000, memory
+        status = service.status()
+        assert status["sorts"] == 4 and [s["state"] for s in status["recent"]] == ["done"] * 4, status
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--arena", "lots"], "arena: size 'lots': use a number with an optional unit"),
+    (["--arena", "auto"], 'arena = "auto" sizes the arena from the memory budget: set memory too'),
+    (["--arena", "2GB", "--memory", "1GB"], "is more than each sort's memory budget"),
+    (["--arena", "900TB"], "is more than this host can lend sorts"),
+])
+def test_bad_arena_values_are_refused(flags: list[str], message: str, tmp_path: Path) -> None:
+    result = _ms("worker", "--serve", "--port", "0", "--data-port", "0", "--ready-file", str(tmp_path / "ready"),
+                 *flags, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "ready").exists()

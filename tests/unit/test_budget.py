@@ -1,9 +1,13 @@
-"""The memory plan: everything resident when it fits, small buckets that spill when not, refusal when nothing fits."""
+"""The memory plan: everything resident when it fits, small buckets that spill when not, refusal when nothing fits;
+and where a sort process places its buffers (a warm arena first, fresh memory when it is full)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from apps.minutesort._arena import PAGE, Arena, Memory
 from apps.minutesort._budget import (
     SLACK,
     SORT_EXTRA,
@@ -67,3 +71,30 @@ def test_records_capacity_given_outright() -> None:
 def test_default_share_divides_available_memory_among_workers_of_a_host() -> None:
     assert default_share(20 * GB, 2) == int(20 * GB * 0.7 / 2)
     assert default_share(20 * GB, 0) == int(20 * GB * 0.7)
+
+
+def test_arena_pieces_are_taken_first_fit_given_back_and_fall_back_to_fresh_memory() -> None:
+    arena = Arena(10 * PAGE)
+    arena.warm().join()
+    assert arena.warm_bytes == 10 * PAGE
+    fd = os.dup(arena.fd)  # as a sort process gets the fd its service passed
+    memory = Memory(fd)
+    os.close(fd)  # the mapping holds the memory
+    try:
+        a, b = memory.take(3 * PAGE), memory.take(3 * PAGE + 1)  # rounded up to whole pages
+        a[:5] = b"hello"
+        c = memory.take(4 * PAGE)  # 3 pages left: fresh memory
+        assert (memory.arena_bytes, memory.fresh_bytes) == (6 * PAGE + 1, 4 * PAGE)
+        memory.give(a)
+        memory.give(c)  # fresh: nothing to give back to the arena
+        again = memory.take(2 * PAGE)  # first fit: where a was, and its data is still there (never zeroed)
+        assert bytes(again[:5]) == b"hello"
+        memory.give(again)
+        memory.give(b)
+        assert len(memory.take(10 * PAGE)) == 10 * PAGE  # all of it again, in one piece (pieces coalesce)
+        assert memory.fresh_bytes == 4 * PAGE
+        order = memory.order(1000)
+        assert len(order) == 1000 and memory.order(900).base is order.base  # reused, not taken again
+    finally:
+        memory.close()
+        arena.close()

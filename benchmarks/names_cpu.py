@@ -1,12 +1,13 @@
-"""Named puts and listing: rate and CPU per operation, which load on a shared machine does not inflate.
+"""Named puts, gets and listing: rate and CPU per operation, which load on a shared machine does not inflate.
 
-    python benchmarks/names_cpu.py [--puts 1500]
+    python benchmarks/names_cpu.py [--puts 1500] [--sizes 0 4096]
 
-Starts a local cluster (4 tract servers, k=2, 8 MiB tracts) and puts ``--puts`` empty objects and
-then as many 4 KiB objects, 64 in flight, into one bucket, then 200 empty ones one at a time, and
-lists the first bucket twice. For each: puts per second, the tract servers' CPU (user + system,
-summed over the four, from /proc) per put, and the client's. To compare two versions side by side,
-run it from each source tree (``PYTHONPATH=/path/to/tree``: the servers inherit it).
+Starts a local cluster (4 tract servers, k=2, 8 MiB tracts) and, for each of ``--sizes``, puts
+``--puts`` objects of that size, 64 in flight, into a bucket of its own and then gets them all back
+(64 in flight); then puts 200 empty ones one at a time, and lists the first bucket twice. For each:
+operations per second, the tract servers' CPU (user + system, summed over the four, from /proc) per
+operation, and the client's. To compare two versions side by side, run it with
+``PYTHONPATH=/path/to/tree`` (this script and the servers, which inherit it, import fds from there).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fds import tune_allocator  # noqa: E402
 from fds.local import LocalCluster  # noqa: E402
@@ -32,7 +34,8 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-async def _puts(cluster: LocalCluster, pids: list[int], bucket_name: str, n: int, width: int, size: int) -> None:
+async def _puts(cluster: LocalCluster, pids: list[int], bucket_name: str, n: int, width: int, size: int,
+                *, gets: bool = False) -> None:
     async with cluster.client() as client:
         bucket = await client.create_bucket(bucket_name)
         data = os.urandom(size)
@@ -42,13 +45,18 @@ async def _puts(cluster: LocalCluster, pids: list[int], bucket_name: str, n: int
             async with sem:
                 await bucket.put(f"k/{i:08d}", data)
 
-        servers, own, start = [_cpu(p) for p in pids], _cpu(os.getpid()), time.perf_counter()
-        await asyncio.gather(*(put(i) for i in range(n)))
-        wall = time.perf_counter() - start
-        server_ms = (sum(_cpu(p) for p in pids) - sum(servers)) / n * 1000
-        print(f"{n} puts of {size} B, {width} in flight: {n / wall:.1f} puts/s; server CPU {server_ms:.2f} ms/put, "
-              f"client CPU {(_cpu(os.getpid()) - own) / n * 1000:.2f} ms/put; load {os.getloadavg()[0]:.1f}",
-              flush=True)
+        async def get(i: int) -> None:
+            async with sem:
+                assert await bucket.get(f"k/{i:08d}") == data
+
+        for op, call in (("put", put), ("get", get))[:2 if gets else 1]:
+            servers, own, start = [_cpu(p) for p in pids], _cpu(os.getpid()), time.perf_counter()
+            await asyncio.gather(*(call(i) for i in range(n)))
+            wall = time.perf_counter() - start
+            server_ms = (sum(_cpu(p) for p in pids) - sum(servers)) / n * 1000
+            print(f"{n} {op}s of {size} B, {width} in flight: {n / wall:.1f} {op}s/s; server CPU {server_ms:.2f} "
+                  f"ms/{op}, client CPU {(_cpu(os.getpid()) - own) / n * 1000:.2f} ms/{op}; "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 async def _list(cluster: LocalCluster, pids: list[int], bucket_name: str) -> None:
@@ -64,17 +72,18 @@ async def _list(cluster: LocalCluster, pids: list[int], bucket_name: str) -> Non
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--puts", type=int, default=1500)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 4096])
     args = ap.parse_args()
     tune_allocator()
     base = Path(tempfile.mkdtemp(prefix="bench-names-cpu-", dir=os.environ.get("TMPDIR", "/tmp")))
     with LocalCluster(base / "cluster", tractservers=4, replicas=2, tract_size=8 << 20, port=0,
                       gateway=False) as cluster:
         pids = [c.pid for c in cluster.tract_children if c.pid is not None]
-        asyncio.run(_puts(cluster, pids, "empty", args.puts, 64, 0))
-        asyncio.run(_puts(cluster, pids, "small", args.puts, 64, 4096))
+        for size in args.sizes:
+            asyncio.run(_puts(cluster, pids, f"size-{size}", args.puts, 64, size, gets=True))
         asyncio.run(_puts(cluster, pids, "serial", 200, 1, 0))
         for _ in range(2):
-            asyncio.run(_list(cluster, pids, "empty"))
+            asyncio.run(_list(cluster, pids, f"size-{args.sizes[0]}"))
     import shutil
 
     shutil.rmtree(base, ignore_errors=True)

@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["aiohttp", "boto3"], default="aiohttp")
     parser.add_argument("--swift-venv", type=Path, default=Path(tempfile.gettempdir()) / "swift-venv")
     parser.add_argument("--only", choices=["fds", "swift"], help="measure one system (no ratios)")
+    parser.add_argument("--s3-workers", type=int, help="fds s3 --workers N")
     parser.add_argument("--json")
     args = parser.parse_args()
     load = _load_generator()
@@ -110,7 +111,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; client {args.client}", flush=True)
     for replicas in args.replicas:
         with tempfile.TemporaryDirectory(prefix="s3bench-") as tmp:
-            cluster = LocalCluster(Path(tmp) / "fds", tractservers=4, replicas=replicas, s3=True, gateway=False)
+            cluster = LocalCluster(Path(tmp) / "fds", tractservers=4, replicas=replicas, s3=True, gateway=False,
+                                   s3_args=["--workers", str(args.s3_workers)] if args.s3_workers else [])
             swift = SwiftAIO(Path(tmp) / "swift", replicas=replicas, venv=args.swift_venv)
             systems = [s for s in ("fds", "swift") if args.only in (None, s)]
             results: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in systems}

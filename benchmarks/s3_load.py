@@ -88,12 +88,28 @@ SERVERS: dict[str, list[int]] = {}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _family(pids: list[int]) -> set[int]:
+    """``pids`` and every live descendant (``fds s3 --workers N`` forks its workers; Swift's servers theirs)."""
+    seen: set[int] = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return seen
+
+
 def _cpu() -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each group of :data:`SERVERS`, and by this client."""
+    """CPU seconds (user + system) used so far by each group of :data:`SERVERS` (with their children), and by
+    this client."""
     out = {"client": sum(os.times()[:2])}
     for group, pids in SERVERS.items():
         total = 0.0
-        for pid in pids:
+        for pid in _family(pids):
             with contextlib.suppress(OSError):
                 fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
                 total += (int(fields[11]) + int(fields[12])) / _TICK
@@ -280,6 +296,7 @@ def main() -> None:
     parser.add_argument("--access-key")
     parser.add_argument("--secret-key")
     parser.add_argument("--s3-args", nargs="*", default=[], help="extra flags for `fds s3`")
+    parser.add_argument("--s3-workers", type=int, help="fds s3 --workers N (its processes' CPU is summed)")
     parser.add_argument("--code", help="run the cluster's servers from this copy of the fds package's parent "
                         "directory (PYTHONPATH), to compare two versions")
     parser.add_argument("--hold", action="store_true", help="print the endpoint and wait (for profiling)")
@@ -299,7 +316,8 @@ def main() -> None:
         for replicas in args.replicas:
             with tempfile.TemporaryDirectory() as tmp:
                 with LocalCluster(Path(tmp), tractservers=4, replicas=replicas, s3=True, gateway=False,
-                                  s3_args=args.s3_args,
+                                  s3_args=args.s3_args + (["--workers", str(args.s3_workers)]
+                                                          if args.s3_workers else []),
                                   env={"PYTHONPATH": args.code} if args.code else {}) as cluster:
                     access, secret = cluster.s3_credentials()
                     SERVERS["s3"] = [c.pid for c in cluster.children if c.role == "s3" and c.pid]

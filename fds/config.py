@@ -148,6 +148,8 @@ class S3Config(SecurityConfig):
     key_cache_seconds: float = 10.0
     """How long an access key, once looked up, is trusted without looking again (a deleted key stops
     working within this time)."""
+    workers: int = 1
+    """Processes serving the port (forked, sharing its socket); each is a whole S3 server."""
 
 
 C = TypeVar("C")

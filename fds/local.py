@@ -400,8 +400,8 @@ class LocalCluster:
     def client(self, **options: Any) -> Client:
         """A :class:`fds.client.Client` for this cluster, holding its secret; ``options`` go to the client
         (``max_in_flight``, ``timeout``, ``token`` to act with a narrower token...). Use it in an event
-        loop, ``async with``. With TLS, the client trusts what ``$FDS_TLS_CA`` names (or
-        :func:`fds.tls.configure`), as every client does."""
+        loop, ``async with``. With TLS, the client trusts the cluster's ``tls_ca`` if it has one, else what
+        ``$FDS_TLS_CA`` names (or :func:`fds.tls.configure`), as every client does."""
         from fds.client import Client
 
         return Client(self.metaserver_url, **self._client_options(options))
@@ -415,6 +415,8 @@ class LocalCluster:
     def _client_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if not self.insecure and "token" not in options:
             options.setdefault("secret_file", str(self._ensure_secret()))
+        if self.tls_ca:
+            options.setdefault("tls_ca", str(self.tls_ca))
         return options
 
     # -- who is where --------------------------------------------------------------------------------------------

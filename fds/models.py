@@ -6,13 +6,25 @@ show up in each server's OpenAPI page (``/docs``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from fds.names import INLINE_MAX
 
 __all__ = [
     "MemberState",
@@ -339,21 +351,54 @@ def _check_user_meta(meta: dict[str, str]) -> dict[str, str]:
     return meta
 
 
-class ObjectPut(BaseModel):
-    """What a writer tells a bucket's namespace primary to point a key at: a blob it has written whole."""
+def _from_base64(value: Any) -> Any:
+    """JSON carries inline bytes as base64 text; Python callers pass bytes as they are."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("inline data must be base64") from None
+    return value
 
-    blob: str = Field(description="The GUID of the blob holding the object's bytes (written, length recorded).")
-    incarnation: int = Field(ge=0, le=_COUNT)
+
+InlineBytes = Annotated[bytes, BeforeValidator(_from_base64),
+                        PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str, when_used="json"),
+                        WithJsonSchema({"type": "string", "contentEncoding": "base64"})]
+"""An inline object's bytes: ``bytes`` in Python, base64 text in JSON (in both directions, whichever way a
+body is parsed: FastAPI validates parsed JSON in Python mode)."""
+
+
+class ObjectPut(BaseModel):
+    """What a writer tells a bucket's namespace primary to point a key at: a blob it has written whole, or, for
+    a small object, its bytes (``data``), kept inline in the name record."""
+
+    blob: str = Field(default="", description="The GUID of the blob holding the object's bytes (written, length "
+                                              "recorded); empty for an inline object.")
+    incarnation: int = Field(default=0, ge=0, le=_COUNT)
     size: int = Field(ge=0, le=_COUNT, description="The object's length in bytes.")
     etag: str = Field(default="", max_length=128, pattern=r"^[!#-~]*$",
                       description="The object's ETag (printable ASCII, no '\"'); empty: the blob's GUID as hex.")
     content_type: str = Field(default="", max_length=256)
     meta: dict[str, str] = Field(default_factory=dict, description="User metadata, at most 2 KiB.")
+    data: InlineBytes | None = Field(default=None, description="The object's bytes (base64 in JSON), for an "
+                                                               "object of at most fds.names.INLINE_MAX (16 KiB) "
+                                                               "bytes stored inline; then no blob.")
 
     @field_validator("meta")
     @classmethod
     def _meta_size(cls, meta: dict[str, str]) -> dict[str, str]:
         return _check_user_meta(meta)
+
+    @model_validator(mode="after")
+    def _blob_or_data(self) -> ObjectPut:
+        if (self.data is None) == (not self.blob):
+            raise ValueError("give either a blob or the object's bytes inline (data), not both or neither")
+        if self.data is not None and len(self.data) > INLINE_MAX:
+            raise ValueError(f"inline data is {len(self.data)} bytes; at most {INLINE_MAX} are kept inline (write "
+                             "a larger object to a blob)")
+        if self.data is not None and len(self.data) != self.size:
+            raise ValueError(f"size is {self.size} but the inline data is {len(self.data)} bytes")
+        return self
 
 
 class NameRecord(BaseModel):
@@ -376,6 +421,8 @@ class NameRecord(BaseModel):
     deleted: bool = False
     ops: dict[str, Annotated[int, Field(ge=-_COUNT, le=_COUNT)]] = Field(
         default_factory=dict, description="Recent client operation ids, so a retried change is not applied twice.")
+    data: InlineBytes | None = Field(default=None, description="An inline object's bytes (then ``blob`` is empty); "
+                                                               "stored beside the record, never in listings.")
 
 
 class MetaRecords(BaseModel):
@@ -399,8 +446,9 @@ class ObjectInfo(BaseModel):
     mtime: float = Field(description="Unix time the object was written.")
     content_type: str = ""
     meta: dict[str, str] = Field(default_factory=dict)
-    blob: str = Field(description="The GUID of the blob holding its bytes (tracts are read straight from it).")
-    incarnation: int
+    blob: str = Field(description="The GUID of the blob holding its bytes (tracts are read straight from it); "
+                                  "empty for a small object whose bytes are kept inline in its name record.")
+    incarnation: int = Field(description="The blob's incarnation; 0 for an inline object.")
 
 
 class NameListing(BaseModel):

@@ -21,6 +21,7 @@ tract servers holding one row of the table: the row of the bucket's
 metadata is placed. The primary of that row orders every change to the
 bucket's names with the two-phase commit blob metadata uses. The list of
 buckets is the namespace of one well-known GUID (:data:`CATALOGUE`).
+Objects of at most :data:`INLINE_MAX` bytes live inside their name record.
 See docs/architecture.md, "Names".
 """
 
@@ -36,6 +37,7 @@ from fds.errors import BadRequest
 
 __all__ = [
     "CATALOGUE",
+    "INLINE_MAX",
     "MAX_KEY_BYTES",
     "bucket_guid",
     "check_bucket",
@@ -49,6 +51,11 @@ __all__ = [
 
 MAX_KEY_BYTES = 1024
 """S3's limit on a key's UTF-8 length."""
+
+INLINE_MAX = 16 << 10
+"""Objects of at most this many bytes are kept inline in their name record, not in a blob: a put is one
+request (the namespace primary's replicated, group-committed record change), a get is one lookup. Larger
+objects are written to a blob. See docs/architecture.md, "Small objects inline"."""
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")

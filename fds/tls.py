@@ -65,9 +65,21 @@ def scheme() -> str:
     return "https" if _server is not None else "http"
 
 
-def client_context() -> ssl.SSLContext:
-    """The context for calls to servers: trusts ``tls_ca`` (or ``$FDS_TLS_CA``), else the system's CAs."""
+_by_ca: dict[str, ssl.SSLContext] = {}
+
+
+def client_context(ca: str | None = None) -> ssl.SSLContext:
+    """The context for calls to servers: trusts ``ca`` if given (a context per bundle, made once), else this
+    process's ``tls_ca`` (or ``$FDS_TLS_CA``), else the system's CAs."""
     global _client
+    if ca:
+        found = _by_ca.get(ca)
+        if found is None:
+            try:
+                found = _by_ca[ca] = ssl.create_default_context(cafile=ca)
+            except (ssl.SSLError, OSError) as exc:
+                raise TLSError(f"cannot load the CA bundle {ca}: {exc}") from None
+        return found
     if _client is None:
         ca = _ca or os.environ.get("FDS_TLS_CA", "").strip() or None
         try:

@@ -10,6 +10,7 @@ Exit codes as for every fds command (see :mod:`fds.cli`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -19,8 +20,7 @@ from typing import Any, BinaryIO
 from fds.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from fds.cli._output import Output, download, open_output
 from fds.cli._run import command, fail, reading, run, writing
-from fds.client import Blob, Bucket, Client, FDSError, KeyNotFound, ObjectInfo
-from fds.guid import parse_guid
+from fds.client import Bucket, Client, FDSError, KeyNotFound, ObjectInfo, ObjectReader
 from fds.names import check_bucket
 from fds.progress import byte_bar, count_bar
 
@@ -178,18 +178,23 @@ def _download(args: argparse.Namespace, src: tuple[str, str], target: str) -> in
         target = os.path.join(target, key.rsplit("/", 1)[-1])
 
     async def work(client: Client, output: Output) -> int:
-        info = await client.bucket(bucket).head(key)
-        await _fetch(client, info, output)
+        await _fetch(client, await client.bucket(bucket).reader(key), output)
         return EXIT_OK
 
     return writing(args, target, work)
 
 
-async def _fetch(client: Client, info: ObjectInfo, output: Output, *, quiet: bool = False) -> None:
-    tract_size = (await client.table()).tract_size
-    blob = Blob(client, parse_guid(info.blob), info.incarnation)
-    with byte_bar("get", info.size, quiet=quiet or info.size <= 64 << 20) as bar:
-        length = await download(blob, -(-info.size // tract_size), output, bar)
+async def _fetch(client: Client, reader: ObjectReader, output: Output, *, quiet: bool = False) -> None:
+    info = reader.info
+    if reader.blob is None:  # a small object kept inline in its name record
+        data = await reader.read_range()
+        if data:
+            await asyncio.to_thread(output.write_at, 0, data, True)
+        length = len(data)
+    else:
+        tract_size = (await client.table()).tract_size
+        with byte_bar("get", info.size, quiet=quiet or info.size <= 64 << 20) as bar:
+            length = await download(reader.blob, -(-info.size // tract_size), output, bar)
     if length != info.size:
         raise FDSError(f"{info.key}: read {length} bytes, the object has {info.size}", code="length_mismatch")
     output.commit(length)
@@ -222,7 +227,7 @@ def _cp_recursive(args: argparse.Namespace, src: tuple[str, str] | None, dst: tu
                     path.parent.mkdir(parents=True, exist_ok=True)
                     output = open_output(str(path))
                     try:
-                        await _fetch(client, info, output, quiet=True)
+                        await _fetch(client, ObjectReader(client, info, bucket=src[0]), output, quiet=True)
                     finally:
                         output.abort()
                 else:

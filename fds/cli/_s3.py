@@ -22,7 +22,7 @@ from fds.config import S3Config
 __all__ = ["add_parsers"]
 
 _SETTINGS = ["metaserver", "max_in_flight", "region", "min_part_size", "upload_expiry", "sweep_interval",
-             "key_cache_seconds"]
+             "key_cache_seconds", "workers"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -109,6 +109,7 @@ def add_parsers(sub: Any) -> None:
                    help="seconds between passes over abandoned multipart uploads (0: never)")
     p.add_argument("--key-cache-seconds", dest="key_cache_seconds", type=float,
                    help="how long a looked-up access key is trusted (default 10)")
+    p.add_argument("--workers", type=int, help="processes serving the port, sharing its socket (default 1)")
     p.set_defaults(run=_serve)
     keys = p.add_subparsers(dest="s3_command", metavar="COMMAND")
     k = keys.add_parser("key", help="access keys: create, list, delete")

@@ -83,7 +83,9 @@ class Client:
     Credentials: ``token`` (a token from ``fds token``), ``secret_file`` (the
     cluster secret: the client mints and renews its own tokens), or
     ``credentials``; with none given, :meth:`fds.auth.Credentials.discover`
-    looks at ``$FDS_TOKEN``, ``$FDS_SECRET_FILE`` and ``./.fds``.
+    looks at ``$FDS_TOKEN``, ``$FDS_SECRET_FILE`` and ``./.fds``. ``tls_ca``: the
+    CA bundle to trust for this client's HTTPS calls (default: the process's,
+    :func:`fds.tls.client_context`).
 
     A program that moves many tracts should call :func:`fds.tune_allocator`
     once at start-up (the ``fds`` command does): without it glibc
@@ -96,14 +98,15 @@ class Client:
                  per_server: int = DEFAULT_PER_SERVER, timeout: float = 60.0,
                  attempts: int = 8, retry_for: float = 120.0, rng: random.Random | None = None,
                  token: str | None = None, secret_file: str | None = None,
-                 credentials: Credentials | None = None, hedge_after: float = HEDGE_AFTER) -> None:
+                 credentials: Credentials | None = None, hedge_after: float = HEDGE_AFTER,
+                 tls_ca: str | None = None) -> None:
         if max_in_flight < 1:
             raise BadRequest("max_in_flight must be at least 1")
         self.credentials = credentials or Credentials.discover(token=token, secret_file=secret_file)
-        self.tables = TableCache(metaserver, credentials=self.credentials)
+        self.tables = TableCache(metaserver, credentials=self.credentials, tls_ca=tls_ca)
         self.metaserver = self.tables.metaserver
         self.max_in_flight = max_in_flight
-        self._pool = HTTPPool(timeout=timeout, ssl_context=tls.client_context())
+        self._pool = HTTPPool(timeout=timeout, ssl_context=tls.client_context(tls_ca))
         self._slots = asyncio.Semaphore(max_in_flight)
         if per_server < 1:
             raise BadRequest("per_server must be at least 1")

@@ -5,11 +5,16 @@ the name switches to it on the bucket's namespace primary in one committed step 
 if the key is free, or only if its ETag is still the one the caller read). A reader looks the name
 up once and reads the blob's tracts directly, so reads keep FDS's speed: a range fetches only its
 tracts, with many in flight.
+
+Objects of at most :data:`fds.names.INLINE_MAX` bytes skip the blob: their bytes travel in the
+switch itself and stay in the name record (one request to put, one to look up and read). Such an
+object's :class:`ObjectInfo` has an empty ``blob`` and incarnation 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator
@@ -20,10 +25,19 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from fds.client._blob import Blob, Progress
-from fds.errors import BadRequest, BucketExists, BucketNotFound, FDSError, KeyNotFound, PastEnd
+from fds.errors import BadRequest, BucketExists, BucketNotFound, FDSError, KeyNotFound, PastEnd, PreconditionFailed
 from fds.guid import new_guid, parse_guid
 from fds.models import BlobInfo, BucketInfo, ObjectInfo, ObjectPut, RenameRequest
-from fds.names import CATALOGUE, bucket_guid, check_bucket, check_key, check_prefix, decode_token, encode_token
+from fds.names import (
+    CATALOGUE,
+    INLINE_MAX,
+    bucket_guid,
+    check_bucket,
+    check_key,
+    check_prefix,
+    decode_token,
+    encode_token,
+)
 
 if TYPE_CHECKING:
     from fds.client._client import Client
@@ -135,18 +149,25 @@ class Bucket:
     # -- reading -------------------------------------------------------------------------
     async def head(self, key: str) -> ObjectInfo:
         """The object's size, ETag, time, content type and metadata; KeyNotFound if there is none."""
+        return (await self._lookup(key, data=False))[0]
+
+    async def _lookup(self, key: str, *, data: bool) -> tuple[ObjectInfo, bytes | None]:
+        """The object, and with ``data`` an inline object's bytes (one request either way)."""
         check_key(key)
-        return ObjectInfo.model_validate(await self._call("GET", "/object", f"key={_q(key)}",
-                                                          what=f"head fds://{self.name}/{key}"))
+        found = await self._call("GET", "/object", f"key={_q(key)}" + ("&data=true" if data else ""),
+                                 what=f"head fds://{self.name}/{key}")
+        inline = found.pop("data", None)
+        return ObjectInfo.model_validate(found), None if inline is None else base64.b64decode(inline)
 
     async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes | bytearray:
         """The object's bytes ``start..end-1`` (the whole object by default), tracts fetched concurrently."""
-        return await ObjectReader(self._client, await self.head(key)).read_range(start, end)
+        return await (await self.reader(key)).read_range(start, end)
 
     async def reader(self, key: str) -> ObjectReader:
         """A reader of the object as it is now (later writes to the key do not change what it reads, for as
-        long as the replaced blob's grace period lasts)."""
-        return ObjectReader(self._client, await self.head(key))
+        long as the replaced blob's grace period lasts). An inline object's bytes come with the lookup."""
+        info, data = await self._lookup(key, data=True)
+        return ObjectReader(self._client, info, bucket=self.name, data=data)
 
     async def download(self, key: str, sink: str | os.PathLike[str] | BinaryIO, *,
                        progress: Progress | None = None) -> ObjectInfo:
@@ -166,7 +187,8 @@ class Bucket:
         """Write an object from bytes, a file (path or binary file object) or an async stream of chunks.
 
         The bytes go to a fresh blob first; the key switches to it only once every tract is durable on
-        every replica. Memory stays at about the client's ``max_in_flight`` tracts.
+        every replica. Memory stays at about the client's ``max_in_flight`` tracts. An object of at most
+        :data:`fds.names.INLINE_MAX` bytes goes inline, in the switch itself (one request).
         """
         check_key(key)
         if isinstance(source, (str, os.PathLike)):
@@ -175,7 +197,10 @@ class Bucket:
                                       if_none_match=if_none_match, etag=etag, progress=progress)
         options = _options(content_type, meta, if_match, if_none_match, etag)
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return await self._put_bytes(key, memoryview(source).cast("B"), options, progress)
+            view = memoryview(source).cast("B")
+            if len(view) <= INLINE_MAX:
+                return await self._put_inline(key, bytes(view), options, progress)
+            return await self._put_bytes(key, view, options, progress)
         if isinstance(source, AsyncIterable):
             writer = await self.writer(key, **options)
             return await writer.write_all(source, progress)
@@ -184,7 +209,20 @@ class Bucket:
         except (OSError, AttributeError, ValueError):
             writer = await self.writer(key, **options)
             return await writer.write_all(_chunks(source), progress)
+        if size <= INLINE_MAX:
+            data = await asyncio.to_thread(source.read, size + 1)
+            if len(data) != size:
+                raise FDSError(f"file changed size while being read ({len(data)} bytes, not {size})",
+                               code="file_changed")
+            return await self._put_inline(key, data, options, progress)
         return await self._put_file(key, source, size, options, progress)
+
+    async def _put_inline(self, key: str, data: bytes, options: dict[str, Any],
+                          progress: Progress | None) -> ObjectInfo:
+        info = await self._switch(key, None, len(data), options, data)
+        if progress is not None:
+            progress(len(data))
+        return info
 
     async def _sized_blob(self, size: int) -> tuple[Blob, int]:
         client = self._client
@@ -223,10 +261,12 @@ class Bucket:
             await _discard(self._client, blob)
             raise
 
-    async def _switch(self, key: str, blob: Blob, size: int, options: dict[str, Any]) -> ObjectInfo:
-        """Point ``key`` at ``blob`` (written whole) in one committed step."""
-        body = ObjectPut(blob=blob.guid, incarnation=blob.incarnation, size=size, etag=options["etag"],
-                         content_type=options["content_type"], meta=options["meta"])
+    async def _switch(self, key: str, blob: Blob | None, size: int, options: dict[str, Any],
+                      data: bytes | None = None) -> ObjectInfo:
+        """Point ``key`` at ``blob`` (written whole), or at ``data`` kept inline, in one committed step."""
+        body = ObjectPut(blob=blob.guid if blob is not None else "", incarnation=blob.incarnation if blob else 0,
+                         size=size, etag=options["etag"], content_type=options["content_type"], meta=options["meta"],
+                         data=data)
         query = f"key={_q(key)}"
         if options["if_match"] is not None:
             query += f"&if_match={_q(options['if_match'])}"
@@ -250,13 +290,15 @@ class Bucket:
         """A writer that streams an object into a fresh blob: :meth:`ObjectWriter.write` cuts tracts and sends
         each as it fills, with at most ``window`` (default: the client's ``max_in_flight``) in flight;
         :meth:`ObjectWriter.close` switches the key to it, :meth:`ObjectWriter.abort` drops it. With ``size``
-        known up front the blob is created at that size (no extend per tract) and close checks it."""
+        known up front the blob is created at that size (no extend per tract) and close checks it. An object
+        that turns out to be at most :data:`fds.names.INLINE_MAX` bytes goes inline at close (no blob is made
+        until more than that has been written)."""
         check_key(key)
         options = _options(content_type, meta, if_match, if_none_match, etag)
-        if size is not None:
+        blob: Blob | None = None
+        if size is not None and size > INLINE_MAX:
             blob, tract_size = await self._sized_blob(size)
         else:
-            blob = await self._client.create_blob()
             tract_size = (await self._client.table()).tract_size
         return ObjectWriter(self, key, blob, tract_size, options, size=size, window=window)
 
@@ -286,18 +328,24 @@ class Bucket:
         unless ``content_type`` or ``meta`` replace them. ``source_info`` (from :meth:`head`) saves a lookup.
         """
         src = Bucket(self._client, source_bucket) if source_bucket else self
-        info = source_info or await src.head(source)
+        data = None
+        if source_info is None:
+            source_info, data = await src._lookup(source, data=True)
+        info = source_info
         check_key(target)
         if content_type is not None or meta is not None:
             _options(content_type or "", meta, None, False, info.etag)
+        options = {"content_type": info.content_type if content_type is None else content_type,
+                   "meta": info.meta if meta is None else meta, "if_match": None, "if_none_match": if_none_match,
+                   "etag": info.etag}
+        if not info.blob:  # inline: the bytes go along in the target's switch
+            data = await ObjectReader(self._client, info, bucket=src.name, data=data)._inline()
+            return await self._put_inline(target, data, options, progress)
         blob, _ = await self._sized_blob(info.size)
         try:
             await self._client._copy_tracts(Blob(self._client, parse_guid(info.blob), info.incarnation), blob,
                                             info.size, progress)
-            return await self._switch(target, blob, info.size, {
-                "content_type": info.content_type if content_type is None else content_type,
-                "meta": info.meta if meta is None else meta, "if_match": None,
-                "if_none_match": if_none_match, "etag": info.etag})
+            return await self._switch(target, blob, info.size, options)
         except BaseException:
             await _discard(self._client, blob)
             raise
@@ -326,6 +374,10 @@ class Bucket:
             ahead = (asyncio.ensure_future(self.list(prefix, delimiter=delimiter, start_after=start_after,
                                                      page_token=page.next_token, limit=page_size))
                      if page.next_token is not None else None)
+            if ahead is not None:
+                # Let the request go out now: a caller that consumes the page without awaiting anything would
+                # otherwise start it only after the page, and the primary's work would not overlap ours.
+                await asyncio.sleep(0)
             try:
                 items: list[ObjectInfo | str] = [*page.objects, *page.prefixes]
                 if page.prefixes and page.objects:
@@ -343,12 +395,38 @@ class Bucket:
 
 
 class ObjectReader:
-    """Reads one object as it was when looked up: ranges fetch only their tracts, many in flight."""
+    """Reads one object as it was when looked up: ranges fetch only their tracts, many in flight.
 
-    def __init__(self, client: Client, info: ObjectInfo) -> None:
+    An inline object (``info.blob`` empty) is read from ``data`` (its bytes, as :meth:`Bucket.reader` looked
+    them up with the name), or else looked up again in ``bucket`` when first read: if the key has changed
+    since ``info`` was taken, that raises PreconditionFailed (an inline object has no blob to outlive it).
+    """
+
+    def __init__(self, client: Client, info: ObjectInfo, *, bucket: str | None = None,
+                 data: bytes | None = None) -> None:
         self._client = client
         self.info = info
-        self.blob = Blob(client, parse_guid(info.blob), info.incarnation)
+        self.blob = Blob(client, parse_guid(info.blob), info.incarnation) if info.blob else None
+        """The blob holding the object's bytes; None for an inline object."""
+        self._bucket = bucket
+        self._data = data
+
+    async def _inline(self) -> bytes:
+        """An inline object's bytes: as looked up, or looked up now if the key still names the same object."""
+        if self._data is None:
+            if self._bucket is None:
+                raise BadRequest(f"object {self.info.key!r} is kept inline in its name record: read it through "
+                                 "Bucket.reader, or give ObjectReader its bucket", code="inline_needs_bucket")
+            info, data = await Bucket(self._client, self._bucket)._lookup(self.info.key, data=True)
+            if data is None or info.etag != self.info.etag:
+                raise PreconditionFailed(f"object {self.info.key!r} in bucket {self._bucket!r} changed since it was "
+                                         f"looked up (ETag {self.info.etag!r}, now {info.etag!r}); look it up again",
+                                         etag=info.etag)
+            self._data = data
+        if len(self._data) != self.info.size:
+            raise FDSError(f"object {self.info.key!r}: its inline bytes are {len(self._data)} long, not "
+                           f"{self.info.size}", code="length_mismatch")
+        return self._data
 
     async def read_range(self, start: int = 0, end: int | None = None) -> bytes | bytearray:
         """Bytes ``start..end-1`` (clipped to the object); ``b""`` past the end."""
@@ -366,6 +444,12 @@ class ObjectReader:
     async def iter_ranges(self, start: int, end: int,
                           window: int | None = None) -> AsyncIterator[tuple[int, memoryview | bytes | bytearray]]:
         """``(offset, bytes)`` pieces of ``start..end-1`` in order, one per tract, ``window`` tracts in flight."""
+        if self.blob is None:
+            inline = await self._inline()
+            end = min(end, len(inline))
+            if start < end:
+                yield start, (inline if (start, end) == (0, len(inline)) else memoryview(inline)[start:end])
+            return
         tract_size = (await self._client.table()).tract_size
         first, last = start // tract_size, (end - 1) // tract_size
         async for index, data in self.blob.read_tracts(range(first, last + 1), window=window):
@@ -391,13 +475,16 @@ class ObjectReader:
 
 class ObjectWriter:
     """Streams an object of unknown size into a fresh blob, tract by tract, with up to the client's
-    ``max_in_flight`` tract writes outstanding; nothing holds more than that. :meth:`close` switches the key."""
+    ``max_in_flight`` tract writes outstanding; nothing holds more than that. :meth:`close` switches the key.
+    The blob is made once more than :data:`fds.names.INLINE_MAX` bytes have come (or up front, for a larger
+    promised size); a smaller object is stored inline at close."""
 
-    def __init__(self, bucket: Bucket, key: str, blob: Blob, tract_size: int, options: dict[str, Any], *,
+    def __init__(self, bucket: Bucket, key: str, blob: Blob | None, tract_size: int, options: dict[str, Any], *,
                  size: int | None = None, window: int | None = None) -> None:
         self.bucket = bucket
         self.key = key
         self.blob = blob
+        """The fresh blob, once there is one (None while the object is small enough to go inline)."""
         self.size = size
         """The size promised up front (the blob was created at it), or None."""
         self.written = 0
@@ -419,6 +506,8 @@ class ObjectWriter:
                              code="body_length_mismatch")
         self._buf += data
         self.written += len(data)
+        if self.blob is None and self.written > INLINE_MAX:
+            self.blob = await self.bucket._client.create_blob()  # (a promised size over INLINE_MAX made it sized)
         while len(self._buf) >= self._tract_size:
             piece = bytes(self._buf[:self._tract_size])
             del self._buf[:self._tract_size]
@@ -434,6 +523,7 @@ class ObjectWriter:
             finished, self._running = await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
                 task.result()
+        assert self.blob is not None
         if self.size is None:
             index = await self.blob.extend(1)
         else:
@@ -455,6 +545,11 @@ class ObjectWriter:
             if self.size is not None and self.written != self.size:
                 raise BadRequest(f"fds://{self.bucket.name}/{self.key}: {self.written} bytes written of the "
                                  f"{self.size} promised; nothing was stored", code="body_length_mismatch")
+            if self.blob is None:  # small: inline, in the switch itself
+                data, self._buf = bytes(self._buf), bytearray()
+                info = await self.bucket._switch(self.key, None, self.written, self._options, data)
+                self.closed = True
+                return info
             if self._buf:
                 piece, self._buf = bytes(self._buf), bytearray()
                 await self._send(piece)
@@ -475,7 +570,8 @@ class ObjectWriter:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
         self._running.clear()
-        await _discard(self.bucket._client, self.blob)
+        if self.blob is not None:
+            await _discard(self.bucket._client, self.blob)
 
     async def write_all(self, chunks: AsyncIterable[bytes], progress: Progress | None = None) -> ObjectInfo:
         try:

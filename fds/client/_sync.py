@@ -46,12 +46,12 @@ class SyncClient:
     """Blocking client: ``with SyncClient(url) as fds: fds.create_blob().write_from("f")``."""
 
     def __init__(self, metaserver: str, *, max_in_flight: int = DEFAULT_IN_FLIGHT, timeout: float = 60.0,
-                 token: str | None = None, secret_file: str | None = None) -> None:
+                 token: str | None = None, secret_file: str | None = None, tls_ca: str | None = None) -> None:
         self._loop = _LoopThread()
 
         async def make() -> Client:
             return Client(metaserver, max_in_flight=max_in_flight, timeout=timeout, token=token,
-                          secret_file=secret_file)
+                          secret_file=secret_file, tls_ca=tls_ca)
 
         self._client = self._loop.run(make())
 

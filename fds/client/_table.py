@@ -21,10 +21,11 @@ class TableCache:
     Concurrent callers that all find the table stale share one fetch.
     """
 
-    def __init__(self, metaserver: str, *, timeout: float = 30.0, credentials: Credentials | None = None) -> None:
+    def __init__(self, metaserver: str, *, timeout: float = 30.0, credentials: Credentials | None = None,
+                 tls_ca: str | None = None) -> None:
         self.metaserver = metaserver.rstrip("/")
         self._http = httpx.AsyncClient(timeout=timeout, auth=HttpxAuth(credentials),
-                                       verify=tls.client_context())
+                                       verify=tls.client_context(tls_ca))
         self._table: Table | None = None
         self._fetch: asyncio.Task[Table] | None = None
         self._fetched = 0.0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
-from fds.client import ObjectInfo, ObjectWriter
+from fds.client import ObjectInfo, ObjectReader, ObjectWriter
 from fds.fs._readahead import ReadAhead
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class FdsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec is untyped
             self._details = info
         self._writer: ObjectWriter | None = None
         self._reader: ReadAhead | None = None
+        self._inline: ObjectReader | None = None
         self._reader_pid = 0
         if mode == "rb" and kwargs.get("cache_type") is None:
             kwargs["cache_type"] = "none"  # the read-ahead below is the cache: tracts, fetched ahead, concurrently
@@ -54,6 +55,11 @@ class FdsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec is untyped
     async def _read(self, start: int, end: int) -> bytes | bytearray:
         assert self._object is not None
         end = min(end, self._object.size)
+        if not self._object.blob:  # a small object kept inline in its name record: its bytes, once
+            if self._inline is None:
+                self._inline = ObjectReader(await self.fs._get_client(), self._object,
+                                            bucket=self.path.partition("/")[0])
+            return await self._inline.read_range(start, end)
         if self._reader is None or self._reader_pid != os.getpid():  # forked: the parent's reads are not ours
             client = await self.fs._get_client()
             self._reader = ReadAhead(client, self._object, (await client.table()).tract_size)

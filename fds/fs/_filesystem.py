@@ -272,32 +272,30 @@ class FdsFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is untyped
                 raise _missing(path, exc) from None
 
     # -- reading ------------------------------------------------------------------------------------
-    async def _read_object(self, obj: ObjectInfo, start: int, end: int) -> bytes:
-        data = await ObjectReader(await self._get_client(), obj).read_range(start, end)
-        return bytes(data) if not isinstance(data, bytes) else data
-
-    async def _head(self, path: str) -> ObjectInfo:
+    async def _reader(self, path: str) -> ObjectReader:
+        """A reader of the object at ``path``: one lookup (an inline object's bytes come with it)."""
         bucket, key = await self._bucket(path)
         if not key:
             raise IsADirectoryError(errno.EISDIR, "a bucket is a directory", path)
         try:
-            return await bucket.head(key)
+            return await bucket.reader(key)
         except (KeyNotFound, BucketNotFound) as exc:
             raise _missing(path, exc) from None
 
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        return await self._read_range(await self._head(path), start, end)
+        return await self._read_range(await self._reader(path), start, end)
 
-    async def _read_range(self, obj: ObjectInfo, start: int | None, end: int | None) -> bytes:
-        size = obj.size
+    async def _read_range(self, reader: ObjectReader, start: int | None, end: int | None) -> bytes:
+        size = reader.info.size
         lo = 0 if start is None else (max(size + start, 0) if start < 0 else start)
         hi = size if end is None else (max(size + end, 0) if end < 0 else min(end, size))
         if lo >= hi:
             return b""
         try:
-            return await self._read_object(obj, lo, hi)
+            data = await reader.read_range(lo, hi)
         except PastEnd:
             return b""
+        return bytes(data) if not isinstance(data, bytes) else data
 
     async def _cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: int | None = None,
                           batch_size: int | None = None, on_error: str = "return", **kwargs: Any) -> list[Any]:
@@ -310,7 +308,7 @@ class FdsFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is untyped
         if len(starts) != len(paths) or len(ends) != len(paths):
             raise ValueError("paths, starts and ends must be as long as each other")
         unique = list(dict.fromkeys(paths))
-        heads = dict(zip(unique, await asyncio.gather(*(self._head(p) for p in unique), return_exceptions=True),
+        heads = dict(zip(unique, await asyncio.gather(*(self._reader(p) for p in unique), return_exceptions=True),
                          strict=True))
 
         async def one(path: str, start: int | None, end: int | None) -> bytes:
@@ -330,9 +328,8 @@ class FdsFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is untyped
     async def _get_file(self, rpath: str, lpath: str, callback: Callback = DEFAULT_CALLBACK, **kwargs: Any) -> None:
         if os.path.isdir(lpath) and await self._isdir(rpath):
             return
-        obj = await self._head(rpath)
-        callback.set_size(obj.size)
-        reader = ObjectReader(await self._get_client(), obj)
+        reader = await self._reader(rpath)
+        callback.set_size(reader.info.size)
         with open(lpath, "wb") as sink:
             await reader.read_into(sink, progress=callback.relative_update)
 

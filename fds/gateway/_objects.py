@@ -157,29 +157,30 @@ def add_object_routes(app: FastAPI, window: int) -> None:
         response.headers["etag"] = _etag(info)
         return response
 
-    async def _object(bucket: Bucket, key: str, request: Request) -> tuple[ObjectInfo, Response | None]:
-        info = await bucket.head(key)
+    async def _object(bucket: Bucket, key: str, request: Request, *,
+                      read: bool = False) -> tuple[ObjectInfo, ObjectReader | None, Response | None]:
+        reader = await bucket.reader(key) if read else None  # an inline object's bytes come with the lookup
+        info = reader.info if reader is not None else await bucket.head(key)
         if (header := request.headers.get("if-match")) is not None and not _matches(header, info):
             raise PreconditionFailed(f"object {key!r} has ETag {info.etag!r}, not {header!r}", etag=info.etag)
         if (header := request.headers.get("if-none-match")) is not None and _matches(header, info):
-            return info, Response(status_code=304, headers={"etag": _etag(info)})
-        return info, None
+            return info, None, Response(status_code=304, headers={"etag": _etag(info)})
+        return info, reader, None
 
     @app.head("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], responses={404: ERROR},
               summary="An object's size, ETag, time, type and metadata, as headers.")
     async def head_object(bucket: str, key: str, request: Request) -> Response:
-        info, early = await _object(client_of(request).bucket(bucket), key, request)
+        info, _, early = await _object(client_of(request).bucket(bucket), key, request)
         return early or Response(status_code=200, headers=_headers(info))
 
     @app.get("/v1/buckets/{bucket}/objects/{key:path}", tags=["objects"], response_class=StreamingResponse,
              responses={200: BYTES, 206: BYTES, 304: {}, 404: ERROR, 412: ERROR, 416: ERROR},
              summary="Download an object, whole or one byte range.", description=_GET_DOC)
     async def get_object(bucket: str, key: str, request: Request) -> Response:
-        client = client_of(request)
-        info, early = await _object(client.bucket(bucket), key, request)
+        info, reader, early = await _object(client_of(request).bucket(bucket), key, request, read=True)
         if early is not None:
             return early
-        reader = ObjectReader(client, info)
+        assert reader is not None
         headers = _headers(info)
         spec = None if "if-range" in request.headers else parse_range(request.headers.get("range"))
         start, end, status = 0, info.size, 200

@@ -211,7 +211,7 @@ async def _upload_part_copy(s3: S3Server, req: Request, upload: Upload, number: 
         start, end = selected.start, selected.end
     size = end - start
     tract_size = await s3.tract_size()
-    reader = ObjectReader(s3.fds, info)
+    reader = ObjectReader(s3.fds, info, bucket=source_bucket)  # (an inline source is looked up again, by ETag)
 
     async def pieces() -> AsyncIterator[bytes | memoryview]:
         async for _, piece in reader.iter_ranges(start, end, window=s3.window):

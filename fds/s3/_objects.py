@@ -5,9 +5,10 @@
   ``max_in_flight`` in flight, and the digests are computed 2 MiB at a time on a worker thread as the
   bytes arrive. The key switches to the blob (:meth:`fds.client.Bucket.link`) only once every tract is
   durable and every digest matched. A failed or refused upload deletes its blob: the key keeps its old
-  object. A 4 KiB PUT is three cluster round trips (create, write, switch), the first overlapping the body.
+  object. A body of at most :data:`fds.names.INLINE_MAX` bytes is read whole, checked, and stored inline
+  in its name record instead: one cluster round trip (the switch), no blob.
 - **GetObject** looks the name up once and streams the tracts a range needs straight from the tract
-  servers, many in flight, never the whole object in memory.
+  servers, many in flight, never the whole object in memory; an inline object's bytes come with the lookup.
 - **CopyObject** copies tract to tract between tract servers (:meth:`fds.client.Bucket.copy`).
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from fds.client import Blob, Bucket, FDSError, KeyNotFound, ObjectInfo, ObjectReader, PreconditionFailed
-from fds.names import check_bucket, check_key, meta_header_text, meta_header_value
+from fds.names import INLINE_MAX, check_bucket, check_key, meta_header_text, meta_header_value
 from fds.ranges import parse_range, resolve_range
 from fds.s3._app import Request, Response, S3Server, named, xml_response
 from fds.s3._body import Body, Digests, HashChain, Window, cut_tracts
@@ -315,17 +316,24 @@ async def put_object(s3: S3Server, req: Request) -> Response:
     size = _need_length(body)
     if size > 5 << 40:
         raise S3Error("EntityTooLarge", "an object may be at most 5 TiB")
-    tract_size = await s3.tract_size()
-    # A body of more than one tract is stored only into a bucket that exists (a missing one for a one-tract
-    # body is found when the key switches, without the extra round trip).
-    check = bucket.info() if size > tract_size else None
-    blob = await new_blob_from(s3, body.pieces(), body.digests, size, before=check)
+    blob: Blob | None = None
     try:
+        if size <= INLINE_MAX:  # small: buffered, checked, and kept inline in the name record (no blob)
+            data = await body.read_all(INLINE_MAX)
+            info = await bucket.put(req.key, data, content_type=content_type, meta=meta, etag=body.digests.etag,
+                                    if_match=if_match, if_none_match=if_none_match)
+            return Response(200, {"etag": f'"{info.etag}"'})
+        tract_size = await s3.tract_size()
+        # A body of more than one tract is stored only into a bucket that exists (a missing one for a one-tract
+        # body is found when the key switches, without the extra round trip).
+        check = bucket.info() if size > tract_size else None
+        blob = await new_blob_from(s3, body.pieces(), body.digests, size, before=check)
         etag = body.digests.finish(body.trailers())
         info = await bucket.link(req.key, blob, size, content_type=content_type, meta=meta, etag=etag,
                                  if_match=if_match, if_none_match=if_none_match)
     except BaseException as exc:
-        await discard(s3, blob)
+        if blob is not None:
+            await discard(s3, blob)
         if isinstance(exc, PreconditionFailed) and if_match is not None and not await bucket.exists(req.key):
             # S3: If-Match on a key with no object is 404 NoSuchKey, not 412 (fds's names answer 412 for both).
             raise S3Error("NoSuchKey", f"If-Match names an ETag, but there is no object {req.key[:200]!r} to "
@@ -418,14 +426,20 @@ def _check_conditions(info: ObjectInfo, if_match: str | None, if_none_match: str
     return True
 
 
-async def _read_conditions(s3: S3Server, req: Request) -> tuple[ObjectInfo, Response | None]:
+async def _read_conditions(s3: S3Server, req: Request, *, read: bool = False
+                           ) -> tuple[ObjectInfo, ObjectReader | None, Response | None]:
+    """The object (and with ``read``, a reader of it: an inline object's bytes come with the one lookup), or the
+    304 its conditions answer."""
     check_key(req.key)
-    info = await s3.fds.bucket(req.bucket).head(req.key)
+    bucket = s3.fds.bucket(req.bucket)
+    reader = await bucket.reader(req.key) if read else None
+    info = reader.info if reader is not None else await bucket.head(req.key)
     h = req.headers
     if not _check_conditions(info, h.get("if-match"), h.get("if-none-match"), h.get("if-modified-since"),
                              h.get("if-unmodified-since")):
-        return info, Response(304, {"etag": f'"{info.etag}"', "last-modified": formatdate(info.mtime, usegmt=True)})
-    return info, None
+        return info, None, Response(304, {"etag": f'"{info.etag}"',
+                                          "last-modified": formatdate(info.mtime, usegmt=True)})
+    return info, reader, None
 
 
 _OVERRIDES = {"response-content-type": "content-type", "response-content-language": "content-language",
@@ -457,7 +471,7 @@ def _selected(req: Request, info: ObjectInfo, headers: dict[str, str]) -> tuple[
 
 @named("HeadObject")
 async def head_object(s3: S3Server, req: Request) -> Response:
-    info, early = await _read_conditions(s3, req)
+    info, _, early = await _read_conditions(s3, req)
     if early is not None:
         return early
     headers = object_headers(info)
@@ -468,15 +482,15 @@ async def head_object(s3: S3Server, req: Request) -> Response:
 
 @named("GetObject")
 async def get_object(s3: S3Server, req: Request) -> Response:
-    info, early = await _read_conditions(s3, req)
+    info, reader, early = await _read_conditions(s3, req, read=True)
     if early is not None:
         return early
+    assert reader is not None
     headers = object_headers(info)
     _overrides(req, headers)
     start, end, status = _selected(req, info, headers)
     if start >= end:
         return Response(status, headers)
-    reader = ObjectReader(s3.fds, info)
 
     async def stream() -> AsyncIterator[bytes | memoryview]:
         async for _, piece in reader.iter_ranges(start, end, window=s3.window):

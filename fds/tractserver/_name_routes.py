@@ -6,6 +6,8 @@ Keys travel as a query parameter (``key=``), so any UTF-8 key, slashes and all, 
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
@@ -61,7 +63,8 @@ def add_name_routes(app: FastAPI, node: Node, names: NameService) -> None:
                                                delimiter=delimiter, limit=limit), media_type="application/json")
 
     @app.put("/v1/buckets/{bucket}/object", response_model=ObjectInfo, tags=["names"],
-             summary="Point a key at a blob written whole: one atomic switch, create-only or on the current ETag.")
+             summary="Point a key at a blob written whole, or store a small object's bytes inline: one atomic "
+                     "switch, create-only or on the current ETag.")
     async def put_object(bucket: str, body: ObjectPut, key: str = _KEY, version: int = _VERSION,
                          op: str | None = _OP,
                          if_match: str | None = Query(default=None, max_length=130,
@@ -74,11 +77,17 @@ def add_name_routes(app: FastAPI, node: Node, names: NameService) -> None:
                                              if_none_match=if_none_match))
 
     @app.get("/v1/buckets/{bucket}/object", response_model=ObjectInfo, tags=["names"],
-             summary="An object's blob, size, ETag, time, content type and metadata.")
-    async def head_object(bucket: str, key: str = _KEY, version: int = _VERSION) -> Response:
+             summary="An object's blob, size, ETag, time, content type and metadata (and an inline object's bytes).")
+    async def head_object(bucket: str, key: str = _KEY, version: int = _VERSION,
+                          data: bool = Query(default=False, description="For an object kept inline (no blob): its "
+                                                                        "bytes too, base64, as 'data'.")) -> Response:
         ns = bucket_guid(check_bucket(bucket))
         table = await node.check(ns, METADATA_TRACT, version)
-        return json_response(await names.head(bucket, key, table))
+        info, inline = await names.head(bucket, key, table)
+        body = info.model_dump(mode="json")
+        if data and inline is not None:
+            body["data"] = base64.b64encode(inline).decode()
+        return json_response(body)
 
     @app.delete("/v1/buckets/{bucket}/object", status_code=204, tags=["names"],
                 summary="Delete a key; its blob is deleted after the grace period.")

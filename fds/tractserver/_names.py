@@ -6,8 +6,10 @@ holders of one row and changed with the two-phase commit of
 namespaces whose row it leads:
 
 - **Objects.** ``put`` points a key at a blob the writer has already written
-  whole: the switch from the old blob to the new one is one committed record,
-  so a reader sees the old object or the new one, never a mix. ``if_none_match``
+  whole, or keeps a small object's bytes (up to :data:`fds.names.INLINE_MAX`)
+  inside the record itself: either way the switch from the old object to the
+  new one is one committed record, so a reader sees the old object or the new
+  one, never a mix. ``if_none_match``
   (create only) and ``if_match`` (the current ETag) are checked under the key's
   lock against the committed record: 412 otherwise. ``rename`` moves a record
   from one key to another of the bucket in one step (both records prepared
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
@@ -97,7 +100,7 @@ class _NameRecords:
 
     def is_committed(self, key: Hashable, record: NameRecord) -> bool:
         ns, name = _split(key)
-        found = self.names.get(ns, name)
+        found = self.names.get(ns, name, data=False)
         return found is not None and found[1] and (found[0].epoch, found[0].seq) == (record.epoch, record.seq)
 
     def mark_committed(self, keys: Sequence[Hashable], records: Sequence[NameRecord]) -> None:
@@ -256,28 +259,31 @@ class NameService:
                   if_match: str | None = None, if_none_match: bool = False) -> ObjectInfo:
         ns = bucket_guid(check_bucket(bucket))
         check_key(key)
-        etag = body.etag or body.blob.replace("-", "")
+        # An inline object has no blob GUID to make its ETag of: a fresh random one, so it still changes with
+        # every write (caches and compare-and-swap commits rely on that).
+        etag = body.etag or body.blob.replace("-", "") or secrets.token_hex(16)
 
         def compute(olds: list[NameRecord | None]) -> tuple[list[NameRecord], int]:
             old = olds[0]
             _check_conditions(bucket, key, old, if_match, if_none_match)
             return [NameRecord(ns=format_guid(ns), key=key, blob=body.blob, incarnation=body.incarnation,
                                size=body.size, etag=etag, mtime=time.time(), content_type=body.content_type,
-                               meta=body.meta)], 1
+                               meta=body.meta, data=body.data)], 1
 
         async with self._gate.shared(ns):
             await self._bucket(bucket, ns, table)
             (record,) = await self._change(ns, [key], table, op, f"the names of bucket {bucket!r}", compute)
         return _object(record)
 
-    async def head(self, bucket: str, key: str, table: Table) -> ObjectInfo:
+    async def head(self, bucket: str, key: str, table: Table) -> tuple[ObjectInfo, bytes | None]:
+        """The object and, if it is inline, its bytes (None for one in a blob)."""
         ns = bucket_guid(check_bucket(bucket))
         check_key(key)
         await self._bucket(bucket, ns, table)
         record = await self.records.committed(ns, (ns, key), table)
         if record is None or record.deleted:
             raise KeyNotFound(f"no object {key!r} in bucket {bucket!r}")
-        return _object(record)
+        return _object(record), record.data
 
     async def delete(self, bucket: str, key: str, table: Table, op: str | None, *,
                      if_match: str | None = None) -> None:
@@ -289,7 +295,7 @@ class NameService:
             if old is None or old.deleted:
                 raise KeyNotFound(f"no object {key!r} in bucket {bucket!r}")
             _check_conditions(bucket, key, old, if_match, False)
-            return [old.model_copy(update={"deleted": True, "mtime": time.time()})], 0
+            return [old.model_copy(update={"deleted": True, "mtime": time.time(), "data": None})], 0
 
         async with self._gate.shared(ns):
             await self._bucket(bucket, ns, table)
@@ -310,7 +316,7 @@ class NameService:
             now = time.time()
             moved = old_source.model_copy(update={"key": target, "mtime": now, "ops": {},
                                                   "seq": (old_target.seq + 1) if old_target else 1, "deleted": False})
-            return [moved, old_source.model_copy(update={"deleted": True, "mtime": now})], 1
+            return [moved, old_source.model_copy(update={"deleted": True, "mtime": now, "data": None})], 1
 
         async with self._gate.shared(ns):
             await self._bucket(bucket, ns, table)

@@ -2,7 +2,8 @@
 
 Layout (in the same RocksDB as the tract index, :mod:`fds.tractserver._store`)::
 
-    n<ns:16><key UTF-8>             -> epoch, seq (8 B BE each), flags (1 B), NameRecord JSON
+    n<ns:16><key UTF-8>             -> epoch, seq (8 B BE each), flags (1 B), NameRecord JSON (without data)
+    d<ns:16><key UTF-8>             -> epoch, seq (8 B BE each), an inline object's bytes
     r<ns:16><blob:16>               -> key UTF-8: which name refers to the blob (derived)
     q<ns:16><due ms:8 BE><blob:16>  -> incarnation (8 B BE): a replaced blob, deleted once due (derived)
 
@@ -10,7 +11,9 @@ Layout (in the same RocksDB as the tract index, :mod:`fds.tractserver._store`)::
 by their UTF-8 bytes, so listing a bucket in order is one iterator from a seek: no merge,
 nothing in memory but the page. Key ``""`` is the bucket's own record. Flags: 1 deleted (a
 tombstone, kept so a holder that missed the delete cannot bring the name back), 2 committed
-(this primary saw every holder store the record; never replicated: a holder stores 0).
+(this primary saw every holder store the record; never replicated: a holder stores 0), 4 inline
+(the object's bytes are under ``d``, written in the same batch as the record and tagged with its
+``(epoch, seq)``; kept apart so that listing, which reads only ``n``, never reads them).
 
 The reference index (``r``) and the queue of replaced blobs (``q``) are derived: every holder
 updates them in the same write batch as the records, from the change it applies, so a new
@@ -35,11 +38,14 @@ from fds.tractserver._store import TractStore
 __all__ = ["NameStore", "Page", "Retiring"]
 
 _NAME = b"n"
+_DATA = b"d"
 _REF = b"r"
 _QUEUE = b"q"
 _HEAD = struct.Struct(">QQB")
+_TAG = struct.Struct(">QQ")
 _DELETED = 1
 _COMMITTED = 2
+_INLINE = 4
 _LOCKS = 64
 _LISTED = ("key", "size", "etag", "mtime", "content_type", "meta", "blob", "incarnation")
 
@@ -48,9 +54,18 @@ def _name_key(ns: bytes, key: str) -> bytes:
     return _NAME + ns + key.encode()
 
 
-def _encode(record: NameRecord, committed: bool = False) -> bytes:
-    flags = (_DELETED if record.deleted else 0) | (_COMMITTED if committed else 0)
-    return _HEAD.pack(record.epoch, record.seq, flags) + record.model_dump_json().encode()
+def _data_key(ns: bytes, key: str) -> bytes:
+    return _DATA + ns + key.encode()
+
+
+def _inline(record: NameRecord) -> bool:
+    return record.data is not None and not record.deleted
+
+
+def _encode(record: NameRecord) -> bytes:
+    """The stored value of a record as a holder stores it (not committed); its data goes under ``d``."""
+    flags = (_DELETED if record.deleted else 0) | (_INLINE if _inline(record) else 0)
+    return _HEAD.pack(record.epoch, record.seq, flags) + record.model_dump_json(exclude={"data"}).encode()
 
 
 _KEY_FIELD = b'"key":'
@@ -115,13 +130,30 @@ class NameStore:
         return self._locks[hash(ns) % _LOCKS]
 
     # -- one record --------------------------------------------------------------
-    def get(self, ns: bytes, key: str) -> tuple[NameRecord, bool] | None:
-        """The record stored under ``key`` and whether it is marked committed; None if there is none."""
-        raw = self._db.get(_name_key(ns, key))
-        if raw is None:
-            return None
-        _epoch, _seq, flags = _HEAD.unpack_from(raw)
-        return NameRecord.model_validate_json(raw[_HEAD.size:]), bool(flags & _COMMITTED)
+    def get(self, ns: bytes, key: str, *, data: bool = True) -> tuple[NameRecord, bool] | None:
+        """The record stored under ``key`` (with an inline object's bytes, unless ``data`` is False) and whether it
+        is marked committed; None if there is none."""
+        for _attempt in range(1000):
+            raw = self._db.get(_name_key(ns, key))
+            if raw is None:
+                return None
+            epoch, seq, flags = _HEAD.unpack_from(raw)
+            record = NameRecord.model_validate_json(raw[_HEAD.size:])
+            if not (data and flags & _INLINE):
+                return record, bool(flags & _COMMITTED)
+            stored = self._db.get(_data_key(ns, key))
+            if stored is not None and _TAG.unpack_from(stored) == (epoch, seq):
+                record.data = bytes(stored[_TAG.size:])
+                return record, bool(flags & _COMMITTED)
+            # a newer record and its bytes were written between the two reads (one batch): read both again
+        raise RuntimeError(f"the inline bytes of name {key!r} never match its record")
+
+    def _with_data(self, ns: bytes, record: NameRecord, flags: int) -> NameRecord:
+        """``record`` (parsed from a listing) with its inline bytes, as :meth:`get` reads it."""
+        if not flags & _INLINE:
+            return record
+        found = self.get(ns, record.key)
+        return found[0] if found is not None else record
 
     def apply(self, records: Sequence[NameRecord], *, grace: float, all_newer: bool) -> bool:
         """Store the records of one change that are newer by ``(epoch, seq)`` than the stored ones, with the
@@ -170,6 +202,11 @@ class NameStore:
         for record, old in fresh:
             current[record.key] = record
             batch.put(_name_key(ns, record.key), _encode(record))
+            if _inline(record):
+                assert record.data is not None
+                batch.put(_data_key(ns, record.key), _TAG.pack(record.epoch, record.seq) + record.data)
+            elif old is not None and _inline(old):
+                batch.delete(_data_key(ns, record.key))
             if old is not None and old.blob and not old.deleted and old.blob not in named:
                 blob = parse_guid(old.blob)
                 due = int((record.mtime + grace) * 1000)
@@ -190,7 +227,9 @@ class NameStore:
             for record in records:
                 raw = self._db.get(_name_key(ns, record.key))
                 if raw is not None and _HEAD.unpack_from(raw)[:2] == (record.epoch, record.seq):
-                    batch.put(_name_key(ns, record.key), _encode(record, committed=True))
+                    marked = bytearray(raw)  # the stored record as it is (its inline flag too), marked
+                    marked[_HEAD.size - 1] |= _COMMITTED
+                    batch.put(_name_key(ns, record.key), bytes(marked))
             self._db.write(batch)
 
     def referenced(self, ns: bytes, blob: bytes) -> str | None:
@@ -247,8 +286,8 @@ class NameStore:
                 last = raw_key[len(base):].decode()
             else:
                 record = orjson.loads(memoryview(value)[head:])
-                if not flags & _COMMITTED:
-                    page.in_doubt.append(NameRecord.model_validate(record))
+                if not flags & _COMMITTED:  # replicated by the caller: with its inline bytes
+                    page.in_doubt.append(self._with_data(ns, NameRecord.model_validate(record), flags))
                 listed = {name: record[name] for name in _LISTED}
                 if raw:
                     page.raw.append(orjson.dumps(listed))
@@ -272,7 +311,8 @@ class NameStore:
             if not keep(ns):
                 it.seek(_NAME + _next_prefix(ns))
                 continue
-            out.append(NameRecord.model_validate_json(bytes(it.value())[_HEAD.size:]))
+            value = bytes(it.value())
+            out.append(self._with_data(ns, NameRecord.model_validate_json(value[_HEAD.size:]), value[_HEAD.size - 1]))
             it.next()
         return out
 
@@ -292,7 +332,7 @@ class NameStore:
         """Forget a namespace whose row this server no longer holds: its records, index and queue."""
         with self._lock(ns):
             batch = rocksdict.WriteBatch(raw_mode=True)
-            for prefix in (_NAME, _REF, _QUEUE):
+            for prefix in (_NAME, _DATA, _REF, _QUEUE):
                 batch.delete_range(prefix + ns, prefix + _next_prefix(ns))
             self._db.write(batch, self._sync)
 

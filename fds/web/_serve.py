@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 
 from fastapi import FastAPI
 
@@ -67,13 +68,14 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"{tls.scheme()}://{shown}:{port}"
 
 
-def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -> None:
+def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None,
+          on_ready: Callable[[], None] | None = None) -> None:
     """Serve ``app`` (from :func:`fds.web.create_app`) on ``sock`` until SIGINT/SIGTERM.
 
     Servers move large bodies, so this tunes the allocator first
     (:func:`fds.tune_allocator`). ``ready_file``, if given, is written
     (atomically) with the server's URL once it accepts connections:
-    launchers and tests wait for it.
+    launchers and tests wait for it; ``on_ready`` is called then too.
     """
     import uvicorn
 
@@ -96,6 +98,8 @@ def serve(app: FastAPI, sock: socket.socket, *, ready_file: str | None = None) -
             from fds.durable import write_durably
 
             write_durably(ready_file, url_of(sock, sock.getsockname()[0]).encode())
+        if on_ready is not None:
+            on_ready()
         await task
 
     import uvloop

@@ -12,14 +12,18 @@ import asyncio
 import random
 import signal
 
+import httpx
 import pytest
 
 from fds.client import Client, KeyNotFound
 from fds.local import LocalCluster
-from fds.names import bucket_guid
+from fds.models import RowListing, TableModel
+from fds.names import INLINE_MAX, bucket_guid
 from fds.placement import METADATA_TRACT
+from fds.tlt import Table
 from tests.fault.replication import wait_healthy
 from tests.support.clusters import SMALL_TRACT
+from tests.support.credentials import AUTH
 
 
 def _payload(key: str, version: int) -> bytes:
@@ -86,5 +90,67 @@ def test_names_survive_three_primaries_killed_in_turn(make_cluster) -> None:  # 
                 assert await _primary(client, cluster, "survive") != victim
             table = await client.tables.refresh(0)
             assert not first_holders & {s.id for s in table.holders(bucket_guid("survive"), METADATA_TRACT)}
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_inline_objects_survive_sigkill_of_each_holder_and_of_the_whole_cluster(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Small objects kept inline in their name records (no blob) are as durable as any record: each server of
+    the bucket's row in turn is SIGKILLed and restarted (within the heartbeat timeout, so it keeps the row), and
+    its own RocksDB still holds every acknowledged object byte for byte; then every process of the cluster is
+    SIGKILLed at once and restarted, and every object reads back byte for byte."""
+    cluster = make_cluster(tractservers=3, replicas=3, heartbeat_timeout=60.0)
+    rng = random.Random(11)
+    acked: dict[str, bytes] = {}
+
+    async def write(client: Client, tag: str) -> None:
+        bucket = client.bucket("inline-kill")
+
+        async def one(i: int) -> None:
+            key = f"k{i:03d}"
+            data = rng.randbytes(rng.choice([0, 1, 100, INLINE_MAX]))
+            info = await bucket.put(key, data, meta={"tag": tag})
+            assert info.blob == ""
+            acked[key] = data
+
+        await asyncio.gather(*(one(i) for i in range(40)))
+
+    def on_disk(name: str) -> dict[str, bytes]:
+        """The inline objects the server ``name`` has of the bucket, from its own RocksDB (its row listing)."""
+        model = TableModel.model_validate_json(httpx.get(f"{cluster.metaserver_url}/v1/table", headers=AUTH,
+                                                         timeout=10).content)
+        row = Table(model).row_of(bucket_guid("inline-kill"), METADATA_TRACT)
+        resp = httpx.post(f"{cluster.child(name).url}/v1/internal/rows", headers=AUTH, timeout=30,
+                          json={"rows": [row], "version": model.version})
+        assert resp.status_code == 200, resp.text
+        listing = RowListing.model_validate_json(resp.content)
+        return {r.key: r.data for r in listing.names if r.key and not r.deleted and r.data is not None}
+
+    async def check(client: Client) -> None:
+        bucket = client.bucket("inline-kill")
+        assert [o.key async for o in bucket.iter() if not isinstance(o, str)] == sorted(acked)
+        for key, data in acked.items():
+            assert await bucket.get(key) == data, key
+
+    async def main() -> None:
+        async with cluster.client(retry_for=120.0) as client:
+            await client.create_bucket("inline-kill")
+            await write(client, "first")
+            await write(client, "second")  # inline over inline
+            for child in list(cluster.tract_children):
+                cluster.kill(child.name, signal.SIGKILL)
+                await asyncio.to_thread(cluster.restart, child.name)
+                await asyncio.to_thread(wait_healthy, cluster, 120.0)
+                assert await asyncio.to_thread(on_disk, child.name) == acked, child.name
+                await check(client)
+                await write(client, child.name)
+        for child in cluster.children:
+            cluster.kill(child.name, signal.SIGKILL)
+        for child in cluster.children:  # the metaserver first
+            cluster.restart(child.name)
+        wait_healthy(cluster, 120.0)
+        async with cluster.client(retry_for=120.0) as client:
+            await check(client)
 
     asyncio.run(main())

@@ -29,6 +29,8 @@ SEED = 20261121
 @pytest.mark.slow
 def test_thrash(make_cluster, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
     seconds = float(request.config.getoption("--thrash-seconds"))
+    if seconds <= 0:
+        pytest.skip("the thrash soak runs only when asked: --thrash-seconds 60 (or 900 for a long soak)")
     rng = random.Random(SEED)
     cluster = make_cluster(tractservers=6, replicas=3)
     ms = cluster.metaserver_url

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fds.local import LocalCluster
+from fds.names import INLINE_MAX
 from tests.support.clusters import DEFAULTS, SMALL_TRACT
 
 
@@ -72,6 +73,15 @@ def test_buckets_objects_and_copies(root: Path, tmp_path: Path) -> None:
     ok("cp", "fds://cli/dir/data.bin", "fds://cli-two/copy.bin", cwd=root)  # inside the cluster
     assert ok("cat", "fds://cli-two/copy.bin", cwd=root) == data
     ok("mv", "fds://cli-two/copy.bin", "fds://cli-two/moved.bin", cwd=root)
+    # a small file is kept inline in its name record (no blob): the same commands, byte for byte
+    small = random.Random(3).randbytes(INLINE_MAX)
+    (tmp_path / "small.bin").write_bytes(small)
+    ok("cp", str(tmp_path / "small.bin"), "fds://cli/small.bin", cwd=root)
+    ok("cp", "fds://cli/small.bin", str(tmp_path / "small-out.bin"), cwd=root)
+    assert (tmp_path / "small-out.bin").read_bytes() == small
+    ok("cp", "fds://cli/small.bin", "fds://cli-two/small-copy.bin", cwd=root)
+    ok("mv", "fds://cli-two/small-copy.bin", "fds://cli-two/small-moved.bin", cwd=root)
+    assert ok("cat", "fds://cli-two/small-moved.bin", cwd=root) == small
     assert b"moved.bin" in ok("ls", "fds://cli-two/", cwd=root)
     assert "no object 'copy.bin'" in fails(1, "cat", "fds://cli-two/copy.bin", cwd=root)
     # recursive: a directory up, a prefix down

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from fds.names import INLINE_MAX
 from tests.support.clusters import SMALL_TRACT, shared_cluster
 from tests.support.credentials import AUTH
 
@@ -56,6 +57,39 @@ def test_upload_download_with_ranges_and_headers(gw: httpx.Client) -> None:
     assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
     assert gw.get("/v1/buckets/gwb/objects/dir/file.bin", headers={"if-none-match": etag}).status_code == 304
     _error(gw.get("/v1/buckets/gwb/objects/dir/file.bin", headers={"if-match": '"nope"'}), 412, "precondition_failed")
+
+
+def test_small_objects_are_inline(gw: httpx.Client) -> None:
+    """A body of at most INLINE_MAX bytes (with a Content-Length or chunked) is kept in its name record: no blob;
+    ranges, conditions, headers, copy, rename and overwrites by a blob work on it as on any object."""
+    data = random.Random(7).randbytes(INLINE_MAX)
+    put = gw.put("/v1/buckets/gwb/objects/small", content=data,
+                 headers={"content-type": "text/x", "x-fds-meta-owner": "ann", "if-none-match": "*"})
+    assert put.status_code == 200, put.text
+    assert (put.json()["blob"], put.json()["incarnation"], put.json()["size"]) == ("", 0, INLINE_MAX)
+    got = gw.get("/v1/buckets/gwb/objects/small")
+    assert got.content == data and got.headers["etag"] == put.headers["etag"]
+    assert got.headers["content-type"] == "text/x" and got.headers["x-fds-meta-owner"] == "ann"
+    part = gw.get("/v1/buckets/gwb/objects/small", headers={"range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{INLINE_MAX}"
+    assert gw.get("/v1/buckets/gwb/objects/small", headers={"range": "bytes=-5"}).content == data[-5:]
+    _error(gw.get("/v1/buckets/gwb/objects/small", headers={"range": f"bytes={INLINE_MAX}-"}), 416,
+           "range_not_satisfiable")
+    assert gw.head("/v1/buckets/gwb/objects/small").headers["content-length"] == str(INLINE_MAX)
+    assert gw.get("/v1/buckets/gwb/objects/small", headers={"if-none-match": put.headers["etag"]}).status_code == 304
+    streamed = gw.put("/v1/buckets/gwb/objects/small-chunked", content=iter([data[:5000], data[5000:]]))
+    assert streamed.status_code == 200 and streamed.json()["blob"] == ""
+    copy = gw.put("/v1/buckets/gwb/objects/small-copy", headers={"x-fds-copy-source": "gwb/small"})
+    assert copy.status_code == 200 and copy.json()["blob"] == "" and copy.json()["etag"] == put.json()["etag"]
+    moved = gw.post("/v1/buckets/gwb/rename", json={"source": "small-copy", "target": "small-moved"})
+    assert moved.status_code == 200 and gw.get("/v1/buckets/gwb/objects/small-moved").content == data
+    big = data + b"!"
+    grown = gw.put("/v1/buckets/gwb/objects/small", content=big, headers={"if-match": put.headers["etag"]})
+    assert grown.status_code == 200 and grown.json()["blob"] != ""
+    assert gw.get("/v1/buckets/gwb/objects/small").content == big
+    for key in ("small", "small-chunked", "small-moved"):
+        assert gw.delete(f"/v1/buckets/gwb/objects/{key}").status_code == 204
 
 
 def test_chunked_upload_streams(gw: httpx.Client) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from fds.client import (
@@ -26,7 +27,9 @@ from fds.client import (
     KeyNotFound,
     PreconditionFailed,
 )
+from fds.client._names import ObjectReader
 from fds.local import LocalCluster
+from fds.names import INLINE_MAX
 from tests.support.clusters import SMALL_TRACT, shared_cluster
 from tests.support.credentials import AUTH
 
@@ -144,20 +147,25 @@ def test_objects_round_trip_with_ranges_streams_and_files(cluster: LocalCluster,
 
 
 def test_overwrites_are_atomic_and_conditional(cluster: LocalCluster) -> None:
+    """Blob to inline: the object in a blob is replaced by a small one kept in its name record, and the blob
+    is still retired after the grace period."""
+    big = b"one" * (INLINE_MAX // 2)
+
     async def work(client: Client) -> None:
         bucket = await client.create_bucket("cond")
-        first = await bucket.put("k", b"one" * 1000, if_none_match=True)
+        first = await bucket.put("k", big, if_none_match=True)
+        assert first.blob
         with pytest.raises(PreconditionFailed, match="already exists") as err:
             await bucket.put("k", b"two", if_none_match=True)
         assert err.value.details["etag"] == first.etag
         with pytest.raises(PreconditionFailed, match="changed since you read it"):
             await bucket.put("k", b"two", if_match="0" * 32)
-        assert await bucket.get("k") == b"one" * 1000
+        assert await bucket.get("k") == big
         reader = await bucket.reader("k")  # looked up before the overwrite
         second = await bucket.put("k", b"two", if_match=f'"{first.etag}"')
-        assert second.etag != first.etag
+        assert second.etag != first.etag and second.blob == ""
         assert await bucket.get("k") == b"two"
-        assert await reader.read_range() == b"one" * 1000  # the old blob lives through the grace period
+        assert await reader.read_range() == big  # the old blob lives through the grace period
         with pytest.raises(PreconditionFailed, match="no object 'nope'"):
             await bucket.put("nope", b"x", if_match="*")
         with pytest.raises(PreconditionFailed):
@@ -305,5 +313,72 @@ def test_copy_and_rename(cluster: LocalCluster) -> None:
             await src.rename("orig", "again")
         with pytest.raises(BucketNotFound):
             await dst.copy("x", "y", source_bucket="no-such-bucket")
+
+    run(cluster, work)
+
+
+def test_small_objects_live_inline_in_their_name_record(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Objects of at most INLINE_MAX bytes have no blob: their bytes are in the name record (put and get are
+    one request each); every operation on them behaves as on any object, and listings never carry them."""
+    small = random.Random(5).randbytes(INLINE_MAX)
+    big = random.Random(6).randbytes(INLINE_MAX + 1)
+
+    async def work(client: Client) -> None:
+        bucket = await client.create_bucket("inline")
+        info = await bucket.put("s", small, content_type="text/x", meta={"m": "é"}, if_none_match=True)
+        assert (info.blob, info.incarnation, info.size) == ("", 0, INLINE_MAX)
+        assert len(info.etag) == 32 and (await bucket.head("s")) == info
+        assert await bucket.get("s") == small
+        for start, end in [(0, 1), (100, 200), (INLINE_MAX - 7, None), (INLINE_MAX, None), (5, INLINE_MAX + 9)]:
+            assert await bucket.get("s", start, end) == small[start:end]
+        with pytest.raises(PreconditionFailed, match="already exists"):
+            await bucket.put("s", b"x", if_none_match=True)
+        with pytest.raises(PreconditionFailed, match="changed since you read it"):
+            await bucket.put("s", b"x", if_match="0" * 32)
+        given = await bucket.put("md5", b"abc", etag="900150983cd24fb0d6963f7d28e17f72")
+        assert given.etag == "900150983cd24fb0d6963f7d28e17f72"
+        # a stream, a file and a sized writer that stay small go inline; one byte more makes a blob
+        async def chunks(data: bytes):  # type: ignore[no-untyped-def]
+            for i in range(0, len(data), 1000):
+                yield data[i:i + 1000]
+
+        assert (await bucket.put("streamed", chunks(small))).blob == ""
+        assert (await bucket.put("streamed-big", chunks(big))).blob != ""
+        assert await bucket.get("streamed-big") == big
+        (tmp_path / "small").write_bytes(small)
+        assert (await bucket.put("file", tmp_path / "small")).blob == ""
+        writer = await bucket.writer("sized", size=3)
+        await writer.write(b"abc")
+        assert (await writer.close()).blob == "" and await bucket.get("sized") == b"abc"
+        assert (await bucket.put("empty", b"")).blob == "" and await bucket.get("empty") == b""
+        # overwrites: inline to inline, inline to blob (nothing to retire), and back (the blob is retired)
+        stale = await bucket.head("s")
+        again = await bucket.put("s", b"second", if_match=info.etag)
+        assert again.etag != info.etag and await bucket.get("s") == b"second"
+        with pytest.raises(PreconditionFailed, match="changed since it was looked up"):
+            await ObjectReader(client, stale, bucket="inline").read_range()
+        grown = await bucket.put("s", big)
+        assert grown.blob and await bucket.get("s") == big
+        shrunk = await bucket.put("s", small, meta={"m": "é"})
+        assert shrunk.blob == "" and await bucket.get("s", 10, 20) == small[10:20]
+        # rename and copy carry the bytes (inside a bucket and across buckets); delete leaves nothing
+        moved = await bucket.rename("s", "t")
+        assert (moved.blob, moved.etag) == ("", shrunk.etag) and await bucket.get("t") == small
+        assert not await bucket.exists("s")
+        other = await client.create_bucket("inline-copy")
+        copied = await other.copy("t", "c", source_bucket="inline")
+        assert (copied.blob, copied.etag, copied.meta) == ("", shrunk.etag, {"m": "é"})
+        assert await other.get("c") == small
+        copied_stale = await bucket.copy("t", "t2", source_info=await bucket.head("t"))
+        assert copied_stale.blob == "" and await bucket.get("t2") == small
+        await bucket.delete("t")
+        with pytest.raises(KeyNotFound):
+            await bucket.get("t")
+        # listing pages carry the listed fields only, never the inline bytes
+        page = await bucket._call("GET", "/objects", "limit=10000")
+        assert {o["key"] for o in page["objects"]} >= {"t2", "md5", "file", "sized"}
+        assert all(set(o) == {"key", "size", "etag", "mtime", "content_type", "meta", "blob", "incarnation"}
+                   for o in page["objects"])
+        assert len(orjson.dumps(page)) < 8000
 
     run(cluster, work)

@@ -26,6 +26,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from fds.local import Child, LocalCluster, wait_ready
+from fds.names import INLINE_MAX
 from fds.s3keys import SYSTEM_BUCKET
 from tests.support.clusters import SMALL_TRACT, shared_cluster
 
@@ -114,6 +115,45 @@ def test_objects_ranges_metadata_and_read_conditions(s3: Any) -> None:
     empty = s3.put_object(Bucket="s3t", Key="empty", Body=b"")
     assert empty["ETag"] == f'"{hashlib.md5(b"").hexdigest()}"'
     assert s3.get_object(Bucket="s3t", Key="empty")["Body"].read() == b""
+
+
+def test_small_objects_are_inline(cluster: LocalCluster, s3: Any) -> None:
+    """A body of at most INLINE_MAX bytes is checked and kept in its name record (no blob); GET with Range,
+    conditions, metadata, CopyObject, UploadPartCopy and overwrites by and of blob objects all work on it."""
+    data = random.Random(9).randbytes(4096)
+    put = s3.put_object(Bucket="s3t", Key="small", Body=data, ContentType="text/x", Metadata={"m": "1"})
+    assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"' and _object_blob(cluster, "s3t", "small") == ""
+    got = s3.get_object(Bucket="s3t", Key="small")
+    assert got["Body"].read() == data and got["ContentType"] == "text/x" and got["Metadata"] == {"m": "1"}
+    for spec, want in (("bytes=0-0", data[:1]), ("bytes=-7", data[-7:]), ("bytes=4000-", data[4000:]),
+                       ("bytes=100-99999", data[100:])):
+        assert s3.get_object(Bucket="s3t", Key="small", Range=spec)["Body"].read() == want
+    _refused(416, "InvalidRange", s3.get_object, Bucket="s3t", Key="small", Range="bytes=4096-")
+    _refused(304, "304", s3.get_object, Bucket="s3t", Key="small", IfNoneMatch=put["ETag"])
+    _refused(412, "PreconditionFailed", s3.put_object, Bucket="s3t", Key="small", Body=b"x", IfNoneMatch="*")
+    whole = s3.put_object(Bucket="s3t", Key="at-limit", Body=data * 4)  # INLINE_MAX exactly
+    over = s3.put_object(Bucket="s3t", Key="over-limit", Body=data * 4 + b"!")
+    assert (len(data * 4), _object_blob(cluster, "s3t", "at-limit")) == (INLINE_MAX, "")
+    assert _object_blob(cluster, "s3t", "over-limit") != "" and whole["ETag"] != over["ETag"]
+    copied = s3.copy_object(Bucket="s3t", Key="small-copy", CopySource="s3t/small")
+    assert copied["CopyObjectResult"]["ETag"] == put["ETag"] and _object_blob(cluster, "s3t", "small-copy") == ""
+    s3.copy_object(Bucket="s3t", Key="small-copy", CopySource="s3t/small-copy", MetadataDirective="REPLACE",
+                   Metadata={"new": "2"})
+    head = s3.head_object(Bucket="s3t", Key="small-copy")
+    assert head["Metadata"] == {"new": "2"} and head["ContentLength"] == len(data)
+    upload = s3.create_multipart_upload(Bucket="s3t", Key="from-small")["UploadId"]
+    part = s3.upload_part_copy(Bucket="s3t", Key="from-small", UploadId=upload, PartNumber=1,
+                               CopySource="s3t/small", CopySourceRange="bytes=10-109")
+    s3.complete_multipart_upload(Bucket="s3t", Key="from-small", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket="s3t", Key="from-small")["Body"].read() == data[10:110]
+    s3.put_object(Bucket="s3t", Key="small", Body=data * 300)  # inline -> blob -> inline
+    assert s3.get_object(Bucket="s3t", Key="small")["Body"].read() == data * 300
+    s3.put_object(Bucket="s3t", Key="small", Body=b"tiny")
+    assert s3.get_object(Bucket="s3t", Key="small")["Body"].read() == b"tiny"
+    for key in ("small", "small-copy", "at-limit", "over-limit", "from-small"):
+        s3.delete_object(Bucket="s3t", Key=key)
+    _refused(404, "NoSuchKey", s3.get_object, Bucket="s3t", Key="small")
 
 
 def test_conditional_writes(s3: Any) -> None:

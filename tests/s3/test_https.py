@@ -32,23 +32,10 @@ def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def https_target(tmp_path_factory: pytest.TempPathFactory, ca_bundle: dict[str, Path]) -> Iterator[S3Target]:
-    # LocalCluster's own client (it makes the first S3 key) trusts only $FDS_TLS_CA, read once per process into
-    # fds.tls's cached context, not the cluster's tls_ca (s3-failures 5): trust our CA while the cluster starts,
-    # and put the process's context back after.
-    import fds.tls
-
-    saved_env, saved_context = os.environ.get("FDS_TLS_CA"), fds.tls._client
-    os.environ["FDS_TLS_CA"], fds.tls._client = str(ca_bundle["ca"]), None
+    # LocalCluster's own client (it makes the first S3 key) trusts the cluster's tls_ca; no $FDS_TLS_CA needed
     clusters = start_fds(tmp_path_factory, "s3-tls", tractservers=3, replicas=1, tls_cert=ca_bundle["cert"],
                          tls_key=ca_bundle["key"], tls_ca=ca_bundle["ca"])
-    try:
-        target, _cluster = next(clusters)
-    finally:
-        fds.tls._client = saved_context
-        if saved_env is None:
-            os.environ.pop("FDS_TLS_CA", None)
-        else:
-            os.environ["FDS_TLS_CA"] = saved_env
+    target, _cluster = next(clusters)
     assert target.endpoint.startswith("https://")
     yield target
     clusters.close()

@@ -71,3 +71,45 @@ def test_raw_listing_is_the_parsed_listing(tmp_path: Path) -> None:
         assert first.next == parsed.objects[1]["key"] and len(first.raw) == 2
     finally:
         store.close()
+
+
+def test_inline_bytes_are_kept_beside_the_record_and_never_listed(tmp_path: Path) -> None:
+    """An inline object's bytes go under their own key, in the record's batch and tagged with its (epoch, seq):
+    get and a row's listing carry them, listing pages never do; tombstones, renames away and a blob object
+    in its place drop them, and replacing a blob object by an inline one queues the blob."""
+    import orjson
+
+    store = TractStore(tmp_path, direct_io=False)
+    try:
+        names = NameStore(store)
+        blob = new_guid()
+        small = bytes(range(256)) * 64
+        inline = _rec("i", 1).model_copy(update={"data": small, "size": len(small), "incarnation": 0})
+        assert names.apply_changes([[_rec("b", 1, blob)], [inline], [_rec("gone", 1).model_copy(
+            update={"data": b"x", "incarnation": 0})]], grace=1.0) == [True, True, True]
+        assert names.get(NS, "i") == (inline, False)
+        assert names.get(NS, "i", data=False) == (inline.model_copy(update={"data": None}), False)
+        names.mark_committed([inline])
+        assert names.get(NS, "i") == (inline, True)  # marking keeps the bytes and the inline flag
+        page = names.listing(NS)  # "gone" and "b" are in doubt: replicated with their bytes, "i" is not
+        assert {r.key: r.data for r in page.in_doubt} == {"b": None, "gone": b"x"}
+        for listed in (page.objects, [orjson.loads(r) for r in names.listing(NS, raw=True).raw]):
+            assert [o["key"] for o in listed] == ["b", "gone", "i"]
+            assert all("data" not in o for o in listed) and listed[2]["blob"] == ""
+        assert {r.key: r.data for r in names.records_where(lambda ns: ns == NS)} == {"b": None, "gone": b"x",
+                                                                                      "i": small}
+        # blob -> inline: the blob is queued; inline -> tombstone and inline -> blob: the bytes go
+        over = _rec("b", 2).model_copy(update={"data": b"now inline", "incarnation": 0})
+        assert names.apply([over], grace=1.0, all_newer=False)
+        assert [r.blob for r in names.retiring()] == [blob] and names.referenced(NS, blob) is None
+        assert names.apply([_rec("gone", 2).model_copy(update={"deleted": True})], grace=1.0, all_newer=False)
+        assert names.apply([_rec("i", 2, new_guid())], grace=1.0, all_newer=False)
+        assert names.get(NS, "b") == (over, False)
+        got_gone, got_i = names.get(NS, "gone"), names.get(NS, "i")
+        assert got_gone is not None and got_gone[0].deleted and got_gone[0].data is None
+        assert got_i is not None and got_i[0].data is None and got_i[0].blob
+        assert sorted(k for k in store._db.keys() if bytes(k[:1]) == b"d") == [b"d" + NS + b"b"]
+        names.drop_namespace(NS)
+        assert not [k for k in store._db.keys() if bytes(k[:1]) in b"dnrq"]
+    finally:
+        store.close()
